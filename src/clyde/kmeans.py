@@ -1,0 +1,430 @@
+"""Weighted k-means in JAX: the one clustering core every clyde mode reuses.
+
+All functions are pure functions of arrays plus static settings. Points carry
+weights, so the same kernels run on
+
+* a colour histogram (unique or binned colours with their pixel counts), and
+* arrays padded to a size bucket, where the padding rows have weight 0 and so
+  never influence a centre.
+
+Distances are never materialised as a full ``(n, k)`` matrix for large ``n``:
+the assignment step walks over fixed-size chunks of points with
+:func:`jax.lax.map`.
+
+References
+----------
+.. [1] D. Arthur and S. Vassilvitskii, "k-means++: the advantages of careful
+       seeding", SODA 2007. (Greedy variant with ``2 + log k`` local trials, as
+       in scikit-learn.)
+.. [2] D. Sculley, "Web-scale k-means clustering", WWW 2010 (mini-batch
+       k-means with per-centre learning rates ``1 / count``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "KMeansResult",
+    "assign",
+    "kmeans",
+    "kmeans_plusplus",
+    "random_init",
+    "lloyd",
+    "minibatch",
+    "bucket_size",
+    "INITS",
+    "ALGOS",
+]
+
+INITS = ("kmeans++", "random")
+ALGOS = ("lloyd", "minibatch")
+
+#: Points per chunk in the assignment step; bounds memory at ``CHUNK * k`` floats.
+#: 2048 keeps a ``(k, chunk)`` block in cache for k up to 256 (measured fastest
+#: of 256..4096 on a 2-core x86 CPU).
+CHUNK = 2048
+
+#: Dimensions up to which distances are formed from differences (exact, and
+#: fastest for colours); above it, as one matrix product (patch vectors).
+SMALL_D = 8
+
+
+class KMeansResult(NamedTuple):
+    """Result of a k-means fit.
+
+    Attributes
+    ----------
+    centers : (k, d) float32 array
+        Cluster centres.
+    labels : (n,) int32 array
+        Index of the nearest centre of every point (padding rows included).
+    inertia : () float32 array
+        Weighted sum of squared distances of the points to their centres.
+    n_iter : () int32 array
+        Iterations run (Lloyd steps, or mini-batch steps).
+    converged : () bool array
+        Whether the centre shift fell below the tolerance before ``max_iter``.
+    """
+
+    centers: jax.Array
+    labels: jax.Array
+    inertia: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+
+
+def bucket_size(n: int, minimum: int = 4096) -> int:
+    """Round ``n`` up to a size bucket: ``2**e * (4 + j) / 4``, ``j in 0..3``.
+
+    Four buckets per octave waste at most 25 % (on average about 12 %) of the
+    work on padding, and padding arrays to them means a new input size
+    reuses a compiled kernel instead of compiling a new one.
+
+    >>> [bucket_size(n) for n in (1, 4096, 4097, 33884, 65536)]
+    [4096, 4096, 5120, 40960, 65536]
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if n <= minimum:
+        return minimum
+    e = (n - 1).bit_length() - 1          # 2**e < n <= 2**(e+1)
+    step = 1 << max(e - 2, 0)
+    return -(-n // step) * step
+
+
+# ----------------------------------------------------------------------------
+# distances and assignment
+
+
+def _sqdist_t(xt: jax.Array, centers: jax.Array) -> jax.Array:
+    """Squared Euclidean distances ``(k, m)`` from centres to points.
+
+    ``xt`` is the ``(d, m)`` transpose of the points, so that the ``k x m``
+    work runs along the contiguous point axis and vectorises on CPU. For
+    small ``d`` (colours) differences are formed directly, which is exact;
+    for large ``d`` (patch vectors) the ``|x|^2 - 2 c.x + |c|^2`` expansion
+    turns the work into one matrix product.
+    """
+    d = xt.shape[0]
+    if d <= SMALL_D:
+        out = (centers[:, 0:1] - xt[0][None, :]) ** 2
+        for j in range(1, d):
+            out = out + (centers[:, j:j + 1] - xt[j][None, :]) ** 2
+        return out
+    xx = jnp.sum(xt * xt, axis=0)
+    cc = jnp.sum(centers * centers, axis=1)
+    dots = jnp.dot(centers, xt, precision=jax.lax.Precision.HIGHEST)
+    return jnp.maximum(cc[:, None] - 2.0 * dots + xx[None, :], 0.0)
+
+
+def _nearest_t(xt: jax.Array, centers: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Nearest centre of each column of ``xt (d, m)``: labels and squared distances."""
+    d2 = _sqdist_t(xt, centers)
+    best = jnp.min(d2, axis=0)
+    k = centers.shape[0]
+    # First index that reaches the minimum: much cheaper than argmin on CPU.
+    iota = jnp.arange(k, dtype=jnp.int32)[:, None]
+    labels = jnp.min(jnp.where(d2 <= best[None, :], iota, k), axis=0)
+    return labels.astype(jnp.int32), best
+
+
+def assign(x: jax.Array, centers: jax.Array, *, chunk: int = CHUNK) -> tuple[jax.Array, jax.Array]:
+    """Nearest centre of every point, in chunks of bounded memory.
+
+    Parameters
+    ----------
+    x : (n, d) float array
+        Points.
+    centers : (k, d) float array
+        Centres.
+    chunk : int, optional
+        Points per chunk (static). Memory is ``O(chunk * k)``, not ``O(n * k)``.
+
+    Returns
+    -------
+    labels : (n,) int32 array
+        Index of the nearest centre; ties go to the lowest index.
+    d2 : (n,) float32 array
+        Squared distance to that centre.
+    """
+    n, d = x.shape
+    if n <= chunk:
+        return _nearest_t(x.T, centers)
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    xp = jnp.pad(x, ((0, pad), (0, 0))) if pad else x
+    blocks = jnp.transpose(xp.reshape(n_chunks, chunk, d), (0, 2, 1))
+    labels, d2 = jax.lax.map(lambda b: _nearest_t(b, centers), blocks)
+    return labels.reshape(-1)[:n], d2.reshape(-1)[:n]
+
+
+# ----------------------------------------------------------------------------
+# initialisation
+
+
+def _safe_probs(p: jax.Array, fallback: jax.Array) -> jax.Array:
+    total = jnp.sum(p)
+    return jnp.where(total > 0, p / jnp.where(total > 0, total, 1.0), fallback)
+
+
+def random_init(key: jax.Array, x: jax.Array, w: jax.Array, k: int) -> jax.Array:
+    """``k`` distinct points drawn with probability proportional to weight.
+
+    Points of weight 0 (padding) are never drawn. With fewer than ``k``
+    points of positive weight, the remaining centres repeat drawn points
+    (Lloyd's empty-cluster handling then takes over).
+    """
+    n = x.shape[0]
+    wpos = (w > 0).astype(jnp.float32)
+    p = _safe_probs(w, wpos / jnp.maximum(jnp.sum(wpos), 1.0))
+    # Gumbel top-k: sampling without replacement proportional to p.
+    g = jax.random.gumbel(key, (n,))
+    scores = jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)) + g, -jnp.inf)
+    _, idx = jax.lax.top_k(scores, min(k, n))
+    if k > n:
+        idx = jnp.concatenate([idx, jnp.zeros((k - n,), idx.dtype)])
+    return x[idx]
+
+
+def kmeans_plusplus(key: jax.Array, x: jax.Array, w: jax.Array, k: int,
+                    n_local_trials: int | None = None) -> jax.Array:
+    """Weighted greedy k-means++ seeding.
+
+    Each new centre is the best (lowest resulting weighted potential) of
+    ``n_local_trials`` candidates drawn with probability proportional to
+    ``w * D(x)^2``, as in scikit-learn's ``kmeans_plusplus``.
+
+    Parameters
+    ----------
+    key : PRNG key
+    x : (n, d) float32 array
+    w : (n,) float32 array of non-negative weights
+    k : int (static)
+    n_local_trials : int, optional (static)
+        Defaults to ``2 + floor(log(k))``.
+
+    Returns
+    -------
+    centers : (k, d) float32 array
+    """
+    n, d = x.shape
+    if n_local_trials is None:
+        n_local_trials = 2 + int(math.log(k))
+    wpos = (w > 0).astype(jnp.float32)
+    uniform = wpos / jnp.maximum(jnp.sum(wpos), 1.0)
+    key, sub = jax.random.split(key)
+    first = jax.random.choice(sub, n, p=_safe_probs(w, uniform))
+    xt = x.T
+    centers = jnp.zeros((k, d), x.dtype).at[0].set(x[first])
+    closest = _sqdist_t(xt, x[first][None, :])[0]
+
+    def body(i, state):
+        centers, closest, key = state
+        key, sub = jax.random.split(key)
+        p = _safe_probs(w * closest, uniform)
+        cand = jax.random.choice(sub, n, shape=(n_local_trials,), p=p)
+        d_cand = _sqdist_t(xt, x[cand])  # (trials, n): n * trials floats only
+        new_closest = jnp.minimum(closest[None, :], d_cand)
+        pot = jnp.sum(new_closest * w[None, :], axis=1)
+        best = jnp.argmin(pot)
+        centers = centers.at[i].set(x[cand[best]])
+        return centers, new_closest[best], key
+
+    centers, _, _ = jax.lax.fori_loop(1, k, body, (centers, closest, key))
+    return centers
+
+
+# ----------------------------------------------------------------------------
+# Lloyd
+
+
+def _reseed_empty(centers, counts, x, w, d2):
+    """Move centres of empty clusters onto the worst-fitted points.
+
+    Empty cluster ``j`` (the ``r``-th empty one) takes the point with the
+    ``r``-th largest weighted squared distance to its centre.
+    """
+    k = centers.shape[0]
+    empty = counts <= 0
+    score = jnp.where(w > 0, w * d2, -1.0)
+    _, worst = jax.lax.top_k(score, min(k, x.shape[0]))
+    rank = jnp.cumsum(empty.astype(jnp.int32)) - 1
+    rank = jnp.clip(rank, 0, worst.shape[0] - 1)
+    return jnp.where(empty[:, None], x[worst[rank]], centers)
+
+
+def _lloyd_step(x, w, centers, chunk):
+    k = centers.shape[0]
+    labels, d2 = assign(x, centers, chunk=chunk)
+    # One scatter for sums and counts together (scatter-add is the slow part on CPU).
+    acc = jax.ops.segment_sum(jnp.concatenate([x * w[:, None], w[:, None]], axis=1),
+                              labels, num_segments=k)
+    sums, counts = acc[:, :-1], acc[:, -1]
+    new = sums / jnp.maximum(counts, 1e-12)[:, None]
+    new = jnp.where((counts > 0)[:, None], new, centers)
+    new = jax.lax.cond(jnp.any(counts <= 0), _reseed_empty, lambda c, *_: c,
+                       new, counts, x, w, d2)
+    return new
+
+
+def _tol_abs(x, w, tol):
+    """Tolerance scaled by the weighted mean per-dimension variance (as sklearn)."""
+    wsum = jnp.maximum(jnp.sum(w), 1e-12)
+    mean = jnp.sum(x * w[:, None], axis=0) / wsum
+    var = jnp.sum(w[:, None] * (x - mean) ** 2, axis=0) / wsum
+    return tol * jnp.mean(var)
+
+
+def lloyd(x: jax.Array, w: jax.Array, centers: jax.Array, *, max_iter: int = 300,
+          tol: float = 1e-4, chunk: int = CHUNK) -> KMeansResult:
+    """Weighted Lloyd iterations until convergence.
+
+    Stops when the summed squared centre shift is at most
+    ``tol * mean(weighted variance of x per dimension)`` or after
+    ``max_iter`` iterations. Empty clusters are re-seeded on the worst-fitted
+    points, never left where they were.
+
+    Parameters
+    ----------
+    x : (n, d) float32 array
+    w : (n,) float32 array, non-negative weights (0 for padding)
+    centers : (k, d) float32 array, initial centres
+    max_iter : int (static), at least 1
+    tol : float, non-negative
+    chunk : int (static), points per assignment chunk
+
+    Returns
+    -------
+    KMeansResult
+    """
+    tol_abs = _tol_abs(x, w, tol)
+
+    def cond(state):
+        _, it, shift = state
+        return (it < max_iter) & (shift > tol_abs)
+
+    def body(state):
+        c, it, _ = state
+        new = _lloyd_step(x, w, c, chunk)
+        return new, it + 1, jnp.sum((new - c) ** 2)
+
+    centers, n_iter, shift = jax.lax.while_loop(
+        cond, body, (centers, jnp.int32(0), jnp.float32(jnp.inf)))
+    labels, d2 = assign(x, centers, chunk=chunk)
+    return KMeansResult(centers, labels, jnp.sum(w * d2), n_iter, shift <= tol_abs)
+
+
+# ----------------------------------------------------------------------------
+# mini-batch (Sculley 2010)
+
+
+def minibatch(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, *,
+              max_iter: int = 100, batch_size: int = 1024, tol: float = 1e-4,
+              chunk: int = CHUNK) -> KMeansResult:
+    """Weighted mini-batch k-means with per-centre learning rates.
+
+    Each step draws ``batch_size`` points with probability proportional to
+    their weight, and moves every centre to the running mean of all points
+    it has been given so far (learning rate ``1 / count``, Sculley 2010).
+    Centres that have received nothing after a step are re-seeded on the
+    worst-fitted point of the batch. Stops after ``max_iter`` steps, or when a
+    step moves the centres less than the tolerance (scaled as in
+    :func:`lloyd`) three times in a row.
+
+    Returns
+    -------
+    KMeansResult
+        ``labels`` and ``inertia`` are over all points, from one final
+        exact assignment.
+    """
+    n, d = x.shape
+    k = centers.shape[0]
+    wpos = (w > 0).astype(jnp.float32)
+    p = _safe_probs(w, wpos / jnp.maximum(jnp.sum(wpos), 1.0))
+    tol_abs = _tol_abs(x, w, tol)
+
+    def cond(state):
+        _, _, it, calm, _ = state
+        return (it < max_iter) & (calm < 3)
+
+    def body(state):
+        c, counts, it, calm, key = state
+        key, sub = jax.random.split(key)
+        idx = jax.random.choice(sub, n, shape=(batch_size,), p=p)
+        xb = x[idx]
+        lb, d2 = _nearest_t(xb.T, c)
+        bsum = jax.ops.segment_sum(xb, lb, num_segments=k)
+        bcnt = jax.ops.segment_sum(jnp.ones((batch_size,), jnp.float32), lb, num_segments=k)
+        new_counts = counts + bcnt
+        new = jnp.where((bcnt > 0)[:, None],
+                        (c * counts[:, None] + bsum) / jnp.maximum(new_counts, 1.0)[:, None], c)
+        # Centres never hit so far: move them onto the worst-fitted batch points.
+        dead = new_counts <= 0
+        new = jax.lax.cond(jnp.any(dead), _reseed_empty, lambda c_, *_: c_,
+                           new, new_counts, xb, jnp.ones((batch_size,), jnp.float32), d2)
+        shift = jnp.sum((new - c) ** 2)
+        calm = jnp.where(shift <= tol_abs, calm + 1, 0)
+        return new, new_counts, it + 1, calm, key
+
+    state = (centers, jnp.zeros((k,), jnp.float32), jnp.int32(0), jnp.int32(0), key)
+    centers, _, n_iter, calm, _ = jax.lax.while_loop(cond, body, state)
+    labels, d2 = assign(x, centers, chunk=chunk)
+    return KMeansResult(centers, labels, jnp.sum(w * d2), n_iter, calm >= 3)
+
+
+# ----------------------------------------------------------------------------
+# one jitted entry point
+
+
+@functools.partial(jax.jit, static_argnames=("k", "init", "algo", "max_iter", "batch_size", "chunk"))
+def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
+           init: str = "kmeans++", algo: str = "lloyd", max_iter: int = 300,
+           tol: float = 1e-4, batch_size: int = 1024, chunk: int = CHUNK) -> KMeansResult:
+    """Fit ``k`` centres to weighted points: initialise, then iterate.
+
+    This is the single jit boundary for clustering: ``k``, ``init``,
+    ``algo``, ``max_iter``, ``batch_size`` and ``chunk`` are static, and
+    ``x``'s shape sets the compiled program, so callers pad ``x`` to a
+    :func:`bucket_size` with zero-weight rows.
+
+    Parameters
+    ----------
+    key : PRNG key from :func:`jax.random.key` or :func:`jax.random.PRNGKey`
+    x : (n, d) array, cast to float32
+    w : (n,) array of non-negative weights, optional (default all 1)
+    k : int, number of clusters, ``k >= 1``
+    init : {"kmeans++", "random"}
+    algo : {"lloyd", "minibatch"}
+    max_iter : int, Lloyd iterations or mini-batch steps
+    tol : float, relative tolerance on the centre shift
+    batch_size : int, mini-batch size (``algo="minibatch"`` only)
+    chunk : int, points per assignment chunk
+
+    Returns
+    -------
+    KMeansResult
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    x = jnp.asarray(x, jnp.float32)
+    w = jnp.ones(x.shape[:1], jnp.float32) if w is None else jnp.asarray(w, jnp.float32)
+    k_init, k_iter = jax.random.split(key)
+    if init == "kmeans++":
+        c0 = kmeans_plusplus(k_init, x, w, k)
+    else:
+        c0 = random_init(k_init, x, w, k)
+    if algo == "lloyd":
+        return lloyd(x, w, c0, max_iter=max_iter, tol=tol, chunk=chunk)
+    return minibatch(k_iter, x, w, c0, max_iter=max_iter, batch_size=batch_size,
+                     tol=tol, chunk=chunk)

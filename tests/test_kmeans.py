@@ -1,0 +1,137 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import clyde.kmeans as km
+
+import reference as ref
+
+
+def _points(rng, n, d, k):
+    """Gaussian blobs around k random centres: a realistic, non-degenerate cloud."""
+    centres = rng.uniform(0, 255, (k, d))
+    lab = rng.integers(0, k, n)
+    return (centres[lab] + rng.normal(0, 12, (n, d))).astype(np.float32)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("n,d,k,chunk", [(1000, 3, 7, 2048), (5000, 3, 16, 512), (3000, 4, 40, 1000),
+                                         (700, 64, 9, 256)])
+def test_assign_matches_numpy(rng, jit, n, d, k, chunk):
+    x = _points(rng, n, d, k)
+    c = rng.uniform(0, 255, (k, d)).astype(np.float32)
+    f = functools.partial(km.assign, chunk=chunk)
+    if jit:
+        f = jax.jit(f)
+    labels, d2 = f(jnp.asarray(x), jnp.asarray(c))
+    want_lab, want_d2 = ref.nearest(x, c)
+    # Where two centres are within float32 noise of each other, either is right.
+    full = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
+    chosen = full[np.arange(n), np.asarray(labels)]
+    np.testing.assert_allclose(chosen, want_d2, rtol=1e-4, atol=1e-2)
+    assert np.mean(np.asarray(labels) == want_lab) > 0.999
+    np.testing.assert_allclose(np.asarray(d2), want_d2, rtol=1e-4, atol=2e-2 if d > 8 else 1e-3)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_lloyd_matches_numpy_lloyd(rng, jit):
+    x = _points(rng, 4000, 3, 8)
+    w = rng.uniform(0.5, 3.0, 4000).astype(np.float32)
+    c0 = x[rng.choice(4000, 8, replace=False)]
+    f = functools.partial(km.lloyd, max_iter=5, tol=0.0)
+    if jit:
+        f = jax.jit(f, static_argnames=())
+    res = f(jnp.asarray(x), jnp.asarray(w), jnp.asarray(c0))
+    want = ref.lloyd(x, w, c0, 5)
+    assert int(res.n_iter) == 5
+    np.testing.assert_allclose(np.asarray(res.centers), want, rtol=1e-4, atol=1e-2)
+    lab, d2 = ref.nearest(x, np.asarray(res.centers))
+    np.testing.assert_allclose(float(res.inertia), (w * d2).sum(), rtol=1e-4)
+
+
+def test_weights_equal_repeated_points(rng):
+    x = _points(rng, 300, 3, 5)
+    reps = rng.integers(1, 5, 300)
+    c0 = x[:5]
+    a = km.lloyd(jnp.asarray(np.repeat(x, reps, 0)), jnp.ones(reps.sum()), jnp.asarray(c0), max_iter=20, tol=0.0)
+    b = km.lloyd(jnp.asarray(x), jnp.asarray(reps.astype(np.float32)), jnp.asarray(c0), max_iter=20, tol=0.0)
+    np.testing.assert_allclose(np.asarray(a.centers), np.asarray(b.centers), rtol=1e-4, atol=1e-3)
+
+
+def test_zero_weight_padding_changes_nothing(rng):
+    x = _points(rng, 1000, 3, 6)
+    w = np.ones(1000, np.float32)
+    key = jax.random.key(3)
+    a = km.kmeans(key, x, w, k=6)
+    xp = np.concatenate([x, rng.uniform(0, 255, (536, 3)).astype(np.float32)])
+    wp = np.concatenate([w, np.zeros(536, np.float32)])
+    b = km.kmeans(key, xp, wp, k=6)
+    # Padding changes the random draws' index space, so compare the fitted objective.
+    np.testing.assert_allclose(float(a.inertia), float(b.inertia), rtol=1e-3)
+    assert not np.isin(np.asarray(b.centers), xp[1000:]).all(axis=1).any()
+
+
+def test_empty_cluster_is_reseeded_on_worst_point():
+    x = np.array([[0, 0, 0], [1, 0, 0], [100, 0, 0], [250, 250, 250]], np.float32)
+    c0 = np.array([[0.5, 0, 0], [1000, 1000, 1000], [100, 0, 0]], np.float32)  # centre 1 gets nothing
+    res = km.lloyd(jnp.asarray(x), jnp.ones(4), jnp.asarray(c0), max_iter=10, tol=0.0)
+    centers = np.asarray(res.centers)
+    assert any(np.allclose(c, [250, 250, 250]) for c in centers)
+    assert float(res.inertia) == pytest.approx(0.5, abs=1e-4)
+
+
+@pytest.mark.parametrize("init", km.INITS)
+def test_init_is_deterministic_and_from_weighted_points(rng, init):
+    x = _points(rng, 2000, 3, 10)
+    w = np.where(rng.uniform(size=2000) < 0.3, 0.0, 1.0).astype(np.float32)
+    f = km.kmeans_plusplus if init == "kmeans++" else km.random_init
+    a = np.asarray(f(jax.random.key(1), jnp.asarray(x), jnp.asarray(w), 10))
+    b = np.asarray(f(jax.random.key(1), jnp.asarray(x), jnp.asarray(w), 10))
+    np.testing.assert_array_equal(a, b)
+    # every centre is a point of positive weight, and they are distinct
+    idx = [int(np.flatnonzero((x == c).all(1))[0]) for c in a]
+    assert all(w[i] > 0 for i in idx)
+    assert len(set(idx)) == 10
+
+
+def test_kmeanspp_beats_random_on_duplicates(rng):
+    # Few distinct colours with very uneven counts: random init duplicates centres.
+    x = _points(rng, 50, 3, 50)
+    w = np.ones(50, np.float32)
+    w[:3] = 10000
+    pp = km.kmeans(jax.random.key(0), x, w, k=12, init="kmeans++", max_iter=1)
+    assert float(pp.inertia) <= float(km.kmeans(jax.random.key(0), x, w, k=12, init="random", max_iter=1).inertia)
+
+
+def test_lloyd_converges_to_numpy_fixed_point(rng):
+    x = _points(rng, 3000, 3, 5)
+    res = km.kmeans(jax.random.key(0), x, k=5, tol=0.0, max_iter=200)
+    assert bool(res.converged)
+    # A converged solution is a fixed point of the NumPy Lloyd step.
+    again = ref.lloyd(x, np.ones(3000), np.asarray(res.centers), 1)
+    np.testing.assert_allclose(again, np.asarray(res.centers), atol=1e-3)
+
+
+def test_minibatch_close_to_lloyd(rng):
+    x = _points(rng, 20000, 3, 8)
+    full = km.kmeans(jax.random.key(0), x, k=8)
+    mb = km.kmeans(jax.random.key(0), x, k=8, algo="minibatch", max_iter=200, batch_size=512)
+    assert float(mb.inertia) <= 1.05 * float(full.inertia)
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="init must be one of"):
+        km.kmeans(jax.random.key(0), np.zeros((10, 3)), k=2, init="nope")
+    with pytest.raises(ValueError, match="algo must be one of"):
+        km.kmeans(jax.random.key(0), np.zeros((10, 3)), k=2, algo="nope")
+
+
+def test_bucket_size():
+    assert [km.bucket_size(n) for n in (0, 1, 4096, 4097, 33884, 65536, 65537)] == \
+        [4096, 4096, 4096, 5120, 40960, 65536, 81920]
+    for n in range(4097, 300000, 7919):
+        b = km.bucket_size(n)
+        assert n <= b < 1.25 * n + 1
