@@ -1,0 +1,286 @@
+"""Image input and output: the only clyde module that touches Pillow.
+
+Reading turns whatever a user has (EXIF-rotated JPEG, grayscale, 16-bit,
+palette, CMYK, alpha, WebP, TIFF, BMP, GIF) into one ``uint8`` array of
+shape ``(H, W, 3)`` or, when the image has real transparency,
+``(H, W, 4)``. Writing is atomic: a temporary file in the destination folder,
+then a rename, so an interrupted run never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ClydeError
+
+__all__ = [
+    "LoadedImage",
+    "load_image",
+    "save_image",
+    "save_indexed",
+    "dither_to_palette",
+    "check_output",
+    "output_format",
+    "PALETTE_FORMATS",
+]
+
+#: Formats that store a palette image natively (index array + colour table).
+PALETTE_FORMATS = ("PNG", "GIF")
+
+
+class LoadedImage(NamedTuple):
+    """An image as clyde works on it.
+
+    Attributes
+    ----------
+    array : (H, W, 3) or (H, W, 4) uint8 ndarray
+        sRGB pixels; a fourth channel is alpha (only present when some pixel
+        is not fully opaque).
+    source_mode : str
+        Pillow's mode of the file (``"RGB"``, ``"I;16"``, ``"P"``, ``"CMYK"``...).
+    format : str or None
+        Pillow's format name (``"JPEG"``, ``"PNG"``...).
+    file_bytes : int
+        Size of the file on disk.
+    notes : tuple of str
+        Things the user should know (first frame of many, EXIF rotation...).
+    """
+
+    array: np.ndarray
+    source_mode: str
+    format: str | None
+    file_bytes: int
+    notes: tuple[str, ...]
+
+
+def _to_uint8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
+    """Convert any Pillow mode to an ``(H, W, 3|4)`` uint8 array."""
+    notes: list[str] = []
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if mode.startswith("I;16") or (mode == "I" and a.max(initial=0) > 255):
+            a = a / 257.0  # 16-bit to 8-bit: 65535 -> 255, rounded below
+        elif mode == "F" and a.max(initial=0) <= 1.0:
+            a = a * 255.0
+        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1), notes
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("PA", "LA", "La", "RGBa", "RGBA"):
+        im = im.convert("RGBA")
+    elif mode != "RGB":
+        if mode == "CMYK" and im.info.get("icc_profile"):
+            notes.append("CMYK image converted to RGB without its ICC profile")
+        im = im.convert("RGB")
+    a = np.asarray(im)
+    if a.shape[-1] == 4 and bool(np.all(a[..., 3] == 255)):
+        a = a[..., :3]
+    return np.ascontiguousarray(a), notes
+
+
+def load_image(path: str | os.PathLike) -> LoadedImage:
+    """Read an image file as clyde works on it.
+
+    EXIF orientation is applied; grayscale and 16-bit images become 8-bit
+    RGB (16-bit values are scaled by 255/65535 and rounded); palette, CMYK and
+    other modes are converted to RGB; alpha is kept as a fourth channel when
+    any pixel is not fully opaque. Multi-frame files give their first frame,
+    with a note. Pillow's decompression-bomb guard stays on.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    LoadedImage
+
+    Raises
+    ------
+    ClydeError
+        Missing file, not an image, truncated or corrupt data, or an image
+        larger than Pillow's decompression-bomb limit.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ClydeError(f"{path}: no such file")
+    if path.is_dir():
+        raise ClydeError(f"{path}: is a folder, not an image")
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                fmt = im.format
+                source_mode = im.mode
+                n_frames = getattr(im, "n_frames", 1)
+                if n_frames > 1:
+                    notes.append(f"{path.name} has {n_frames} frames; using the first")
+                    im.seek(0)
+                im.load()
+                orientation = im.getexif().get(0x0112, 1)
+                if orientation not in (None, 1):
+                    im = ImageOps.exif_transpose(im)
+                    notes.append(f"applied EXIF orientation {orientation}")
+                array, more = _to_uint8(im)
+        for w in caught:
+            if issubclass(w.category, Image.DecompressionBombWarning):
+                notes.append(f"very large image: {w.message}")
+    except Image.DecompressionBombError as e:
+        raise ClydeError(f"{path}: refused as a possible decompression bomb ({e})") from None
+    except UnidentifiedImageError:
+        raise ClydeError(f"{path}: not an image, or a format Pillow cannot read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ClydeError(f"{path}: cannot decode image: {e}") from None
+    notes.extend(more)
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ClydeError(f"{path}: image has no pixels")
+    return LoadedImage(array, source_mode, fmt, path.stat().st_size, tuple(notes))
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """Pillow format name for an output path, from its extension (``.png`` -> ``"PNG"``)."""
+    ext = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ClydeError(f"{path}: cannot tell an image format to write from the extension {ext!r}")
+    return fmt
+
+
+def check_output(path: str | os.PathLike, *, force: bool = False,
+                 inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Validate an output path before any work is done.
+
+    Refuses to overwrite an input (even with ``force``), an existing file
+    without ``force``, a missing folder, and an extension with no writer.
+    """
+    path = Path(path)
+    for src in inputs:
+        try:
+            if path.exists() and os.path.samefile(path, src):
+                raise ClydeError(f"{path}: refusing to overwrite the input")
+        except FileNotFoundError:
+            pass
+        if path.resolve() == Path(src).resolve():
+            raise ClydeError(f"{path}: refusing to overwrite the input")
+    if path.exists() and not force:
+        raise ClydeError(f"{path}: already exists (use --force to replace it)")
+    if not path.parent.exists():
+        raise ClydeError(f"{path.parent}: no such folder")
+    output_format(path)
+    return path
+
+
+def _write_atomic(path: Path, write: Callable[[str], None]) -> int:
+    """Call ``write(tmp_path)`` then rename onto ``path``; return bytes written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise ClydeError(f"{path}: cannot write: {e.strerror or e}") from None
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ClydeError(f"{path}: cannot write: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path.stat().st_size
+
+
+def _save_kwargs(fmt: str) -> dict:
+    if fmt == "JPEG":
+        return {"quality": 95}
+    if fmt == "WEBP":
+        return {"lossless": True}
+    return {}
+
+
+def save_image(path: str | os.PathLike, array: np.ndarray) -> int:
+    """Write an ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` uint8 array atomically.
+
+    The format comes from the extension. Returns the bytes on disk.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        raise ClydeError(f"save_image needs uint8 pixels, got {a.dtype}")
+    if a.ndim == 3 and a.shape[-1] == 4 and fmt in ("JPEG", "BMP", "PPM"):
+        raise ClydeError(f"{path}: {fmt} cannot store transparency; write .png, .webp or .tiff")
+    im = Image.fromarray(a)
+    return _write_atomic(path, lambda tmp: im.save(tmp, format=fmt, **_save_kwargs(fmt)))
+
+
+def save_indexed(path: str | os.PathLike, indices: np.ndarray, palette: np.ndarray) -> int:
+    """Write a palette image atomically.
+
+    PNG and GIF get a real indexed image (so the file is really smaller);
+    an RGBA palette becomes the PNG's ``tRNS`` chunk. Other formats get the
+    expanded RGB(A) pixels.
+
+    Parameters
+    ----------
+    path : str or path-like
+    indices : (H, W) integer ndarray, values in ``[0, len(palette))``
+    palette : (k, 3) or (k, 4) uint8 ndarray, ``k <= 256``
+
+    Returns
+    -------
+    int
+        Bytes on disk.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    palette = np.asarray(palette, np.uint8)
+    k, c = palette.shape
+    if fmt not in PALETTE_FORMATS or k > 256:
+        return save_image(path, palette[np.asarray(indices)])
+    im = Image.fromarray(np.asarray(indices, np.uint8), mode="P")
+    im.putpalette(palette[:, :3].tobytes(), rawmode="RGB")
+    kwargs = _save_kwargs(fmt)
+    if c == 4:
+        alpha = palette[:, 3]
+        if fmt == "PNG":
+            kwargs["transparency"] = alpha.tobytes()
+        else:  # GIF holds one transparent index
+            kwargs["transparency"] = int(np.argmin(alpha))
+    if fmt == "PNG":
+        # Indexed PNG; bit depth follows k (Pillow writes 1/2/4/8 bits per index).
+        kwargs["bits"] = 8 if k > 16 else 4 if k > 4 else 2 if k > 2 else 1
+    return _write_atomic(path, lambda tmp: im.save(tmp, format=fmt, **kwargs))
+
+
+def dither_to_palette(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Floyd-Steinberg remap of ``rgb (H, W, 3) uint8`` onto ``palette (k <= 256, 3)``.
+
+    Uses Pillow's quantize with a fixed palette. Returns ``(H, W)`` uint8
+    indices into ``palette``.
+    """
+    palette = np.asarray(palette, np.uint8)
+    k = palette.shape[0]
+    if k > 256 or palette.shape[1] != 3:
+        raise ClydeError("dithering needs an RGB palette of at most 256 colours")
+    pal = Image.new("P", (1, 1))
+    # Pad with copies of entry 0 so the unused 256-k slots are never chosen
+    # over a real colour they duplicate (ties go to the lowest index).
+    full = np.concatenate([palette, np.repeat(palette[:1], 256 - k, axis=0)])
+    pal.putpalette(full.tobytes(), rawmode="RGB")
+    out = Image.fromarray(np.ascontiguousarray(rgb, np.uint8), "RGB").quantize(
+        palette=pal, dither=Image.Dither.FLOYDSTEINBERG)
+    idx = np.asarray(out)
+    return np.where(idx >= k, 0, idx).astype(np.uint8)
+
+
+# Truncated files are errors, never silently padded.
+ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -1,0 +1,150 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clyde import ClydeError, load_image, save_image, save_indexed
+from clyde import io as cio
+
+
+@pytest.fixture
+def small(chelsea):
+    return chelsea[100:160, 150:230]  # (60, 80, 3) crop of the cat
+
+
+def test_rgb_formats_roundtrip(tmp_path, small):
+    for ext in ("png", "bmp", "tiff", "webp"):
+        p = tmp_path / f"a.{ext}"
+        Image.fromarray(small).save(p, **({"lossless": True} if ext == "webp" else {}))
+        got = load_image(p)
+        np.testing.assert_array_equal(got.array, small)
+        assert got.file_bytes == p.stat().st_size
+
+
+def test_jpeg_reads_close(tmp_path, small):
+    p = tmp_path / "a.jpg"
+    Image.fromarray(small).save(p, quality=98)
+    got = load_image(p).array
+    assert got.shape == small.shape and np.abs(got.astype(int) - small).mean() < 3
+
+
+def test_grayscale_and_16bit(tmp_path, small):
+    g = small.mean(-1).astype(np.uint8)
+    Image.fromarray(g, "L").save(tmp_path / "g.png")
+    a = load_image(tmp_path / "g.png").array
+    assert a.shape == (60, 80, 3) and (a == g[..., None]).all()
+    g16 = (g.astype(np.uint16) * 257)
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    im = Image.open(tmp_path / "g16.png")
+    assert im.mode.startswith("I")
+    a16 = load_image(tmp_path / "g16.png").array
+    np.testing.assert_array_equal(a16[..., 0], g)  # 257 * v scales back to v exactly
+
+
+def test_palette_cmyk_and_alpha(tmp_path, small):
+    Image.fromarray(small).quantize(8).save(tmp_path / "p.png")
+    assert load_image(tmp_path / "p.png").array.shape == (60, 80, 3)
+    Image.fromarray(small).convert("CMYK").save(tmp_path / "c.tiff")
+    c = load_image(tmp_path / "c.tiff").array
+    assert c.shape == (60, 80, 3) and np.abs(c.astype(int) - small).mean() < 2
+    rgba = np.dstack([small, np.tile(np.linspace(0, 255, 80).astype(np.uint8), (60, 1))])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "a.png").array, rgba)
+    la = Image.fromarray(rgba, "RGBA").convert("LA")
+    la.save(tmp_path / "la.png")
+    assert load_image(tmp_path / "la.png").array.shape == (60, 80, 4)
+    opaque = np.dstack([small, np.full((60, 80), 255, np.uint8)])
+    Image.fromarray(opaque, "RGBA").save(tmp_path / "o.png")
+    assert load_image(tmp_path / "o.png").array.shape == (60, 80, 3)  # no real alpha: dropped
+
+
+def test_exif_orientation(tmp_path, small):
+    im = Image.fromarray(small)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise to display
+    im.save(tmp_path / "r.jpg", exif=exif, quality=98)
+    got = load_image(tmp_path / "r.jpg")
+    assert got.array.shape == (80, 60, 3)
+    assert any("EXIF orientation 6" in n for n in got.notes)
+
+
+def test_multiframe_gif_first_frame(tmp_path, small):
+    frames = [Image.fromarray(small).quantize(16), Image.fromarray(255 - small).quantize(16)]
+    frames[0].save(tmp_path / "m.gif", save_all=True, append_images=frames[1:])
+    got = load_image(tmp_path / "m.gif")
+    assert got.array.shape[:2] == (60, 80)
+    assert got.notes == ("m.gif has 2 frames; using the first",)
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "no such file"),
+    (b"hello, not an image\n", "not an image, or a format Pillow cannot read"),
+])
+def test_bad_files(tmp_path, content, message):
+    p = tmp_path / "x.png"
+    if content is not None:
+        p.write_bytes(content)
+    with pytest.raises(ClydeError, match=message):
+        load_image(p)
+
+
+def test_truncated(tmp_path, chelsea):
+    p = tmp_path / "t.png"
+    Image.fromarray(chelsea).save(p)
+    (tmp_path / "cut.png").write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(ClydeError, match="cannot decode image: image file is truncated"):
+        load_image(tmp_path / "cut.png")
+
+
+def test_decompression_bomb(tmp_path, small, monkeypatch):
+    Image.fromarray(small).save(tmp_path / "b.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4800 px > 2 x limit: refused
+    with pytest.raises(ClydeError, match="decompression bomb"):
+        load_image(tmp_path / "b.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # between 1x and 2x: a note, not an error
+    assert any("very large image" in n for n in load_image(tmp_path / "b.png").notes)
+
+
+def test_save_indexed_is_a_real_palette_png(tmp_path, small):
+    pal = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [10, 20, 30], [200, 200, 200]], np.uint8)
+    idx = (small[..., 0] // 52).astype(np.uint8)
+    n = save_indexed(tmp_path / "q.png", idx, pal)
+    im = Image.open(tmp_path / "q.png")
+    assert im.mode == "P" and n == (tmp_path / "q.png").stat().st_size
+    np.testing.assert_array_equal(np.asarray(im.convert("RGB")), pal[idx])
+    # RGBA palette keeps transparency
+    pal4 = np.concatenate([pal, np.array([[0], [255], [128], [255], [255]], np.uint8)], axis=1)
+    save_indexed(tmp_path / "q4.png", idx, pal4)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "q4.png").convert("RGBA")), pal4[idx])
+    # other formats get expanded pixels
+    save_indexed(tmp_path / "q.bmp", idx, pal)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "q.bmp")), pal[idx])
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path, small, monkeypatch):
+    def boom(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", boom)
+    with pytest.raises(ClydeError, match="out.png: cannot write: No space left on device"):
+        save_image(tmp_path / "out.png", small)
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_output(tmp_path, small):
+    src = tmp_path / "in.png"
+    Image.fromarray(small).save(src)
+    with pytest.raises(ClydeError, match="refusing to overwrite the input"):
+        cio.check_output(src, force=True, inputs=(src,))
+    with pytest.raises(ClydeError, match="already exists"):
+        cio.check_output(src, inputs=())
+    with pytest.raises(ClydeError, match="cannot tell an image format"):
+        cio.check_output(tmp_path / "x.unknown")
+    with pytest.raises(ClydeError, match="no such folder"):
+        cio.check_output(tmp_path / "nope" / "x.png")
+
+
+def test_jpeg_refuses_alpha(tmp_path):
+    with pytest.raises(ClydeError, match="JPEG cannot store transparency"):
+        save_image(tmp_path / "x.jpg", np.zeros((4, 4, 4), np.uint8))
