@@ -1,0 +1,158 @@
+"""Image quality metrics in JAX: PSNR and SSIM.
+
+SSIM follows Wang et al. 2004: an 11 x 11 Gaussian window with sigma 1.5,
+``K1 = 0.01``, ``K2 = 0.03``, population (not sample) covariances, computed
+per channel over the pixels where the whole window fits in the image and
+averaged. This equals scikit-image's ``structural_similarity(...,
+channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .kmeans import bucket_size
+
+__all__ = ["psnr", "ssim", "Quality", "image_quality"]
+
+_RADIUS = 5  # 11-pixel window: int(3.5 * 1.5 + 0.5), as scikit-image truncates
+_SIGMA = 1.5
+
+
+def _gaussian(sigma: float = _SIGMA, radius: int = _RADIUS) -> np.ndarray:
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (x / sigma) ** 2)
+    return (g / g.sum()).astype(np.float32)
+
+
+def _filter_valid(img: jax.Array, g: np.ndarray) -> jax.Array:
+    """Separable 'valid' filtering of ``(H, W, ...)`` along the first two axes."""
+    r = len(g) // 2
+    h, w = img.shape[:2]
+    rows = sum(float(g[i]) * img[i:h - 2 * r + i] for i in range(len(g)))
+    return sum(float(g[i]) * rows[:, i:w - 2 * r + i] for i in range(len(g)))
+
+
+def _valid_mask(shape, valid_hw):
+    """Mask of the first ``valid_hw`` rows/columns of a ``shape[:2]`` grid."""
+    if valid_hw is None:
+        return None
+    iy = jnp.arange(shape[0])[:, None]
+    ix = jnp.arange(shape[1])[None, :]
+    return (iy < valid_hw[0]) & (ix < valid_hw[1])
+
+
+def psnr(a: jax.Array, b: jax.Array, *, data_range: float = 255.0,
+         valid_hw: jax.Array | None = None) -> jax.Array:
+    """Peak signal-to-noise ratio in dB.
+
+    Parameters
+    ----------
+    a, b : (H, W) or (H, W, C) arrays of the same shape
+    data_range : float, the peak value (255 for 8-bit images)
+    valid_hw : (2,) int array, optional
+        Only the top-left ``valid_hw[0] x valid_hw[1]`` pixels count (the
+        rest is padding to a size bucket).
+
+    Returns
+    -------
+    () float32 array; ``inf`` when the images are equal.
+    """
+    a = jnp.asarray(a, jnp.float32)
+    b = jnp.asarray(b, jnp.float32)
+    se = (a - b) ** 2
+    if se.ndim == 2:
+        se = se[..., None]
+    mask = _valid_mask(se.shape, valid_hw)
+    if mask is None:
+        mse = jnp.mean(se)
+    else:
+        n = jnp.sum(mask) * se.shape[-1]
+        mse = jnp.sum(jnp.where(mask[..., None], se, 0.0)) / n
+    return 10.0 * jnp.log10(data_range ** 2 / mse)
+
+
+def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 255.0,
+         valid_hw: jax.Array | None = None) -> jax.Array:
+    """Mean structural similarity (Wang et al. 2004), averaged over channels.
+
+    Parameters
+    ----------
+    a, b : (H, W) or (H, W, C) arrays of the same shape, ``H, W >= 11``
+    data_range : float
+    valid_hw : (2,) int array, optional
+        The real image is the top-left ``valid_hw`` corner; the rest is
+        padding and is left out of the mean.
+
+    Returns
+    -------
+    () float32 array in ``[-1, 1]``.
+    """
+    a = jnp.asarray(a, jnp.float32)
+    b = jnp.asarray(b, jnp.float32)
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    g = _gaussian()
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    # Centre the values: variances below are differences of large numbers.
+    off = 0.5 * data_range
+    a = a - off
+    b = b - off
+    stack = jnp.stack([a, b, a * a, b * b, a * b], axis=-1)  # (H, W, C, 5)
+    f = _filter_valid(stack, g)
+    ua, ub, uaa, ubb, uab = (f[..., i] for i in range(5))
+    va = uaa - ua * ua
+    vb = ubb - ub * ub
+    vab = uab - ua * ub
+    ua = ua + off
+    ub = ub + off
+    s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
+    if valid_hw is None:
+        return jnp.mean(s)
+    r = _RADIUS
+    mask = _valid_mask(s.shape, (valid_hw[0] - 2 * r, valid_hw[1] - 2 * r))
+    n = jnp.sum(mask) * s.shape[-1]
+    return jnp.sum(jnp.where(mask[..., None], s, 0.0)) / n
+
+
+class Quality(NamedTuple):
+    """PSNR (dB) and SSIM of a result against its original."""
+
+    psnr: float
+    ssim: float
+
+
+@functools.partial(jax.jit, static_argnames=("data_range", "with_ssim"))
+def _quality(a, b, valid_hw, data_range, with_ssim):
+    p = psnr(a, b, data_range=data_range, valid_hw=valid_hw)
+    s = ssim(a, b, data_range=data_range, valid_hw=valid_hw) if with_ssim else jnp.float32(jnp.nan)
+    return p, s
+
+
+def image_quality(original: np.ndarray, result: np.ndarray, *, data_range: float = 255.0,
+                  with_ssim: bool = True) -> Quality:
+    """PSNR and SSIM of two uint8 images, padded to a size bucket so that a
+    new image size does not force a new compile.
+
+    Images smaller than the 11 x 11 SSIM window get ``ssim = nan``.
+    """
+    a = np.asarray(original)
+    b = np.asarray(result)
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    h, w = a.shape[:2]
+    with_ssim = with_ssim and min(h, w) > 2 * _RADIUS
+    hb, wb = bucket_size(h, 64), bucket_size(w, 64)
+    pad = ((0, hb - h), (0, wb - w), (0, 0))
+    p, s = _quality(np.pad(a, pad), np.pad(b, pad), np.array([h, w], np.int32),
+                    float(data_range), bool(with_ssim))
+    return Quality(float(p), float(s))

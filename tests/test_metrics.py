@@ -1,0 +1,55 @@
+import jax
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+import clyde.metrics as metrics
+
+
+def _pair(rng, shape, noise):
+    a = rng.integers(0, 256, shape).astype(np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-noise, noise + 1, shape), 0, 255).astype(np.uint8)
+    return a, b
+
+
+def _sk_ssim(a, b):
+    return structural_similarity(a, b, channel_axis=-1, data_range=255, gaussian_weights=True,
+                                 sigma=1.5, use_sample_covariance=False)
+
+
+@pytest.mark.parametrize("shape", [(11, 11, 3), (40, 57, 3), (123, 97, 3), (64, 80, 1), (33, 200, 4)])
+@pytest.mark.parametrize("noise", [3, 40])
+def test_image_quality_matches_scikit_image(rng, shape, noise):
+    a, b = _pair(rng, shape, noise)
+    q = metrics.image_quality(a, b)
+    assert q.psnr == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255), abs=1e-4)
+    assert q.ssim == pytest.approx(_sk_ssim(a, b), abs=1e-4)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_pure_functions_unpadded(rng, jit):
+    a, b = _pair(rng, (50, 60, 3), 20)
+    f_psnr, f_ssim = metrics.psnr, metrics.ssim
+    if jit:
+        f_psnr, f_ssim = jax.jit(f_psnr), jax.jit(f_ssim)
+    assert float(f_psnr(a, b)) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255), abs=1e-4)
+    assert float(f_ssim(a, b)) == pytest.approx(_sk_ssim(a, b), abs=1e-4)
+
+
+def test_real_photo_structure(chelsea):
+    b = (chelsea // 32 * 32 + 16).astype(np.uint8)
+    q = metrics.image_quality(chelsea, b)
+    assert q.ssim == pytest.approx(_sk_ssim(chelsea, b), abs=1e-4)
+    assert q.psnr == pytest.approx(peak_signal_noise_ratio(chelsea, b, data_range=255), abs=1e-4)
+
+
+def test_identical_and_tiny():
+    a = np.full((5, 5, 3), 7, np.uint8)
+    q = metrics.image_quality(a, a)
+    assert q.psnr == float("inf")
+    assert np.isnan(q.ssim)  # smaller than the 11x11 window
+
+
+def test_shape_mismatch():
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.image_quality(np.zeros((20, 20, 3), np.uint8), np.zeros((20, 21, 3), np.uint8))
