@@ -1,0 +1,47 @@
+"""sRGB <-> Oklab conversion in JAX (Björn Ottosson, 2020).
+
+Oklab is close to perceptually uniform, so Euclidean k-means there spends
+its colours where eyes see differences. ``L`` lies in ``[0, 1]``; ``a`` and
+``b`` roughly in ``[-0.4, 0.4]``.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+__all__ = ["srgb_to_oklab", "oklab_to_srgb"]
+
+_M1 = jnp.array([[0.4122214708, 0.5363325363, 0.0514459929],
+                 [0.2119034982, 0.6806995451, 0.1073969566],
+                 [0.0883024619, 0.2817188376, 0.6299787005]], jnp.float32)
+_M2 = jnp.array([[0.2104542553, 0.7936177850, -0.0040720468],
+                 [1.9779984951, -2.4285922050, 0.4505937099],
+                 [0.0259040371, 0.7827717662, -0.8086757660]], jnp.float32)
+_M2_INV = jnp.array([[1.0, 0.3963377774, 0.2158037573],
+                     [1.0, -0.1055613458, -0.0638541728],
+                     [1.0, -0.0894841775, -1.2914855480]], jnp.float32)
+_M1_INV = jnp.array([[4.0767416621, -3.3077115913, 0.2309699292],
+                     [-1.2684380046, 2.6097574011, -0.3413193965],
+                     [-0.0041960863, -0.7034186147, 1.7076147010]], jnp.float32)
+
+
+def _to_linear(c):
+    return jnp.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _to_gamma(c):
+    c = jnp.clip(c, 0.0, 1.0)
+    return jnp.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
+
+
+def srgb_to_oklab(rgb: jnp.ndarray) -> jnp.ndarray:
+    """``(..., 3)`` sRGB in ``[0, 255]`` to ``(..., 3)`` Oklab, float32."""
+    lin = _to_linear(jnp.asarray(rgb, jnp.float32) / 255.0)
+    lms = lin @ _M1.T
+    return jnp.cbrt(lms) @ _M2.T
+
+
+def oklab_to_srgb(lab: jnp.ndarray) -> jnp.ndarray:
+    """``(..., 3)`` Oklab to ``(..., 3)`` sRGB in ``[0, 255]`` (float32, clipped, not rounded)."""
+    lms = (jnp.asarray(lab, jnp.float32) @ _M2_INV.T) ** 3
+    return _to_gamma(lms @ _M1_INV.T) * 255.0

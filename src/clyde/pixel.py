@@ -1,0 +1,257 @@
+"""Colour quantization: k-means over an image's colour histogram.
+
+Pipeline (no image I/O here; arrays in, arrays out):
+
+1. **Histogram.** Pixels are packed into 24-bit codes and counted with one
+   ``bincount``; the distinct colours and their counts are the weighted
+   points. Photos have 10^4 to 3 * 10^5 distinct colours, against millions of
+   pixels, and k-means over the weighted histogram has exactly the same
+   objective as k-means over every pixel.
+2. **Reduce.** If there are more than ``max_points`` distinct colours, they
+   are merged into 6-bit-per-channel bins (bin mean, summed counts), coarser
+   if still needed; k-means runs on the bins, then ``refine`` weighted Lloyd
+   steps run on the exact distinct colours.
+3. **Cluster** with :func:`clyde.kmeans.kmeans`, padded to a size bucket.
+4. **Assign** every distinct colour once to the nearest *rounded* palette
+   entry (what is written is what is measured), then every pixel through a
+   lookup table indexed by its colour code.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import kmeans as km
+from .color import oklab_to_srgb, srgb_to_oklab
+from .errors import ClydeError
+
+__all__ = ["PixelResult", "quantize_pixels", "color_histogram", "SPACES"]
+
+SPACES = ("rgb", "oklab")
+
+
+class PixelResult(NamedTuple):
+    """A colour-quantized image.
+
+    Attributes
+    ----------
+    indices : (H, W) ndarray, uint8 when the palette has at most 256 entries, else uint16
+    palette : (n, C) uint8 ndarray, ``C`` = 3 (RGB) or 4 (RGBA); ``n <= k``
+        (fewer when the image has fewer distinct colours than ``k``)
+    n_iter : int, k-means iterations (or mini-batch steps) run
+    converged : bool
+    n_points : int, weighted points k-means ran on (distinct colours or bins)
+    """
+
+    indices: np.ndarray
+    palette: np.ndarray
+    n_iter: int
+    converged: bool
+    n_points: int
+
+    @property
+    def image(self) -> np.ndarray:
+        """The quantized image, ``(H, W, C)`` uint8."""
+        return self.palette[self.indices]
+
+
+def _codes(pixels: np.ndarray) -> np.ndarray:
+    """Pack ``(N, 3|4)`` uint8 pixels into one uint32 per pixel (little-endian bytes)."""
+    n, c = pixels.shape
+    if c == 4:
+        return np.ascontiguousarray(pixels).view(np.uint32).reshape(n)
+    buf = np.zeros((n, 4), np.uint8)
+    buf[:, :3] = pixels
+    return buf.view(np.uint32).reshape(n)
+
+
+def _decode(codes: np.ndarray, c: int) -> np.ndarray:
+    return np.ascontiguousarray(codes.astype(np.uint32)).view(np.uint8).reshape(-1, 4)[:, :c]
+
+
+def color_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct colours of ``pixels (N, C)`` uint8 with their counts.
+
+    Returns
+    -------
+    colors : (U, C) uint8 ndarray, sorted by packed code
+    counts : (U,) int64 ndarray
+    inverse : (N,) ndarray, ``colors[inverse] == pixels``
+    """
+    pixels = np.asarray(pixels, np.uint8)
+    c = pixels.shape[1]
+    codes = _codes(pixels)
+    if c == 3:
+        counts = np.bincount(codes, minlength=1 << 24)
+        uniq = np.flatnonzero(counts)
+        lut = np.zeros(1 << 24, np.int32)
+        lut[uniq] = np.arange(uniq.size, dtype=np.int32)
+        return _decode(uniq, 3), counts[uniq], lut[codes]
+    uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    return _decode(uniq, c), counts, inverse
+
+
+def _bin_colors(colors: np.ndarray, counts: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge colours into ``bits``-per-channel bins: weighted mean colour and summed count."""
+    c = colors.shape[1]
+    shift = 8 - bits
+    q = (colors >> shift).astype(np.int64)
+    key = np.zeros(len(colors), np.int64)
+    for j in range(c):
+        key = (key << bits) | q[:, j]
+    uniq, inv = np.unique(key, return_inverse=True)
+    w = np.bincount(inv, weights=counts, minlength=len(uniq))
+    means = np.stack([np.bincount(inv, weights=counts * colors[:, j], minlength=len(uniq))
+                      for j in range(c)], axis=1) / w[:, None]
+    return means.astype(np.float32), w
+
+
+def _pad(x: np.ndarray, w: np.ndarray | None, n: int):
+    m = len(x)
+    xp = np.zeros((n,) + x.shape[1:], np.float32)
+    xp[:m] = x
+    if w is None:
+        return xp
+    wp = np.zeros(n, np.float32)
+    wp[:m] = w
+    return xp, wp
+
+
+@functools.partial(jax.jit, static_argnames=("space",))
+def _to_space(x, space):
+    x = jnp.asarray(x, jnp.float32)
+    if space == "oklab":
+        lab = srgb_to_oklab(x[:, :3])
+        return jnp.concatenate([lab, x[:, 3:] / 255.0], axis=1)
+    return x
+
+
+@functools.partial(jax.jit, static_argnames=("space",))
+def _from_space(x, space):
+    if space == "oklab":
+        return jnp.concatenate([oklab_to_srgb(x[:, :3]), x[:, 3:] * 255.0], axis=1)
+    return x
+
+
+_assign = jax.jit(lambda x, c: km.assign(x, c)[0])
+_lloyd = jax.jit(km.lloyd, static_argnames=("max_iter", "chunk"))
+
+
+def _validate(image, k, init, algo, space, max_iter, tol):
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
+            or image.shape[-1] not in (3, 4):
+        got = f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}"
+        raise ClydeError(f"image must be a uint8 array of shape (H, W, 3) or (H, W, 4), got {got}")
+    if int(k) != k or k < 2:
+        raise ClydeError(f"k must be an integer >= 2, got {k}")
+    if k > 65536:
+        raise ClydeError(f"k must be at most 65536, got {k}")
+    if init not in km.INITS:
+        raise ClydeError(f"init must be one of {', '.join(km.INITS)}, got {init!r}")
+    if algo not in km.ALGOS:
+        raise ClydeError(f"algo must be one of {', '.join(km.ALGOS)}, got {algo!r}")
+    if space not in SPACES:
+        raise ClydeError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    if max_iter < 1:
+        raise ClydeError(f"iters must be >= 1, got {max_iter}")
+    if not tol >= 0:
+        raise ClydeError(f"tol must be >= 0, got {tol}")
+
+
+def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: str = "lloyd",
+                    max_iter: int = 300, tol: float = 1e-4, seed: int = 0, space: str = "rgb",
+                    batch_size: int = 1024, max_points: int = 32768, refine: int = 2,
+                    key: jax.Array | None = None) -> PixelResult:
+    """Quantize an image to ``k`` colours by weighted k-means over its colours.
+
+    Parameters
+    ----------
+    image : (H, W, 3) or (H, W, 4) uint8 ndarray
+        RGB, or RGBA: fully transparent pixels get one palette entry
+        ``(0, 0, 0, 0)`` of their own; the visible ones are clustered in
+        RGBA with the remaining ``k - 1`` entries.
+    k : int, ``2 <= k <= 65536``
+    init : {"kmeans++", "random"}
+    algo : {"lloyd", "minibatch"}
+    max_iter : int, Lloyd iterations (or mini-batch steps) at most
+    tol : float, relative tolerance on the centre shift
+    seed : int, seeds ``jax.random.key`` unless ``key`` is given
+    space : {"rgb", "oklab"}, where distances are measured; the palette is sRGB
+    batch_size : int, mini-batch size for ``algo="minibatch"``
+    max_points : int
+        Above this many distinct colours, k-means first runs on binned
+        colours, then ``refine`` Lloyd steps on the exact ones.
+    refine : int, exact Lloyd steps after a binned fit (0 to skip)
+    key : PRNG key, optional
+
+    Returns
+    -------
+    PixelResult
+    """
+    _validate(image, k, init, algo, space, max_iter, tol)
+    key = jax.random.key(seed) if key is None else key
+    h, w, c = image.shape
+    pixels = image.reshape(-1, c)
+    transparent = None
+    k_fit = k
+    if c == 4:
+        transparent = pixels[:, 3] == 0
+        if transparent.any():
+            k_fit = k - 1
+            pixels = pixels.copy()
+            pixels[transparent] = 0  # all invisible pixels become one colour
+    colors, counts, inverse = color_histogram(pixels)
+    if transparent is not None and transparent.any():
+        keep = np.any(colors != 0, axis=1)  # drop the (0,0,0,0) entry
+        clear_idx = int(np.flatnonzero(~keep)[0])
+    else:
+        keep = None
+
+    vis_colors = colors if keep is None else colors[keep]
+    vis_counts = counts if keep is None else counts[keep]
+    n_iter, converged, n_points = 0, True, len(vis_colors)
+    if len(vis_colors) <= k_fit:
+        palette = vis_colors.copy()
+        labels_vis = np.arange(len(vis_colors), dtype=np.int32)
+    else:
+        points, weights = vis_colors.astype(np.float32), vis_counts.astype(np.float32)
+        binned = False
+        bits = 6
+        while len(points) > max_points and bits >= 3:
+            points, weights = _bin_colors(vis_colors, vis_counts, bits)
+            binned, bits = True, bits - 1
+        n_points = len(points)
+        nb = km.bucket_size(n_points)
+        xp, wp = _pad(points, weights, nb)
+        xs = _to_space(xp, space)
+        res = km.kmeans(key, xs, wp, k=k_fit, init=init, algo=algo, max_iter=max_iter,
+                        tol=tol, batch_size=batch_size)
+        centers = res.centers
+        n_iter, converged = int(res.n_iter), bool(res.converged)
+        nu = km.bucket_size(len(vis_colors))
+        ux, uw = _pad(vis_colors.astype(np.float32), vis_counts.astype(np.float32), nu)
+        uxs = _to_space(ux, space)
+        if binned and refine > 0:
+            r2 = _lloyd(uxs, uw, centers, max_iter=refine, tol=0.0)
+            centers = r2.centers
+            n_iter += int(r2.n_iter)
+        palette = np.clip(np.rint(np.asarray(_from_space(centers, space))), 0, 255).astype(np.uint8)
+        # Assign the exact colours to the palette as written (rounded).
+        labels_vis = np.asarray(_assign(uxs, _to_space(palette.astype(np.float32), space)))
+        labels_vis = labels_vis[:len(vis_colors)]
+
+    if keep is not None:
+        labels = np.empty(len(colors), np.int32)
+        labels[keep] = labels_vis
+        labels[clear_idx] = len(palette)
+        palette = np.concatenate([palette, np.zeros((1, 4), np.uint8)])
+    else:
+        labels = labels_vis
+    dtype = np.uint8 if len(palette) <= 256 else np.uint16
+    indices = labels.astype(dtype)[inverse].reshape(h, w)
+    return PixelResult(indices, palette, n_iter, converged, n_points)

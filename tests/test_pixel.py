@@ -1,0 +1,113 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clyde import ClydeError, image_quality, quantize_pixels
+from clyde.color import oklab_to_srgb, srgb_to_oklab
+from clyde.pixel import color_histogram
+
+import reference as ref
+
+
+def test_histogram_matches_numpy_unique(rng):
+    for c in (3, 4):
+        px = rng.integers(0, 6, (5000, c)).astype(np.uint8) * 50
+        colors, counts, inverse = color_histogram(px)
+        u, cnt = np.unique(px, axis=0, return_counts=True)
+        order = np.lexsort(colors.T)  # compare as sets of rows
+        uorder = np.lexsort(u.T)
+        np.testing.assert_array_equal(colors[order], u[uorder])
+        np.testing.assert_array_equal(counts[order], cnt[uorder])
+        np.testing.assert_array_equal(colors[inverse], px)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_oklab_matches_reference(rng, jit):
+    rgb = rng.integers(0, 256, (1000, 3)).astype(np.float32)
+    f, g = srgb_to_oklab, oklab_to_srgb
+    if jit:
+        f, g = jax.jit(f), jax.jit(g)
+    lab = np.asarray(f(rgb))
+    np.testing.assert_allclose(lab, ref.srgb_to_oklab(rgb), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(g(lab)), rgb, atol=0.05)
+
+
+def test_fewer_colours_than_k_is_exact(rng):
+    pal = rng.integers(0, 256, (5, 3)).astype(np.uint8)
+    img = pal[rng.integers(0, 5, (40, 30))]
+    res = quantize_pixels(img, 16)
+    assert len(res.palette) == 5
+    np.testing.assert_array_equal(res.image, img)
+
+
+def test_basic_properties(chelsea):
+    res = quantize_pixels(chelsea, 16, seed=0)
+    assert res.indices.shape == chelsea.shape[:2] and res.indices.dtype == np.uint8
+    assert res.palette.shape == (16, 3) and res.palette.dtype == np.uint8
+    # every pixel gets its nearest palette entry (exact assignment after rounding)
+    d2 = ((chelsea.reshape(-1, 1, 3).astype(int) - res.palette[None].astype(int)) ** 2).sum(-1)
+    chosen = d2[np.arange(d2.shape[0]), res.indices.ravel()]
+    np.testing.assert_array_equal(chosen, d2.min(1))
+    again = quantize_pixels(chelsea, 16, seed=0)
+    np.testing.assert_array_equal(again.palette, res.palette)
+
+
+@pytest.mark.parametrize("k", [16, 64])
+def test_quality_at_least_sklearn(chelsea, k):
+    """Palette PSNR >= scikit-learn KMeans(n_init=1) on all pixels, minus 0.05 dB (median of 3 seeds)."""
+    from sklearn.cluster import KMeans
+
+    img = chelsea[::2, ::2]
+    x = img.reshape(-1, 3).astype(np.float64)
+    sk = []
+    for s in range(3):
+        m = KMeans(n_clusters=k, n_init=1, random_state=s).fit(x)
+        pal = np.clip(np.rint(m.cluster_centers_), 0, 255).astype(np.uint8)
+        sk.append(image_quality(img, pal[m.labels_].reshape(img.shape)).psnr)
+    ours = [image_quality(img, quantize_pixels(img, k, seed=s).image).psnr for s in range(3)]
+    assert np.median(ours) >= np.median(sk) - 0.05
+
+
+def test_binned_path_close_to_exact(chelsea):
+    exact = quantize_pixels(chelsea, 32, max_points=1 << 20)
+    binned = quantize_pixels(chelsea, 32, max_points=4096)
+    assert binned.n_points < exact.n_points
+    pe = image_quality(chelsea, exact.image).psnr
+    pb = image_quality(chelsea, binned.image).psnr
+    assert pb >= pe - 0.3
+
+
+def test_alpha_kept(chelsea):
+    img = np.dstack([chelsea[:60, :80], np.zeros((60, 80), np.uint8)])
+    img[:, 40:, 3] = 255
+    img[:30, :40, 3] = 128
+    res = quantize_pixels(img, 8)
+    out = res.image
+    assert res.palette.shape[1] == 4 and len(res.palette) <= 8
+    assert (out[:30:, :40][30:, :, 3] == 0).all() and (out[30:, :40, 3] == 0).all()
+    assert (out[:, 40:, 3] == 255).all() and (np.abs(out[:30, :40, 3].astype(int) - 128) <= 1).all()
+
+
+@pytest.mark.parametrize("algo,space,init", [("minibatch", "rgb", "kmeans++"), ("lloyd", "oklab", "random")])
+def test_other_settings_give_sane_results(chelsea, algo, space, init):
+    res = quantize_pixels(chelsea, 16, algo=algo, space=space, init=init)
+    base = image_quality(chelsea, quantize_pixels(chelsea, 16).image).psnr
+    assert image_quality(chelsea, res.image).psnr > base - 1.5
+
+
+def test_over_256_colours_gives_uint16(chelsea):
+    res = quantize_pixels(chelsea, 300)
+    assert res.indices.dtype == np.uint16 and len(res.palette) == 300
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"k": 1}, "k must be an integer >= 2, got 1"),
+    ({"k": 4, "init": "x"}, "init must be one of kmeans\\+\\+, random, got 'x'"),
+    ({"k": 4, "space": "hsv"}, "space must be one of rgb, oklab, got 'hsv'"),
+])
+def test_validation(chelsea, kwargs, message):
+    with pytest.raises(ClydeError, match=message):
+        quantize_pixels(chelsea, **kwargs)
+    with pytest.raises(ClydeError, match="image must be a uint8 array"):
+        quantize_pixels(chelsea.astype(np.float32), 4)
