@@ -1,0 +1,168 @@
+"""The ``clyde`` command line: thin Typer wrappers over the library.
+
+No image processing happens here: each command parses options, calls the
+library, and prints one summary line (or JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typer.core import TyperGroup
+
+from ._version import __version__
+from .errors import ClydeError
+
+
+# Typer vendors its own copy of click in recent releases; take the exception
+# classes from its hierarchy so this works with either.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _Group(TyperGroup):
+    """Turn usage errors and :class:`ClydeError` into one ``Error:`` line.
+
+    Click would print a usage block (and Typer a boxed panel); users and
+    scripts get one line on stderr and an exit code instead: 2 for a bad
+    option, 1 for bad input, 130 for Ctrl-C.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except _UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:
+                typer.echo(e.ctx.get_help())
+            else:
+                typer.echo(f"Error: {e.format_message()}", err=True)
+            sys.exit(2)
+        except ClydeError as e:
+            typer.echo(f"Error: {e}", err=True)
+            sys.exit(1)
+        except (typer.Abort, KeyboardInterrupt):
+            typer.echo("Error: interrupted", err=True)
+            sys.exit(130)
+        except _ClickException as e:
+            typer.echo(f"Error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="clyde",
+    help="JAX-accelerated image quantization.\n\nExample: clyde pixel photo.jpg -k 16",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"clyde {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use JAX's persistent "
+                                  "compilation cache (also: CLYDE_NO_CACHE=1)."),
+):
+    """JAX-accelerated image quantization.
+
+    Example: clyde pixel photo.jpg -k 16
+    """
+    if not no_cache:
+        from ._cache import enable_compilation_cache
+
+        enable_compilation_cache()
+
+
+class Init(str, Enum):
+    kmeanspp = "kmeans++"
+    random = "random"
+
+
+class Algo(str, Enum):
+    lloyd = "lloyd"
+    minibatch = "minibatch"
+
+
+class Space(str, Enum):
+    rgb = "rgb"
+    oklab = "oklab"
+
+
+def _note(msg: str) -> None:
+    typer.echo(f"Note: {msg}", err=True)
+
+
+def _fmt_num(x: float, digits: int) -> str:
+    return "inf" if x == float("inf") else "n/a" if x != x else f"{x:.{digits}f}"
+
+
+def summary_line(r: dict) -> str:
+    """The one-line human summary of a result dict (see ``--json`` for the fields)."""
+    return (f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, k={r['k']} "
+            f"({r['colors']} used, {r['algo']}, {r['iterations']} iterations), "
+            f"PSNR {_fmt_num(r['psnr'], 2)} dB, SSIM {_fmt_num(r['ssim'], 4)}, "
+            f"{r['index_bits_per_pixel']} bits/px indices, "
+            f"{r['bytes_in']:,} -> {r['bytes_out']:,} bytes, {r['seconds']:.2f} s")
+
+
+@app.command(epilog="Example: clyde pixel photo.jpg -k 16 -o photo16.png --seed 0")
+def pixel(
+    image: Path = typer.Argument(..., help="Input image (JPEG, PNG, WebP, TIFF, BMP, GIF...).",
+                                 show_default=False),
+    colors: int = typer.Option(16, "-k", "--colors", min=2, max=65536,
+                               help="Number of colours (2 or more; above 256 the output is RGB)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Output file; format from its extension. "
+                                               "[default: IMAGE.pixel-kK.png beside the input]"),
+    init: Init = typer.Option(Init.kmeanspp, "--init", help="Centre initialisation."),
+    iters: int = typer.Option(300, "--iters", min=1, help="Most k-means iterations (or mini-batch steps)."),
+    tol: float = typer.Option(1e-4, "--tol", min=0.0,
+                              help="Stop when centres move less than this (relative to the colour variance)."),
+    algo: Algo = typer.Option(Algo.lloyd, "--algo", help="Full Lloyd k-means or mini-batch k-means."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the jax.random key."),
+    space: Space = typer.Option(Space.rgb, "--space", help="Colour space for distances (output is sRGB)."),
+    dither: bool = typer.Option(False, "--dither", help="Floyd-Steinberg remap onto the learnt palette."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """Colour quantization: k-means over the pixels' colours, image rebuilt from k colours.
+
+    Writes an indexed (palette) PNG when k <= 256, so the file is really
+    smaller. Prints one line: size, k, iterations, PSNR and SSIM against the
+    original, bits per pixel of the indices, bytes in and out, seconds.
+    """
+    from .api import pixel_file
+
+    t0 = time.perf_counter()
+    if output is None:
+        output = image.with_name(f"{image.stem}.pixel-k{colors}.png")
+    result = pixel_file(image, output, k=colors, init=init.value, max_iter=iters, tol=tol,
+                        algo=algo.value, seed=seed, space=space.value, dither=dither, force=force,
+                        on_note=_note)
+    result["seconds"] = round(time.perf_counter() - t0, 4)
+    typer.echo(json.dumps(result) if as_json else summary_line(result))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv, prog_name="clyde")

@@ -1,0 +1,138 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from clyde import __version__
+from clyde.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def photo(tmp_path, chelsea):
+    p = tmp_path / "cat.png"
+    Image.fromarray(chelsea[::2, ::2]).save(p)
+    return p
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_pixel_default_output_and_summary(photo):
+    r = run("pixel", photo, "-k", "16")
+    assert r.exit_code == 0, r.output
+    out = photo.with_name("cat.pixel-k16.png")
+    assert out.exists()
+    im = Image.open(out)
+    assert im.mode == "P" and im.size == (226, 150)
+    line = r.stdout.strip()
+    assert line.startswith(f"{photo} -> {out}: 226x150, k=16 (16 used, lloyd, ")
+    assert "PSNR " in line and "SSIM " in line and "4 bits/px indices" in line and line.endswith(" s")
+
+
+def test_pixel_json_and_options(photo, tmp_path):
+    out = tmp_path / "o.png"
+    r = run("pixel", photo, "-k", "8", "-o", out, "--init", "random", "--iters", "50", "--seed", "3",
+            "--space", "oklab", "--algo", "minibatch", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["output"] == str(out) and d["k"] == 8 and d["colors"] <= 8 and d["index_bits_per_pixel"] == 3
+    assert d["bytes_out"] == out.stat().st_size and d["bytes_in"] == photo.stat().st_size
+    assert 20 < d["psnr"] < 60 and 0 < d["ssim"] <= 1 and d["iterations"] <= 50
+
+
+def test_dither_and_other_format(photo, tmp_path):
+    r = run("pixel", photo, "-k", "4", "--dither", "-o", tmp_path / "d.webp")
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "d.webp").mode == "RGB"
+
+
+def test_force_needed_to_replace(photo, tmp_path):
+    out = tmp_path / "o.png"
+    assert run("pixel", photo, "-o", out).exit_code == 0
+    r = run("pixel", photo, "-o", out)
+    assert r.exit_code == 1
+    assert r.stderr == f"Error: {out}: already exists (use --force to replace it)\n"
+    assert run("pixel", photo, "-o", out, "--force").exit_code == 0
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["-k", "1"], 2, "Error: Invalid value for '-k' / '--colors': "),
+    (["-k", "x"], 2, "Error: Invalid value for '-k' / '--colors': "),
+    (["--init", "foo"], 2, "Error: Invalid value for '--init': "),
+])
+def test_bad_options(photo, args, code, message):
+    r = run("pixel", photo, *args)
+    assert r.exit_code == code
+    assert r.stderr.startswith(message) and r.stderr.count("\n") == 1
+    assert "Traceback" not in r.output
+
+
+def test_bad_inputs(tmp_path, photo):
+    (tmp_path / "text.png").write_text("not an image")
+    data = photo.read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    cases = [
+        (tmp_path / "missing.jpg", f"Error: {tmp_path / 'missing.jpg'}: no such file\n"),
+        (tmp_path / "text.png", f"Error: {tmp_path / 'text.png'}: not an image, or a format Pillow cannot read\n"),
+        (tmp_path / "cut.png", f"Error: {tmp_path / 'cut.png'}: cannot decode image: image file is truncated"),
+    ]
+    for path, message in cases:
+        r = run("pixel", path, "-o", tmp_path / "out.png")
+        assert r.exit_code == 1
+        assert r.stderr.startswith(message) and r.stderr.count("\n") == 1
+    r = run("pixel", photo, "-o", photo, "--force")
+    assert (r.exit_code, r.stderr) == (1, f"Error: {photo}: refusing to overwrite the input\n")
+    r = run("pixel", photo, "-o", tmp_path / "nodir" / "x.png")
+    assert (r.exit_code, r.stderr) == (1, f"Error: {tmp_path / 'nodir'}: no such folder\n")
+
+
+def test_unwritable_output(tmp_path, photo):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        r = run("pixel", photo, "-o", ro / "x.png")
+        import os
+        if os.geteuid() == 0:  # root ignores folder permissions; nothing to check there
+            assert r.exit_code == 0
+        else:
+            assert r.exit_code == 1 and r.stderr.startswith(f"Error: {ro / 'x.png'}: cannot write: ")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_alpha_png_keeps_transparency(tmp_path, chelsea):
+    img = np.dstack([chelsea[:50, :50], np.full((50, 50), 255, np.uint8)])
+    img[:, :25, 3] = 0
+    Image.fromarray(img, "RGBA").save(tmp_path / "a.png")
+    r = run("pixel", tmp_path / "a.png", "-k", "8")
+    assert r.exit_code == 0, r.output
+    out = np.asarray(Image.open(tmp_path / "a.pixel-k8.png").convert("RGBA"))
+    assert (out[:, :25, 3] == 0).all() and (out[:, 25:, 3] == 255).all()
+
+
+def test_version_and_help():
+    r = run("--version")
+    assert r.exit_code == 0 and r.stdout == f"clyde {__version__}\n"
+    r = run("pixel", "--help")
+    assert r.exit_code == 0 and "Example: clyde pixel photo.jpg -k 16" in r.stdout
+    r = run("--help")
+    assert r.exit_code == 0 and "Example: clyde pixel" in r.stdout
+
+
+def test_python_dash_m(photo, tmp_path):
+    env = {"CLYDE_NO_CACHE": "1", "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, "-m", "clyde", "pixel", str(photo), "-k", "4", "-o",
+                        str(tmp_path / "m.png"), "--json"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["colors"] == 4
+    p = subprocess.run([sys.executable, "-m", "clyde", "pixel", str(tmp_path / "none.png")],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and p.stderr == f"Error: {tmp_path / 'none.png'}: no such file\n"
