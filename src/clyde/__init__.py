@@ -5,31 +5,42 @@
 >>> res = clyde.quantize_pixels(img, 16, seed=0)       # doctest: +SKIP
 >>> clyde.image_quality(img, res.image)                # doctest: +SKIP
 Quality(psnr=..., ssim=...)
+
+Names are imported on first use, so ``import clyde`` (and the command line's
+start-up) does not pay for JAX until a kernel is needed.
 """
 
-from ._cache import enable_compilation_cache
-from ._version import __version__
-from .api import pixel_file
-from .errors import ClydeError
-from .io import LoadedImage, load_image, save_image, save_indexed
-from .kmeans import KMeansResult
-from .metrics import Quality, image_quality, psnr, ssim
-from .pixel import PixelResult, quantize_pixels
+import importlib
 
-__all__ = [
-    "__version__",
-    "ClydeError",
-    "KMeansResult",
-    "LoadedImage",
-    "PixelResult",
-    "Quality",
-    "enable_compilation_cache",
-    "image_quality",
-    "load_image",
-    "pixel_file",
-    "psnr",
-    "quantize_pixels",
-    "save_image",
-    "save_indexed",
-    "ssim",
-]
+from ._version import __version__
+from .errors import ClydeError
+
+_EXPORTS = {
+    "enable_compilation_cache": "._cache",
+    "pixel_file": ".api",
+    "LoadedImage": ".io",
+    "load_image": ".io",
+    "save_image": ".io",
+    "save_indexed": ".io",
+    "KMeansResult": ".kmeans",
+    "Quality": ".metrics",
+    "image_quality": ".metrics",
+    "psnr": ".metrics",
+    "ssim": ".metrics",
+    "PixelResult": ".pixel",
+    "quantize_pixels": ".pixel",
+}
+
+__all__ = ["__version__", "ClydeError", *_EXPORTS]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'clyde' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

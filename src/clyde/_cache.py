@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 _enabled: str | None = None
@@ -34,10 +35,20 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None  # a read-only home must not stop the tool; it only runs colder
-    import jax
+    settings = {
+        "jax_compilation_cache_dir": str(folder),
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    if "jax" in sys.modules:
+        import jax
 
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        for name, value in settings.items():
+            jax.config.update(name, value)
+    else:
+        # JAX not imported yet: let it read the settings at import, so that the
+        # command line can import it in the background while it decodes.
+        for name, value in settings.items():
+            os.environ[name.upper()] = str(value)
     _enabled = str(folder)
     return _enabled

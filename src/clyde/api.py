@@ -6,18 +6,42 @@ and return plain dicts, the same fields ``--json`` prints.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
+import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from . import io
 from .errors import ClydeError
-from .metrics import image_quality
-from .pixel import quantize_pixels
+
+
+def _load_while_importing(src, modules=(".pixel", ".metrics")):
+    """Decode ``src`` while JAX and the kernels import in a second thread.
+
+    Importing JAX takes 0.5-1 s and decoding a large photo about as long;
+    Pillow's decoders release the GIL, so the two overlap.
+    """
+    errors = []
+
+    def imp():
+        try:
+            for m in modules:
+                importlib.import_module(m, __package__)
+        except BaseException as e:  # pragma: no cover - re-raised below
+            errors.append(e)
+
+    th = threading.Thread(target=imp, daemon=True)
+    th.start()
+    try:
+        return io.load_image(src)
+    finally:
+        th.join()
+        if errors:
+            raise errors[0]
 
 
 def comparable(image: np.ndarray) -> np.ndarray:
@@ -53,7 +77,10 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     """
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
-    loaded = io.load_image(src)
+    loaded = _load_while_importing(src)
+    from .metrics import image_quality_async
+    from .pixel import quantize_pixels
+
     for note in loaded.notes:
         if on_note:
             on_note(note)
@@ -65,9 +92,10 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     indices, palette = res.indices, res.palette
     if dither:
         indices = io.dither_to_palette(img, palette) if len(palette) <= 256 else indices
-    nbytes = io.save_indexed(dst, indices, palette)
     out = palette[indices]
-    q = image_quality(comparable(img), comparable(out))
+    pending = image_quality_async(comparable(img), comparable(out))  # runs while the PNG encodes
+    nbytes = io.save_indexed(dst, indices, palette)
+    q = pending()
     h, w = indices.shape
     return {
         "input": str(src),

@@ -74,6 +74,33 @@ def _decode(codes: np.ndarray, c: int) -> np.ndarray:
     return np.ascontiguousarray(codes.astype(np.uint32)).view(np.uint8).reshape(-1, 4)[:, :c]
 
 
+class _Histogram(NamedTuple):
+    colors: np.ndarray  # (U, C) uint8
+    counts: np.ndarray  # (U,) int64
+    codes: np.ndarray  # (N,) uint32 packed pixels (C == 3) or inverse indices (C == 4)
+    uniq: np.ndarray | None  # (U,) packed codes of colors (C == 3)
+
+    def per_pixel(self, values: np.ndarray) -> np.ndarray:
+        """Spread one value per distinct colour to every pixel (one gather)."""
+        if self.uniq is None:
+            return values[self.codes]
+        lut = np.zeros(1 << 24, values.dtype)
+        lut[self.uniq] = values
+        return lut[self.codes]
+
+
+def _histogram(pixels: np.ndarray) -> _Histogram:
+    pixels = np.asarray(pixels, np.uint8)
+    c = pixels.shape[1]
+    codes = _codes(pixels)
+    if c == 3:
+        counts = np.bincount(codes, minlength=1 << 24)
+        uniq = np.flatnonzero(counts)
+        return _Histogram(_decode(uniq, 3), counts[uniq], codes, uniq)
+    uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    return _Histogram(_decode(uniq, c), counts, inverse.reshape(-1), None)
+
+
 def color_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct colours of ``pixels (N, C)`` uint8 with their counts.
 
@@ -81,19 +108,10 @@ def color_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     -------
     colors : (U, C) uint8 ndarray, sorted by packed code
     counts : (U,) int64 ndarray
-    inverse : (N,) ndarray, ``colors[inverse] == pixels``
+    inverse : (N,) int32 ndarray, ``colors[inverse] == pixels``
     """
-    pixels = np.asarray(pixels, np.uint8)
-    c = pixels.shape[1]
-    codes = _codes(pixels)
-    if c == 3:
-        counts = np.bincount(codes, minlength=1 << 24)
-        uniq = np.flatnonzero(counts)
-        lut = np.zeros(1 << 24, np.int32)
-        lut[uniq] = np.arange(uniq.size, dtype=np.int32)
-        return _decode(uniq, 3), counts[uniq], lut[codes]
-    uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
-    return _decode(uniq, c), counts, inverse
+    hist = _histogram(pixels)
+    return hist.colors, hist.counts, hist.per_pixel(np.arange(len(hist.colors), dtype=np.int32))
 
 
 def _bin_colors(colors: np.ndarray, counts: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -205,7 +223,8 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
             k_fit = k - 1
             pixels = pixels.copy()
             pixels[transparent] = 0  # all invisible pixels become one colour
-    colors, counts, inverse = color_histogram(pixels)
+    hist = _histogram(pixels)
+    colors, counts = hist.colors, hist.counts
     if transparent is not None and transparent.any():
         keep = np.any(colors != 0, axis=1)  # drop the (0,0,0,0) entry
         clear_idx = int(np.flatnonzero(~keep)[0])
@@ -253,5 +272,5 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
     else:
         labels = labels_vis
     dtype = np.uint8 if len(palette) <= 256 else np.uint16
-    indices = labels.astype(dtype)[inverse].reshape(h, w)
+    indices = hist.per_pixel(labels.astype(dtype)).reshape(h, w)
     return PixelResult(indices, palette, n_iter, converged, n_points)
