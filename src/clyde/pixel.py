@@ -183,7 +183,7 @@ def _validate(image, k, init, algo, space, max_iter, tol):
 
 def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: str = "lloyd",
                     max_iter: int = 300, tol: float = 1e-4, seed: int = 0, space: str = "rgb",
-                    batch_size: int = 1024, max_points: int = 32768, refine: int = 2,
+                    batch_size: int = 1024, max_points: int = 65536, refine: int = 3,
                     key: jax.Array | None = None) -> PixelResult:
     """Quantize an image to ``k`` colours by weighted k-means over its colours.
 
