@@ -71,25 +71,14 @@ def t_clyde(img, k, **kw):
     return run
 
 
-def t_sklearn(img, k):
-    from sklearn.cluster import KMeans
+def t_sklearn(img, k, minibatch=False):
+    from sklearn.cluster import KMeans, MiniBatchKMeans
 
     def run():
         x = img.reshape(-1, 3).astype(np.float32)
-        m = KMeans(n_clusters=k, n_init=1, random_state=0).fit(x)
+        m = (MiniBatchKMeans if minibatch else KMeans)(n_clusters=k, n_init=1, random_state=0).fit(x)
         pal = np.clip(np.rint(m.cluster_centers_), 0, 255).astype(np.uint8)
-        return m.labels_.reshape(img.shape[:2]).astype(np.uint8 if k <= 256 else np.uint16), pal
-    return run
-
-
-def t_sklearn_mb(img, k):
-    from sklearn.cluster import MiniBatchKMeans
-
-    def run():
-        x = img.reshape(-1, 3).astype(np.float32)
-        m = MiniBatchKMeans(n_clusters=k, n_init=1, random_state=0).fit(x)
-        pal = np.clip(np.rint(m.cluster_centers_), 0, 255).astype(np.uint8)
-        return m.predict(x).reshape(img.shape[:2]).astype(np.uint8), pal
+        return m.predict(x).reshape(img.shape[:2]).astype(np.uint8 if k <= 256 else np.uint16), pal
     return run
 
 
@@ -202,7 +191,7 @@ def main(argv=None):
             if have_sklearn and not args.quick:
                 tools.append(("sklearn KMeans n_init=1", t_sklearn(img, k), 1))
             if have_sklearn:
-                tools.append(("sklearn MiniBatchKMeans", t_sklearn_mb(img, k), args.repeats))
+                tools.append(("sklearn MiniBatchKMeans", t_sklearn(img, k, minibatch=True), args.repeats))
             tools += [("Pillow median cut", t_pillow(img, k, Image.Quantize.MEDIANCUT), args.repeats),
                       ("Pillow max coverage", t_pillow(img, k, Image.Quantize.MAXCOVERAGE), args.repeats),
                       ("Pillow fast octree", t_pillow(img, k, Image.Quantize.FASTOCTREE), args.repeats)]
