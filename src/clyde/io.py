@@ -9,6 +9,7 @@ then a rename, so an interrupted run never leaves a half-written output.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import warnings
@@ -23,6 +24,7 @@ from .errors import ClydeError
 __all__ = [
     "LoadedImage",
     "load_image",
+    "load_image_bytes",
     "save_image",
     "save_indexed",
     "dither_to_palette",
@@ -114,16 +116,26 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
         raise ClydeError(f"{path}: no such file")
     if path.is_dir():
         raise ClydeError(f"{path}: is a folder, not an image")
+    return _decode(path, str(path), path.stat().st_size)
+
+
+def load_image_bytes(data: bytes, name: str = "<bytes>") -> LoadedImage:
+    """Like :func:`load_image`, for an encoded image held in memory (``name`` labels errors)."""
+    return _decode(io.BytesIO(data), name, len(data))
+
+
+def _decode(source, name: str, file_bytes: int) -> LoadedImage:
     notes: list[str] = []
+    label = Path(name).name
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 fmt = im.format
                 source_mode = im.mode
                 n_frames = getattr(im, "n_frames", 1)
                 if n_frames > 1:
-                    notes.append(f"{path.name} has {n_frames} frames; using the first")
+                    notes.append(f"{label} has {n_frames} frames; using the first")
                     im.seek(0)
                 im.load()
                 orientation = im.getexif().get(0x0112, 1)
@@ -135,15 +147,15 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
             if issubclass(w.category, Image.DecompressionBombWarning):
                 notes.append(f"very large image: {w.message}")
     except Image.DecompressionBombError as e:
-        raise ClydeError(f"{path}: refused as a possible decompression bomb ({e})") from None
+        raise ClydeError(f"{name}: refused as a possible decompression bomb ({e})") from None
     except UnidentifiedImageError:
-        raise ClydeError(f"{path}: not an image, or a format Pillow cannot read") from None
+        raise ClydeError(f"{name}: not an image, or a format Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ClydeError(f"{path}: cannot decode image: {e}") from None
+        raise ClydeError(f"{name}: cannot decode image: {e}") from None
     notes.extend(more)
     if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ClydeError(f"{path}: image has no pixels")
-    return LoadedImage(array, source_mode, fmt, path.stat().st_size, tuple(notes))
+        raise ClydeError(f"{name}: image has no pixels")
+    return LoadedImage(array, source_mode, fmt, file_bytes, tuple(notes))
 
 
 def output_format(path: str | os.PathLike) -> str:
