@@ -36,3 +36,47 @@ def srgb_to_oklab(rgb):
     return np.stack([0.2104542553 * l + 0.7936177850 * m - 0.0040720468 * s,
                      1.9779984951 * l - 2.4285922050 * m + 0.4505937099 * s,
                      0.0259040371 * l + 0.7827717662 * m - 0.8086757660 * s], axis=-1)
+
+
+def patch_vq(x, codebook, fit):
+    """Per-vector patch VQ in float64: normalise, nearest shape, rebuild (gain/offset to float16)."""
+    x = np.asarray(x, np.float64)
+    cb = np.asarray(codebook, np.float64)
+    out = np.empty_like(x)
+    idx = np.empty(len(x), np.int64)
+    for i, v in enumerate(x):
+        y = v - v.min()
+        n = np.sqrt((y * y).sum())
+        u = y / n if n > 0 else np.zeros_like(y)
+        j = int(np.argmax(cb @ u))
+        s = cb[j]
+        if fit == "original":
+            a, b = n, v.min()
+        else:
+            sc = s - s.mean()
+            ss = (sc * sc).sum()
+            a = (sc * (v - v.mean())).sum() / ss if ss > 0 else 0.0
+            b = v.mean() - a * s.mean()
+        a, b = float(np.float16(a)), float(np.float16(b))
+        idx[i], out[i] = j, a * s + b
+    return idx, out
+
+
+def patch_image(image, codebook, offsets):
+    """Whole-image patch VQ by explicit loops over patches: reflect-pad, code, crop, average."""
+    cb = np.asarray(codebook, np.float64)
+    p = int(round(np.sqrt(cb.shape[1])))
+    h, w, c = image.shape
+    total = np.zeros((h, w, c))
+    for dy, dx in offsets:
+        hg, wg = -(-h // p) * p + p, -(-w // p) * p + p
+        pad = np.pad(image.astype(np.float64), ((dy, hg - h - dy), (dx, wg - w - dx), (0, 0)),
+                     mode="reflect")
+        rec = np.zeros_like(pad)
+        for y in range(0, hg, p):
+            for x in range(0, wg, p):
+                for ch in range(c):
+                    v = pad[y:y + p, x:x + p, ch].reshape(1, -1)
+                    rec[y:y + p, x:x + p, ch] = patch_vq(v, cb, "lsq")[1].reshape(p, p)
+        total += rec[dy:dy + h, dx:dx + w]
+    return np.clip(np.rint(total / len(offsets)), 0, 255).astype(np.uint8)
