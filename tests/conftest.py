@@ -23,3 +23,27 @@ def rng():
     """A fresh random generator per test, seeded from the test's name for reproducibility."""
     seed = abs(hash(os.environ.get("PYTEST_CURRENT_TEST", ""))) % (2**32)
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory, chelsea) -> Path:
+    """A small local image dataset made from the fixture: the cat, flipped, and two crops."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("photos")
+    Image.fromarray(chelsea).save(d / "cat.png")
+    Image.fromarray(chelsea[:, ::-1]).save(d / "cat_flipped.jpg", quality=95)
+    Image.fromarray(chelsea[50:250, 100:400]).save(d / "crop1.png")
+    Image.fromarray(chelsea[::2, ::2]).save(d / "half.bmp")
+    (d / "notes.txt").write_text("not an image\n")
+    return d
+
+
+@pytest.fixture(scope="session")
+def small_codebook(photo_folder, tmp_path_factory) -> np.ndarray:
+    """64 shapes of 8x8 trained by clyde.train on ``photo_folder`` (3 epochs, seed 0)."""
+    from clyde.train import train
+
+    out = tmp_path_factory.mktemp("cb") / "p8_k64.npy"
+    train(str(photo_folder), out, patch=8, k=64, epochs=3, batch=1024, seed=0, progress=False)
+    return np.load(out).astype(np.float32)

@@ -1,0 +1,484 @@
+"""Training patch codebooks: streamed data, mini-batch spherical k-means, exact resume.
+
+Pipeline, one stage per function:
+
+* :func:`open_images` streams a HuggingFace dataset (a hub name, or a local
+  folder through ``imagefolder``) image by image; memory does not grow with
+  the dataset. ``datasets`` is imported here only, so the other commands do
+  not pay for it.
+* :func:`sample_vectors` cuts one image into patch-channel vectors on a grid
+  with a random offset, at one or more scales, normalised as
+  :func:`clyde.patch.normalize` does; flat (zero-norm) vectors are dropped.
+* :class:`Batcher` pools the vectors of a few images, shuffles them and hands
+  out batches of a fixed shape (so the step never recompiles); the leftover
+  vectors carry over to the next pool.
+* :func:`spherical_step` is one jitted mini-batch update of unit shapes with
+  per-shape learning rates ``1 / count`` (Sculley), renormalised, with shapes
+  that have not won a vector for a while re-seeded from the worst-fitted
+  vectors of the batch.
+* :func:`train` ties them together with tqdm progress (vectors/s) and a
+  checkpoint every ``checkpoint_every`` batches, taken at a pool boundary so
+  that ``resume=True`` continues exactly as if never stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Iterator, NamedTuple
+from urllib.parse import urlparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import io
+from ._version import __version__
+from .codebook import save_codebook
+from .errors import ClydeError
+
+__all__ = ["TrainState", "open_images", "sample_vectors", "Batcher", "spherical_step",
+           "init_state", "train"]
+
+
+# ----------------------------------------------------------------------------
+# data
+
+
+def _hub_endpoint() -> tuple[str, int]:
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the HuggingFace hub answers a TCP connection within ``timeout`` seconds."""
+    try:
+        with socket.create_connection(_hub_endpoint(), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def open_images(dataset: str, *, split: str = "train", seed: int = 0, epoch: int = 0,
+                skip: int = 0) -> Iterator[tuple[str, object]]:
+    """Stream ``(name, image)`` pairs of a dataset in a seeded, per-epoch shuffled order.
+
+    Parameters
+    ----------
+    dataset : str
+        A local folder of images (read with ``imagefolder``) or a hub name
+        such as ``nlphuji/flickr30k``.
+    split : str
+    seed, epoch : int
+        The order is shuffled with seed ``seed + epoch``.
+    skip : int
+        Images to skip from the start of this epoch's order (for resuming).
+
+    Yields
+    ------
+    name : str
+    image : LoadedImage or ClydeError
+        An image that cannot be decoded is yielded as its error, so the
+        caller can count it and go on.
+    """
+    local = Path(dataset).exists()
+    if not local:
+        if not hub_reachable():
+            # Before datasets is imported: fail from the cache in seconds, not after retries.
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import datasets  # only here: pyarrow and friends cost ~1 s to import
+
+    datasets.logging.set_verbosity_error()
+    try:
+        if local:
+            if not Path(dataset).is_dir():
+                raise ClydeError(f"{dataset}: not a folder of images or a dataset name")
+            ds = datasets.load_dataset("imagefolder", data_dir=str(dataset), split=split,
+                                       streaming=True)
+        else:
+            ds = datasets.load_dataset(dataset, split=split, streaming=True)
+    except ClydeError:
+        raise
+    except Exception as e:  # datasets raises many types; all mean "cannot open"
+        host = _hub_endpoint()[0]
+        if not local and os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise ClydeError(f"{dataset}: cannot reach {host} and the dataset is not in the "
+                             "local Hugging Face cache (connect, or pass a local folder)") from None
+        raise ClydeError(f"{dataset}: cannot open dataset: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    cols = [c for c, f in (ds.features or {}).items() if isinstance(f, datasets.Image)]
+    if not cols:
+        raise ClydeError(f"{dataset}: no image column (features: {', '.join(ds.features or {})})")
+    ds = ds.cast_column(cols[0], datasets.Image(decode=False))
+    ds = ds.shuffle(seed=seed + epoch, buffer_size=1000)
+    if skip:
+        ds = ds.skip(skip)
+    for ex in ds:
+        item = ex[cols[0]]
+        name = item.get("path") or "<image>"
+        try:
+            if item.get("bytes") is not None:
+                yield name, io.load_image_bytes(item["bytes"], name)
+            else:
+                yield name, io.load_image(item["path"])
+        except ClydeError as e:
+            yield name, e
+
+
+def _downscale(img: np.ndarray, f: int) -> np.ndarray:
+    """Box-filter downscale by an integer factor (edges that do not fill a box are cut)."""
+    if f == 1:
+        return img.astype(np.float32)
+    h, w, c = img.shape
+    h2, w2 = h // f, w // f
+    return img[:h2 * f, :w2 * f].astype(np.float32).reshape(h2, f, w2, f, c).mean(axis=(1, 3))
+
+
+def sample_vectors(image: np.ndarray, p: int, rng: np.random.Generator,
+                   scales: tuple[int, ...] = (1,), max_vectors: int | None = None) -> np.ndarray:
+    """Normalised patch-channel vectors of one image, on grids with random offsets.
+
+    Parameters
+    ----------
+    image : (H, W, C) uint8 ndarray; alpha, when present, is dropped
+    p : int, patch side
+    rng : numpy Generator (offsets and subsampling)
+    scales : tuple of int, downscale factors (1 = full size)
+    max_vectors : int, optional, keep at most this many (a random subset)
+
+    Returns
+    -------
+    (n, p*p) float32 ndarray of unit rows (flat vectors dropped)
+    """
+    img = image[..., :3]
+    out = []
+    for f in scales:
+        a = _downscale(img, f)
+        h, w, c = a.shape
+        if h < p or w < p:
+            continue
+        dy, dx = (int(v) for v in rng.integers(0, p, size=2))
+        dy, dx = min(dy, h - p), min(dx, w - p)
+        gh, gw = (h - dy) // p, (w - dx) // p
+        v = a[dy:dy + gh * p, dx:dx + gw * p].reshape(gh, p, gw, p, c)
+        out.append(v.transpose(4, 0, 2, 1, 3).reshape(-1, p * p))
+    if not out:
+        return np.zeros((0, p * p), np.float32)
+    v = np.concatenate(out)
+    v = v - v.min(axis=1, keepdims=True)
+    nrm = np.sqrt(np.einsum("ij,ij->i", v, v))
+    keep = nrm > 1e-6
+    v = v[keep] / nrm[keep, None]
+    if max_vectors is not None and len(v) > max_vectors:
+        v = v[np.sort(rng.choice(len(v), max_vectors, replace=False))]
+    return v.astype(np.float32)
+
+
+class Batcher:
+    """Pools vectors of ``pool`` images, shuffles them, hands out ``(batch, d)`` batches.
+
+    Its whole state (leftover vectors and the random generator) is saved in a
+    checkpoint taken between pools.
+    """
+
+    def __init__(self, batch: int, d: int, rng: np.random.Generator, leftover: np.ndarray | None = None):
+        self.batch, self.d, self.rng = batch, d, rng
+        self.leftover = np.zeros((0, d), np.float32) if leftover is None else leftover
+
+    def batches(self, pooled: list[np.ndarray]) -> Iterator[np.ndarray]:
+        v = np.concatenate([self.leftover, *pooled]) if pooled else self.leftover
+        v = v[self.rng.permutation(len(v))]
+        n_full = len(v) // self.batch
+        self.leftover = v[n_full * self.batch:].copy()
+        for i in range(n_full):
+            yield v[i * self.batch:(i + 1) * self.batch]
+
+
+# ----------------------------------------------------------------------------
+# the model
+
+
+class TrainState(NamedTuple):
+    """Mini-batch spherical k-means state.
+
+    Attributes
+    ----------
+    centers : (k, d) float32, unit rows
+    counts : (k,) float32, vectors each shape has won so far
+    last_win : (k,) int32, the step at which each shape last won a vector
+    step : () int32, batches seen
+    """
+
+    centers: jax.Array
+    counts: jax.Array
+    last_win: jax.Array
+    step: jax.Array
+
+
+def init_state(samples: np.ndarray) -> TrainState:
+    """Start from ``k`` data vectors (unit rows)."""
+    c = jnp.asarray(samples, jnp.float32)
+    k = c.shape[0]
+    return TrainState(c, jnp.zeros(k, jnp.float32), jnp.zeros(k, jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def _best(x, centers, chunk):
+    """Index and cosine of the nearest shape for every row of ``x``, in chunks."""
+    n, d = x.shape
+    xs = x.reshape(n // chunk, chunk, d)
+
+    def one(c):
+        s = c @ centers.T
+        return jnp.argmax(s, axis=1).astype(jnp.int32), jnp.max(s, axis=1)
+
+    idx, best = jax.lax.map(one, xs)
+    return idx.reshape(n), best.reshape(n)
+
+
+@functools.partial(jax.jit, static_argnames=("patience", "reseed", "chunk"))
+def spherical_step(state: TrainState, x: jax.Array, *, patience: int, reseed: int = 64,
+                   chunk: int = 1024) -> tuple[TrainState, jax.Array]:
+    """One mini-batch update.
+
+    Parameters
+    ----------
+    state : TrainState
+    x : (b, d) float32 unit rows, ``b`` a multiple of ``chunk``
+    patience : int, static
+        A shape that has won no vector for more than this many steps is
+        re-seeded with one of the batch's worst-fitted vectors.
+    reseed : int, static, most shapes re-seeded per step
+    chunk : int, static
+
+    Returns
+    -------
+    state : TrainState
+    mean_cos : () float32, mean cosine between the batch and its nearest shapes
+    """
+    centers, counts, last, step = state
+    k = centers.shape[0]
+    idx, best = _best(x, centers, chunk)
+    sums = jax.ops.segment_sum(x, idx, num_segments=k)
+    hits = jax.ops.segment_sum(jnp.ones_like(best), idx, num_segments=k)
+    counts = counts + hits
+    rate = jnp.where(hits > 0, 1.0 / jnp.maximum(counts, 1.0), 0.0)
+    centers = centers + rate[:, None] * (sums - hits[:, None] * centers)
+    centers = centers / jnp.maximum(jnp.linalg.norm(centers, axis=1, keepdims=True), 1e-12)
+    step = step + 1
+    last = jnp.where(hits > 0, step, last)
+    # Re-seed stale shapes from the worst-fitted vectors of this batch.
+    r = min(reseed, x.shape[0], k)
+    stale = step - last
+    stale_val, stale_idx = jax.lax.top_k(stale, r)
+    _, worst = jax.lax.top_k(-best, r)
+    do = stale_val > patience
+    new_c = jnp.where(do[:, None], x[worst], centers[stale_idx])
+    centers = centers.at[stale_idx].set(new_c)
+    counts = counts.at[stale_idx].set(jnp.where(do, 1.0, counts[stale_idx]))
+    last = last.at[stale_idx].set(jnp.where(do, step, last[stale_idx]))
+    return TrainState(centers, counts, last, step), jnp.mean(best)
+
+
+# ----------------------------------------------------------------------------
+# checkpoints
+
+
+def _config(dataset, split, p, k, batch, seed, scales, max_per_image):
+    return {"dataset": str(dataset), "split": split, "patch": p, "k": k, "batch": batch,
+            "seed": seed, "scales": list(scales), "max_per_image": max_per_image}
+
+
+def save_checkpoint(path: Path, state: TrainState, batcher: Batcher, *, epoch: int, images: int,
+                    images_total: int, vectors: int, failed: int, config: dict) -> None:
+    """Everything needed to continue exactly, in one ``.npz`` written atomically."""
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, centers=np.asarray(state.centers), counts=np.asarray(state.counts),
+             last_win=np.asarray(state.last_win), step=np.asarray(state.step),
+             leftover=batcher.leftover,
+             info=np.array(json.dumps({
+                 "epoch": epoch, "images": images, "images_total": images_total,
+                 "vectors": vectors, "failed": failed, "config": config,
+                 "rng": batcher.rng.bit_generator.state})))
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, config: dict):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            info = json.loads(str(z["info"]))
+            state = TrainState(jnp.asarray(z["centers"]), jnp.asarray(z["counts"]),
+                               jnp.asarray(z["last_win"]), jnp.asarray(z["step"]))
+            leftover = z["leftover"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ClydeError(f"{path}: not a clyde training checkpoint ({e})") from None
+    if info["config"] != config:
+        diff = {k: (info["config"].get(k), v) for k, v in config.items() if info["config"].get(k) != v}
+        raise ClydeError(f"{path}: checkpoint was made with other settings "
+                         + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items()))
+    rng = np.random.default_rng()
+    rng.bit_generator.state = info["rng"]
+    return state, Batcher(config["batch"], config["patch"] ** 2, rng, leftover), info
+
+
+# ----------------------------------------------------------------------------
+# the loop
+
+
+class TrainReport(NamedTuple):
+    """What :func:`train` did: the output path and counters for the metadata."""
+
+    output: Path
+    steps: int
+    epochs: int
+    images: int
+    vectors: int
+    failed: int
+    seconds: float
+    vectors_per_second: float
+    mean_cos: float
+
+
+def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 12000,
+          epochs: int = 1, batch: int = 4096, seed: int = 0, split: str = "train",
+          scales: tuple[int, ...] = (1,), max_per_image: int | None = None, pool: int = 8,
+          checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
+          resume: bool = False, stop_after: int | None = None, progress: bool = True,
+          dtype: str = "float16", on_note=None) -> TrainReport:
+    """Train a ``(k, patch*patch)`` codebook of unit shapes on a dataset's images.
+
+    Parameters
+    ----------
+    dataset : str, a local folder of images or a HuggingFace hub name
+    output : path of the ``.npy`` to write (metadata goes to ``.json`` beside it)
+    patch : int, patch side ``p``
+    k : int, number of shapes
+    epochs : int, passes over the dataset
+    batch : int, vectors per mini-batch step (a multiple of 1024)
+    seed : int, seeds the image order, offsets, shuffles (deterministic)
+    scales : tuple of int, downscale factors patches are also cut at
+    max_per_image : int, optional, vectors kept per image
+    pool : int, images whose vectors are shuffled together
+    checkpoint : path, default ``<output>.ckpt.npz``
+    checkpoint_every : int, batches between checkpoints (taken at the next pool boundary)
+    resume : bool, continue from the checkpoint
+    stop_after : int, optional, stop (after checkpointing) once this many steps are done
+    progress : bool, show a tqdm bar
+    dtype : {"float16", "float32"}, storage of the written codebook
+
+    Returns
+    -------
+    TrainReport
+    """
+    from tqdm import tqdm
+
+    output = Path(output)
+    if output.suffix != ".npy":
+        raise ClydeError(f"{output}: the codebook file must end in .npy")
+    if not output.parent.exists():
+        raise ClydeError(f"{output.parent}: no such folder")
+    if patch < 2 or k < 2 or epochs < 1:
+        raise ClydeError(f"need patch >= 2, k >= 2 and epochs >= 1, got {patch}, {k}, {epochs}")
+    chunk = 1024 if batch % 1024 == 0 else batch
+    if batch < 1:
+        raise ClydeError(f"batch must be >= 1, got {batch}")
+    scales = tuple(int(s) for s in scales)
+    if not scales or min(scales) < 1:
+        raise ClydeError(f"scales must be integers >= 1, got {scales}")
+    ckpt = Path(checkpoint) if checkpoint else output.with_name(output.stem + ".ckpt.npz")
+    config = _config(dataset, split, patch, k, batch, seed, scales, max_per_image)
+    d = patch * patch
+    patience = max(20, math.ceil(20 * k / batch))
+
+    if resume:
+        if not ckpt.exists():
+            raise ClydeError(f"{ckpt}: no checkpoint to resume from")
+        state, batcher, info = load_checkpoint(ckpt, config)
+        epoch, images, vectors, failed = info["epoch"], info["images"], info["vectors"], info["failed"]
+        images_total = info["images_total"]
+    else:
+        state, epoch, images, images_total, vectors, failed = None, 0, 0, 0, 0, 0
+        batcher = Batcher(batch, d, np.random.default_rng(seed))
+
+    t0 = time.perf_counter()
+    vec_start, last_ckpt = vectors, int(state.step) if state is not None else 0
+    bar = tqdm(total=None, unit="vec", unit_scale=True, disable=not progress, dynamic_ncols=True,
+               desc=f"epoch {epoch + 1}/{epochs}")
+    init_buf: list[np.ndarray] = []
+    mean_cos = float("nan")
+    stopped = False
+
+    def flush(pooled):
+        nonlocal state, vectors, mean_cos, init_buf
+        if state is None:  # initialise from the first k vectors seen
+            init_buf.extend(pooled)
+            have = sum(len(v) for v in init_buf)
+            if have < k:
+                return
+            allv = np.concatenate(init_buf)
+            state = init_state(allv[:k])
+            pooled, init_buf = [allv[k:]], []
+        cos = None
+        for xb in batcher.batches(pooled):
+            state, cos = spherical_step(state, jnp.asarray(xb), patience=patience, chunk=chunk)
+            vectors += len(xb)
+            bar.update(len(xb))
+        if cos is not None:
+            mean_cos = float(cos)
+        bar.set_postfix(cos=f"{mean_cos:.4f}", images=images, refresh=False)
+
+    while epoch < epochs and not stopped:
+        bar.set_description(f"epoch {epoch + 1}/{epochs}")
+        pooled: list[np.ndarray] = []
+        in_pool = 0
+        for name, loaded in open_images(dataset, split=split, seed=seed, epoch=epoch, skip=images):
+            images += 1
+            if isinstance(loaded, ClydeError):
+                failed += 1
+                if on_note:
+                    on_note(f"skipped {loaded}")
+            else:
+                pooled.append(sample_vectors(loaded.array, patch, batcher.rng, scales, max_per_image))
+            in_pool += 1
+            if in_pool == pool:
+                flush(pooled)
+                pooled, in_pool = [], 0
+                step = int(state.step) if state is not None else 0
+                stopped = stop_after is not None and step >= stop_after
+                if state is not None and (stopped or step - last_ckpt >= checkpoint_every):
+                    save_checkpoint(ckpt, state, batcher, epoch=epoch, images=images,
+                                    images_total=images_total, vectors=vectors, failed=failed,
+                                    config=config)
+                    last_ckpt = step
+                if stopped:
+                    break
+        if stopped:
+            break
+        flush(pooled)
+        if images == 0:
+            raise ClydeError(f"{dataset}: no images found")
+        images_total += images
+        epoch, images = epoch + 1, 0
+        if state is not None:
+            save_checkpoint(ckpt, state, batcher, epoch=epoch, images=0,
+                            images_total=images_total, vectors=vectors, failed=failed, config=config)
+            last_ckpt = int(state.step)
+    bar.close()
+    if state is None:
+        raise ClydeError(f"{dataset}: only {sum(len(v) for v in init_buf)} non-flat patch vectors, "
+                         f"fewer than k={k}")
+    seconds = time.perf_counter() - t0
+    vps = (vectors - vec_start) / seconds if seconds > 0 else 0.0
+    if not stopped:
+        meta = {"dataset": str(dataset), "split": split, "epochs": epochs, "steps": int(state.step),
+                "images_seen": images_total, "images_failed": failed, "vectors_seen": vectors,
+                "batch": batch, "seed": seed, "scales": list(scales),
+                "max_per_image": max_per_image, "final_mean_cos": round(mean_cos, 5),
+                "clyde_version": __version__, "method": "mini-batch spherical k-means"}
+        save_codebook(output, np.asarray(state.centers), meta, dtype=dtype)
+    return TrainReport(output, int(state.step), epoch, images_total, vectors, failed, seconds, vps,
+                       mean_cos)
