@@ -163,6 +163,103 @@ def pixel(
     typer.echo(json.dumps(result) if as_json else summary_line(result))
 
 
+class Fit(str, Enum):
+    lsq = "lsq"
+    original = "original"
+
+
+def patch_summary_line(r: dict) -> str:
+    """One-line human summary of a patch result."""
+    return (f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, {r['k']} shapes of "
+            f"{r['patch']}x{r['patch']}, shifts {r['shifts']}, fit {r['fit']}, "
+            f"PSNR {_fmt_num(r['psnr'], 2)} dB, SSIM {_fmt_num(r['ssim'], 4)}, "
+            f"codes {r['code_bits_per_pixel']:.3f} bits/px, "
+            f"{r['bytes_in']:,} -> {r['bytes_out']:,} bytes, {r['seconds']:.2f} s")
+
+
+@app.command(epilog="Example: clyde patch photo.jpg --means means/p16_k12000.npy --shifts 4 -o out.png")
+def patch(
+    image: Path = typer.Argument(..., help="Input image.", show_default=False),
+    means: Optional[Path] = typer.Option(None, "--means", "-m",
+                                         help="Codebook .npy of unit shapes (k, p*p). "
+                                              "[default: the bundled p16_k12000.npy]"),
+    shifts: int = typer.Option(1, "--shifts", "-s", min=1,
+                               help="Reconstructions on shifted grids, averaged (removes the grid)."),
+    fit: Fit = typer.Option(Fit.lsq, "--fit", help="lsq: least-squares gain and offset; "
+                            "original: min + norm * shape."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Output file. [default: IMAGE.patch-sN.png beside the input]"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """Patch vector quantization: every 16x16 patch channel becomes one of k learnt shapes.
+
+    Each patch channel is normalised (minimum subtracted, unit norm), replaced
+    by the nearest codebook shape and rescaled. Prints PSNR and SSIM against
+    the original and what the codes cost in bits per pixel (index plus a
+    float16 gain and offset per patch channel, times the shifts).
+    """
+    from .api import patch_file
+
+    t0 = time.perf_counter()
+    if output is None:
+        output = image.with_name(f"{image.stem}.patch-s{shifts}.png")
+    result = patch_file(image, output, means=means, shifts=shifts, fit=fit.value, force=force,
+                        on_note=_note)
+    result["seconds"] = round(time.perf_counter() - t0, 4)
+    typer.echo(json.dumps(result) if as_json else patch_summary_line(result))
+
+
+def _scales(value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected integers like 1,2,4, got {value!r}") from None
+    if not out or min(out) < 1:
+        raise typer.BadParameter(f"scales must be >= 1, got {value!r}")
+    return out
+
+
+@app.command(epilog="Example: clyde train --dataset ./my_photos -p 16 -k 12000 --epochs 5 "
+                    "-o means/mine.npy")
+def train(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="A local folder of images, or a "
+                                "HuggingFace dataset name such as nlphuji/flickr30k."),
+    output: Path = typer.Option(..., "-o", "--output", help="Codebook .npy to write (metadata "
+                                "goes to the .json beside it)."),
+    patch_size: int = typer.Option(16, "-p", "--patch", min=2, max=64, help="Patch side p."),
+    k: int = typer.Option(12000, "-k", min=2, help="Number of shapes."),
+    epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the dataset."),
+    batch: int = typer.Option(4096, "--batch", min=64, help="Vectors per mini-batch step."),
+    scales: str = typer.Option("1", "--scales", help="Downscale factors to cut patches at, "
+                               "e.g. 1,2,4."),
+    max_per_image: Optional[int] = typer.Option(None, "--max-per-image", min=1,
+                                                help="Keep at most this many vectors per image."),
+    split: str = typer.Option("train", "--split", help="Dataset split."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the order, offsets and shuffles."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
+                                              help="Checkpoint file. [default: OUTPUT.ckpt.npz]"),
+    every: int = typer.Option(200, "--checkpoint-every", min=1, help="Batches between checkpoints."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint exactly."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Train a patch codebook by mini-batch spherical k-means over a streamed dataset.
+
+    Memory does not grow with the dataset. A checkpoint is written every
+    --checkpoint-every batches; --resume continues exactly where it stopped.
+    """
+    from .train import train as run
+
+    r = run(dataset, output, patch=patch_size, k=k, epochs=epochs, batch=batch, seed=seed,
+            split=split, scales=_scales(scales), max_per_image=max_per_image,
+            checkpoint=checkpoint, checkpoint_every=every, resume=resume, progress=not quiet,
+            on_note=_note)
+    typer.echo(f"{r.output}: {k} shapes of {patch_size}x{patch_size} after {r.epochs} epochs, "
+               f"{r.steps} steps, {r.images} images ({r.failed} unreadable), {r.vectors:,} vectors, "
+               f"mean cosine {r.mean_cos:.4f}, {r.vectors_per_second:,.0f} vectors/s, "
+               f"{r.seconds:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app(args=argv, prog_name="clyde")
