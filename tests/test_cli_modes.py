@@ -1,0 +1,131 @@
+"""The patch, adaptive and train commands through Typer's runner: exit codes and messages."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from clyde.cli import app
+from clyde.codebook import save_codebook
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def photo(tmp_path, chelsea):
+    p = tmp_path / "cat.png"
+    Image.fromarray(chelsea[::2, ::2]).save(p)
+    return p
+
+
+@pytest.fixture
+def codebook(tmp_path, small_codebook):
+    return save_codebook(tmp_path / "cb.npy", small_codebook, {"dataset": "test"})
+
+
+def test_patch_summary_and_json(photo, codebook, tmp_path):
+    r = run("patch", photo, "--means", codebook, "--shifts", "2")
+    assert r.exit_code == 0, r.output
+    out = photo.with_name("cat.patch-s2.png")
+    assert Image.open(out).size == (226, 150)
+    line = r.stdout.strip()
+    assert line.startswith(f"{photo} -> {out}: 226x150, 64 shapes of 8x8, shifts 2, fit lsq, PSNR ")
+    r = run("patch", photo, "--means", codebook, "--fit", "original", "-o", tmp_path / "o.png", "--json")
+    d = json.loads(r.stdout)
+    assert d["fit"] == "original" and d["k"] == 64 and d["patch"] == 8 and d["shifts"] == 1
+    # 3 channels x (ceil(150/8)+1) x (ceil(226/8)+1) vectors of 6 index bits + 32 gain/offset bits
+    assert d["vectors"] == 3 * 20 * 30
+    assert d["code_bits_per_pixel"] == pytest.approx(3 * 20 * 30 * 38 / (226 * 150), abs=1e-4)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such codebook file"),
+    (b"not numpy", "not a NumPy .npy codebook"),
+    (np.ones((3, 10)), "row length must be a square p*p (p >= 2), got 10"),
+])
+def test_patch_bad_codebook_is_one_line(photo, tmp_path, content, message):
+    cb = tmp_path / "bad.npy"
+    if isinstance(content, bytes):
+        cb.write_bytes(content)
+    elif content is not None:
+        np.save(cb, content)
+    r = run("patch", photo, "--means", cb)
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {cb}: ") and message in lines[0]
+
+
+def test_patch_bad_options(photo, codebook):
+    r = run("patch", photo, "--means", codebook, "--shifts", "0")
+    assert r.exit_code == 2
+    # the range wording is Typer's and differs between its versions
+    assert r.stderr.strip().startswith("Error: Invalid value for '--shifts' / '-s': ")
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run("patch", photo, "--means", codebook, "--shifts", "65")
+    assert r.exit_code == 1
+    assert r.stderr.strip() == "Error: shifts must be between 1 and 64 for 8x8 patches, got 65"
+    r = run("patch", photo, "--means", codebook, "--fit", "best")
+    assert r.exit_code == 2 and r.stderr.startswith("Error: Invalid value for '--fit': ")
+    assert "'best' is not one of 'lsq', 'original'." in r.stderr
+
+
+def test_adaptive_mask_compare_json(photo, tmp_path):
+    r = run("adaptive", photo, "--k1", "4", "--k2", "12", "--block", "3", "--metric", "tv",
+            "--mask", tmp_path / "m.png", "--compare", tmp_path / "c.png", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["colors"] <= 16 and d["metric"] == "tv" and d["block"] == 3
+    assert Image.open(d["output"]).mode == "P"
+    m = np.asarray(Image.open(tmp_path / "m.png"))
+    assert m.shape == (150, 226) and set(np.unique(m)) == {0, 255}
+    assert abs((m == 255).mean() - d["high_share"]) < 1e-3
+    c = np.asarray(Image.open(tmp_path / "c.png"))
+    assert c.shape[1] > 5 * 226 * 0.9 and c.std() > 10  # five panels, not blank
+    ks = [b["k"] for b in d["baselines"]]
+    assert ks[0] == 16 and d["baselines"][1]["bits"] <= d["bits"]
+
+
+def test_adaptive_summary_line_prints_baselines(photo, tmp_path):
+    r = run("adaptive", photo, "--k1", "4", "--k2", "12", "--compare", tmp_path / "c.png")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.strip().splitlines()
+    assert "k1=4 k2=12 (eig, block 4, " in lines[0] and "bits/px (map + palettes + indices)" in lines[0]
+    assert lines[1].startswith("  pixel k=16 (same colours): PSNR ")
+    assert lines[2].startswith("  pixel k=") and "(same bits)" in lines[2]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--k1", "16", "--k2", "8"], 2, "Error: Invalid value for '--k2': --k2 must be larger than "
+                                     "--k1, got k1=16, k2=8"),
+    (["--metric", "std"], 2, "'std' is not one of 'eig', 'var', 'tv'."),
+    (["--block", "1000"], 1, "Error: block 1000 is larger than the image (226x150)"),
+])
+def test_adaptive_bad_options(photo, args, code, message):
+    r = run("adaptive", photo, *args)
+    assert r.exit_code == code
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("Error: ") and line.endswith(message)
+
+
+def test_train_command(photo_folder, tmp_path):
+    out = tmp_path / "cb.npy"
+    r = run("train", "--dataset", photo_folder, "-p", "8", "-k", "16", "--batch", "1024",
+            "--scales", "1,2", "-o", out, "-q")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith(f"{out}: 16 shapes of 8x8 after 1 epochs, ")
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["scales"] == [1, 2]
+    r = run("train", "--dataset", tmp_path / "nowhere", "-o", out, "-q")
+    assert r.exit_code == 1
+
+
+def test_train_bad_scales(photo_folder, tmp_path):
+    r = run("train", "--dataset", photo_folder, "-o", tmp_path / "cb.npy", "--scales", "1,x")
+    assert r.exit_code == 2
+    assert r.stderr.strip() == "Error: Invalid value for '--scales': expected integers like 1,2,4, got '1,x'"
