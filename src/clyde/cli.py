@@ -320,6 +320,121 @@ def adaptive(
                    f"SSIM {_fmt_num(b['ssim'], 4)}, {b['bits_per_pixel']:.3f} bits/px")
 
 
+class BatchAlgo(str, Enum):
+    so = "so"
+    mkm = "mkm"
+    fkm = "fkm"
+    mbkm = "mbkm"
+    patch = "patch"
+    adaptive = "adaptive"
+
+
+class Resample(str, Enum):
+    nearest = "nearest"
+    box = "box"
+    lanczos = "lanczos"
+
+
+def _size(value: Optional[str]):
+    if value is None:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+        if w < 1 or h < 1:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"expected WIDTHxHEIGHT like 640x480, got {value!r}",
+                                 param_hint="'--size'") from None
+    return w, h
+
+
+def _shard(value: str):
+    try:
+        i, n = (int(v) for v in value.split("/"))
+        if n < 1 or not 0 <= i < n:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"expected i/n with 0 <= i < n, like 0/4, got {value!r}",
+                                 param_hint="'--shard'") from None
+    return i, n
+
+
+@app.command(epilog="Examples:\n\n"
+             "  clyde batch Uncompressed Compressed --algo mbkm -k 16\n\n"
+             "  clyde batch Uncompressed Compressed --algo so --step 5\n\n"
+             "  clyde batch photos/ small/ --algo fkm -k 32 --max-side 512 --recursive --jobs 2 "
+             "--report report.csv")
+def batch(
+    src: Path = typer.Argument(..., help="Input folder.", show_default=False),
+    dst: Path = typer.Argument(..., help="Output folder (created).", show_default=False),
+    algo: BatchAlgo = typer.Option(BatchAlgo.so, "--algo", help="so: size only; mkm: simple "
+                                   "Lloyd from random pixels, fixed iterations; fkm: full k-means "
+                                   "(k-means++); mbkm: mini-batch k-means; patch; adaptive."),
+    k: Optional[int] = typer.Option(None, "-k", "--colors", min=2, max=65536,
+                                    help="Colours (needed by mkm, fkm and mbkm)."),
+    step: Optional[int] = typer.Option(None, "--step", min=1, help="Keep one pixel in STEP each "
+                                       "way (1: full size). [default: 5 unless --max-side or --size]"),
+    max_side: Optional[int] = typer.Option(None, "--max-side", min=1, help="Scale so the longer "
+                                           "side is at most this (never enlarges)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Exact output size WxH."),
+    resample: Resample = typer.Option(Resample.box, "--resample", help="Filter for the size "
+                                      "reduction (nearest with --step is the original's strided pick)."),
+    fmt: str = typer.Option("png", "--format", help="Output format (extension): png, webp, tiff..."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Mirror subfolders."),
+    jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="Threads decoding and encoding."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that are up to date."),
+    allow_inside: bool = typer.Option(False, "--allow-inside", help="Allow an output folder "
+                                      "inside the input folder."),
+    shard: str = typer.Option("0/1", "--shard", help="Process only share i of n (0-based) of the "
+                              "sorted file list, for several processes or hosts."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the jax.random keys."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Lloyd iterations for mkm "
+                                        "[default: 10], at most for fkm/mbkm [default: 300]."),
+    means: Optional[Path] = typer.Option(None, "--means", help="Codebook for --algo patch."),
+    shifts: int = typer.Option(1, "--shifts", min=1, help="Shifts for --algo patch."),
+    fit: Fit = typer.Option(Fit.lsq, "--fit", help="Fit for --algo patch."),
+    k1: int = typer.Option(32, "--k1", min=2, help="Low-detail colours for --algo adaptive."),
+    k2: int = typer.Option(96, "--k2", min=3, help="High-detail colours for --algo adaptive."),
+    metric: Metric = typer.Option(Metric.eig, "--metric", help="Detail statistic for --algo adaptive."),
+    block: int = typer.Option(4, "--block", min=1, help="Block side for --algo adaptive."),
+    no_metrics: bool = typer.Option(False, "--no-metrics", help="Skip PSNR and SSIM."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write one row per file to a "
+                                          ".csv or .json file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Size-reduce (and optionally quantize) every image of a folder into another folder.
+
+    Names are kept (with the new extension). Non-image files are skipped and
+    counted; unreadable images are listed at the end and the rest still get
+    done; the exit code is 1 if any image failed. Outputs newer than their
+    input are skipped, so an interrupted run can simply be started again.
+    """
+    from .batch import KMEANS_ALGOS, run_batch
+
+    if algo.value in KMEANS_ALGOS and k is None:
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            k = typer.prompt(f"--algo {algo.value} needs a number of colours; k", type=int)
+        else:
+            raise typer.BadParameter(f"--algo {algo.value} needs -k (the number of colours)",
+                                     param_hint="'-k' / '--colors'")
+    if sum(v is not None for v in (step, max_side, size)) > 1:
+        raise typer.BadParameter("give only one of --step, --max-side and --size",
+                                 param_hint="'--step'")
+    if step is None and max_side is None and size is None:
+        step = 5
+    summary = run_batch(src, dst, algo=algo.value, k=k, step=step, max_side=max_side,
+                        size=_size(size), resample=resample.value, fmt=fmt, recursive=recursive,
+                        overwrite=overwrite, allow_inside=allow_inside, jobs=jobs,
+                        shard=_shard(shard), seed=seed, iters=iters, means=means, shifts=shifts,
+                        fit=fit.value, k1=k1, k2=k2, metric=metric.value, block=block,
+                        metrics=not no_metrics, report=report, progress=not quiet)
+    typer.echo(summary.line())
+    for r in summary.failures:
+        typer.echo(f"failed: {r.name}: {r.error}", err=True)
+    if summary.failures:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app(args=argv, prog_name="clyde")

@@ -296,3 +296,28 @@ def dither_to_palette(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 # Truncated files are errors, never silently padded.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+RESAMPLE = ("nearest", "box", "lanczos")
+
+
+def image_extensions() -> set[str]:
+    """File extensions Pillow can open (lower case, with the dot)."""
+    exts = Image.registered_extensions()
+    return {e for e, fmt in exts.items() if fmt in Image.OPEN}
+
+
+def resize(array: np.ndarray, size: tuple[int, int], resample: str = "box") -> np.ndarray:
+    """Resize ``(H, W, C)`` uint8 pixels to ``size = (width, height)``.
+
+    ``resample`` is one of ``nearest``, ``box`` (area average) or ``lanczos``.
+    """
+    if resample not in RESAMPLE:
+        raise ClydeError(f"resample must be one of {', '.join(RESAMPLE)}, got {resample!r}")
+    h, w = array.shape[:2]
+    if (w, h) == tuple(size):
+        return array
+    filt = {"nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX,
+            "lanczos": Image.Resampling.LANCZOS}[resample]
+    mode = "RGBA" if array.shape[-1] == 4 else "RGB"
+    return np.asarray(Image.fromarray(np.ascontiguousarray(array), mode).resize(size, filt))

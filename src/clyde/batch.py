@@ -1,0 +1,349 @@
+"""A folder in, a folder out: size-reduce (and optionally quantize) every image.
+
+Stages per file, overlapped across files with threads (``jobs``):
+
+* load (Pillow decode, EXIF, modes) and size reduction, in worker threads;
+* quantization in the calling thread, so the JAX kernels stay warm; inputs
+  are padded to size buckets inside the kernels, so differently sized images
+  reuse compiled code instead of compiling anew;
+* PNG encoding and the metrics, in worker threads again.
+
+The file list is :func:`list_files`: sorted, relative to the input folder,
+and split by ``shard=(i, n)`` (every n-th file from the i-th), so that several
+processes or hosts can share one job with no coordination.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from . import io
+from .errors import ClydeError
+
+__all__ = ["ALGOS", "KMEANS_ALGOS", "FileResult", "BatchSummary", "list_files", "target_size",
+           "run_batch"]
+
+#: so: size only; mkm: a simple Lloyd from random pixels with a fixed number of
+#: iterations; fkm: k-means++ then Lloyd to convergence; mbkm: mini-batch k-means;
+#: patch and adaptive: those modes.
+ALGOS = ("so", "mkm", "fkm", "mbkm", "patch", "adaptive")
+KMEANS_ALGOS = ("mkm", "fkm", "mbkm")
+
+
+class FileResult(NamedTuple):
+    """One row of the report."""
+
+    name: str
+    status: str            # "done", "failed", "skipped" (not an image), "up-to-date"
+    width_in: int = 0
+    height_in: int = 0
+    width_out: int = 0
+    height_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    k: int | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    seconds: float = 0.0
+    error: str = ""
+
+
+class BatchSummary(NamedTuple):
+    """What a batch run did."""
+
+    results: list
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def failures(self) -> list:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def mean_psnr(self) -> float:
+        v = [r.psnr for r in self.results if r.status == "done" and r.psnr is not None
+             and math.isfinite(r.psnr)]
+        return float(np.mean(v)) if v else float("nan")
+
+    def line(self) -> str:
+        done = [r for r in self.results if r.status == "done"]
+        bi, bo = sum(r.bytes_in for r in done), sum(r.bytes_out for r in done)
+        n = len(done)
+        rate = n / self.seconds if self.seconds > 0 else 0.0
+        psnr = self.mean_psnr
+        return (f"{n} done, {self.count('failed')} failed, {self.count('skipped')} skipped "
+                f"(not images), {self.count('up-to-date')} up to date; "
+                f"{bi:,} -> {bo:,} bytes; mean PSNR "
+                f"{'n/a' if psnr != psnr else f'{psnr:.2f} dB'}; "
+                f"{self.seconds:.2f} s ({rate:.2f} images/s)")
+
+
+def list_files(src: str | os.PathLike, *, recursive: bool = False, exclude: Path | None = None,
+               shard: tuple[int, int] = (0, 1)) -> list[Path]:
+    """Files under ``src`` (relative paths, sorted), this shard's share.
+
+    Hidden folders (``.name``) are not entered; hidden files are listed (and
+    then skipped as non-images, like ``.DS_Store``); ``exclude`` (an output
+    folder inside the input) is never listed. ``shard = (i, n)`` keeps files
+    ``i, i+n, i+2n, ...`` of the sorted list.
+    """
+    src = Path(src)
+    i, n = shard
+    if n < 1 or not 0 <= i < n:
+        raise ClydeError(f"shard must be i/n with 0 <= i < n, got {i}/{n}")
+    files = []
+    walker = os.walk(src) if recursive else [(str(src), [], os.listdir(src))]
+    excl = exclude.resolve() if exclude else None
+    for root, dirs, names in walker:
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and (excl is None or (Path(root) / d).resolve() != excl))
+        for name in names:
+            p = Path(root) / name
+            if not p.is_file():
+                continue
+            files.append(p.relative_to(src))
+    files.sort(key=lambda p: p.as_posix())
+    return files[i::n]
+
+
+def target_size(w: int, h: int, *, step: int | None = 5, max_side: int | None = None,
+                size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Output ``(width, height)``: exact ``size``; or fit in ``max_side`` (never
+    enlarging); or one pixel in ``step`` each way, last row and column kept
+    (``ceil(w / step)``)."""
+    if size is not None:
+        return size
+    if max_side is not None:
+        s = min(1.0, max_side / max(w, h))
+        return max(1, round(w * s)), max(1, round(h * s))
+    step = step or 1
+    return -(-w // step), -(-h // step)
+
+
+def _reduce(a: np.ndarray, wh: tuple[int, int], step: int | None, resample: str) -> np.ndarray:
+    h, w = a.shape[:2]
+    if resample == "nearest" and step and wh == (-(-w // step), -(-h // step)):
+        return np.ascontiguousarray(a[::step, ::step])  # the original's strided pick, edges kept
+    return io.resize(a, wh, resample)
+
+
+def _write_report(path: Path, results: list) -> None:
+    rows = [r._asdict() for r in results]
+    if path.suffix.lower() == ".json":
+        text = json.dumps(rows, indent=1)
+        io._write_atomic(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+        return
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=list(FileResult._fields))
+            wr.writeheader()
+            wr.writerows(rows)
+
+    io._write_atomic(path, write)
+
+
+def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so",
+              k: int | None = None, step: int | None = 5, max_side: int | None = None,
+              size: tuple[int, int] | None = None, resample: str = "box", fmt: str = "png",
+              recursive: bool = False, overwrite: bool = False, allow_inside: bool = False,
+              jobs: int = 2, shard: tuple[int, int] = (0, 1), seed: int = 0, iters: int | None = None,
+              means: str | os.PathLike | None = None, shifts: int = 1, fit: str = "lsq",
+              k1: int = 32, k2: int = 96, metric: str = "eig", block: int = 4,
+              metrics: bool = True, report: str | os.PathLike | None = None,
+              progress: bool = True, on_result: Callable[[FileResult], None] | None = None) -> BatchSummary:
+    """Size-reduce and quantize every image of a folder into another folder.
+
+    Parameters
+    ----------
+    src, dst : folders; ``dst`` is created; it may not be ``src`` or lie inside
+        it unless ``allow_inside``
+    algo : {"so", "mkm", "fkm", "mbkm", "patch", "adaptive"}
+    k : int, colours for mkm / fkm / mbkm (required for those)
+    step, max_side, size : size reduction (see :func:`target_size`); step 1 is full size
+    resample : {"nearest", "box", "lanczos"}
+    fmt : output extension (png, webp, tiff, bmp, jpg...)
+    recursive : mirror subfolders
+    overwrite : redo outputs that exist and are newer than their input
+    jobs : worker threads for decoding and encoding
+    shard : (i, n), this process's share of the files
+    iters : Lloyd iterations for mkm (default 10) or at most for fkm/mbkm (default 300)
+    means, shifts, fit : patch mode settings
+    k1, k2, metric, block : adaptive mode settings
+    metrics : compute PSNR and SSIM against the size-reduced input
+    report : .csv or .json file with one row per file
+    progress : tqdm bar over files
+    on_result : called with every :class:`FileResult` as it completes
+
+    Returns
+    -------
+    BatchSummary
+    """
+    from tqdm import tqdm
+
+    src, dst = Path(src), Path(dst)
+    if algo not in ALGOS:
+        raise ClydeError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
+    if algo in KMEANS_ALGOS and k is None:
+        raise ClydeError(f"--algo {algo} needs -k (the number of colours)")
+    if not src.is_dir():
+        raise ClydeError(f"{src}: no such folder")
+    if step is not None and step < 1:
+        raise ClydeError(f"step must be >= 1, got {step}")
+    if resample not in io.RESAMPLE:
+        raise ClydeError(f"resample must be one of {', '.join(io.RESAMPLE)}, got {resample!r}")
+    ext = "." + fmt.lower().lstrip(".")
+    io.output_format(Path("x" + ext))
+    s_res, d_res = src.resolve(), dst.resolve()
+    inside = d_res == s_res or s_res in d_res.parents
+    if inside and not allow_inside:
+        raise ClydeError(f"{dst}: the output folder is the input folder or inside it "
+                         "(choose another, or pass --allow-inside)")
+    if d_res == s_res:
+        raise ClydeError(f"{dst}: the output folder cannot be the input folder itself")
+    if report is not None and Path(report).suffix.lower() not in (".csv", ".json"):
+        raise ClydeError(f"{report}: the report must be a .csv or .json file")
+    dst.mkdir(parents=True, exist_ok=True)
+    files = list_files(src, recursive=recursive, exclude=d_res if inside else None, shard=shard)
+    image_exts = io.image_extensions()
+
+    # kernels, loaded once for the whole run
+    quantize = _quantizer(algo, k=k, seed=seed, iters=iters, means=means, shifts=shifts, fit=fit,
+                          k1=k1, k2=k2, metric=metric, block=block)
+    metrics = metrics and algo != "so"  # a size-only output is its own reference
+    if metrics:
+        from .api import comparable
+        from .metrics import image_quality_async
+
+    t0 = time.perf_counter()
+    results: list[FileResult] = []
+    bar = tqdm(total=len(files), unit="img", disable=not progress, dynamic_ncols=True)
+
+    def finish(r: FileResult):
+        results.append(r)
+        bar.update(1)
+        if on_result:
+            on_result(r)
+
+    def load(rel: Path):
+        t = time.perf_counter()
+        loaded = io.load_image(src / rel)
+        a = loaded.array
+        h, w = a.shape[:2]
+        wh = target_size(w, h, step=step, max_side=max_side, size=size)
+        return loaded, _reduce(a, wh, step, resample), time.perf_counter() - t
+
+    def save(out: Path, result, pending):
+        t = time.perf_counter()
+        kind, payload = result
+        if kind == "indexed":
+            nbytes = io.save_indexed(out, *payload)
+        else:
+            nbytes = io.save_image(out, payload)
+        q = pending() if pending else None
+        return nbytes, q, time.perf_counter() - t
+
+    todo = []
+    for rel in files:
+        if rel.suffix.lower() not in image_exts:
+            finish(FileResult(rel.as_posix(), "skipped", error="not an image file"))
+            continue
+        out = dst / rel.with_suffix(ext)
+        if not overwrite and out.exists() and out.stat().st_mtime >= (src / rel).stat().st_mtime:
+            finish(FileResult(rel.as_posix(), "up-to-date"))
+            continue
+        todo.append((rel, out))
+
+    jobs = max(1, int(jobs))
+    with ThreadPoolExecutor(jobs) as loaders, ThreadPoolExecutor(jobs) as savers:
+        ahead = 2 * jobs
+        loads = [loaders.submit(load, rel) for rel, _ in todo[:ahead]]
+        saves = []
+        for n, (rel, out) in enumerate(todo):
+            if n + ahead < len(todo):
+                loads.append(loaders.submit(load, todo[n + ahead][0]))
+            name = rel.as_posix()
+            try:
+                loaded, small, t_load = loads[n].result()
+                loads[n] = None
+                t = time.perf_counter()
+                result, kk = quantize(small)
+                kind, payload = result
+                view = payload if kind == "array" else payload[1][payload[0]]
+                pending = image_quality_async(comparable(small), comparable(view)) if metrics else None
+                out.parent.mkdir(parents=True, exist_ok=True)
+                fut = savers.submit(save, out, result, pending)
+                saves.append((name, loaded, small, kk, t_load + time.perf_counter() - t, fut))
+            except ClydeError as e:
+                finish(FileResult(name, "failed", error=str(e)))
+            except MemoryError:
+                finish(FileResult(name, "failed", error="out of memory"))
+            # retire finished saves in order, keeping memory bounded
+            while saves and (saves[0][-1].done() or len(saves) > ahead):
+                _retire(saves.pop(0), finish)
+        while saves:
+            _retire(saves.pop(0), finish)
+    bar.close()
+    summary = BatchSummary(results, time.perf_counter() - t0)
+    if report is not None:
+        _write_report(Path(report), results)
+    return summary
+
+
+def _retire(item, finish):
+    name, loaded, small, kk, secs, fut = item
+    try:
+        nbytes, q, t_save = fut.result()
+    except ClydeError as e:
+        finish(FileResult(name, "failed", error=str(e)))
+        return
+    h, w = loaded.array.shape[:2]
+    finish(FileResult(name, "done", w, h, small.shape[1], small.shape[0], loaded.file_bytes,
+                      nbytes, kk, None if q is None else round(q.psnr, 4),
+                      None if q is None else round(q.ssim, 5), round(secs + t_save, 4)))
+
+
+def _quantizer(algo, *, k, seed, iters, means, shifts, fit, k1, k2, metric, block):
+    """A function ``small -> ((kind, payload), k)`` for the chosen algorithm."""
+    if algo == "so":
+        return lambda a: (("array", a), None)
+    if algo in KMEANS_ALGOS:
+        from .pixel import quantize_pixels
+
+        kw = {"mkm": dict(init="random", algo="lloyd", max_iter=iters or 10, tol=0.0),
+              "fkm": dict(init="kmeans++", algo="lloyd", max_iter=iters or 300),
+              "mbkm": dict(init="kmeans++", algo="minibatch", max_iter=iters or 300)}[algo]
+
+        def q(a):
+            r = quantize_pixels(a, k, seed=seed, **kw)
+            return ("indexed", (r.indices, r.palette)), k
+        return q
+    if algo == "patch":
+        from .codebook import load_codebook
+        from .patch import quantize_patches, shift_offsets
+
+        cb = load_codebook(means)
+        shift_offsets(shifts, cb.patch)
+        return lambda a: (("array", quantize_patches(a, cb.means, shifts=shifts, fit=fit).image),
+                          len(cb.means))
+    from .adaptive import quantize_adaptive
+
+    if k2 <= k1:
+        raise ClydeError(f"need k1 < k2, got k1={k1}, k2={k2}")
+
+    def qa(a):
+        b = min(block, *a.shape[:2])
+        r = quantize_adaptive(a, k1, k2, block=b, metric=metric, seed=seed)
+        return ("indexed", (r.indices, r.palette)), k1 + k2
+    return qa
