@@ -65,6 +65,7 @@ def index_bits(n_colors: int) -> int:
 def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: str = "kmeans++",
                max_iter: int = 300, tol: float = 1e-4, algo: str = "lloyd", seed: int = 0,
                space: str = "rgb", dither: bool = False, force: bool = False,
+               compare: str | os.PathLike | None = None,
                on_note: Callable[[str], None] | None = None) -> dict:
     """Quantize the image file ``src`` to ``k`` colours and write ``dst``.
 
@@ -77,6 +78,8 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     """
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
+    if compare:
+        compare = io.check_output(compare, force=force, inputs=(src, dst))
     loaded = _load_while_importing(src)
     from .metrics import image_quality_async
     from .pixel import quantize_pixels
@@ -97,6 +100,8 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     nbytes = io.save_indexed(dst, indices, palette)
     q = pending()
     h, w = indices.shape
+    if compare:
+        compare_picture(compare, img, out, f"pixel k={k}: PSNR {q.psnr:.2f} dB, SSIM {q.ssim:.3f}")
     return {
         "input": str(src),
         "output": str(dst),
@@ -123,7 +128,8 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
 
 def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
                means: str | os.PathLike | None = None, shifts: int = 1, fit: str = "lsq",
-               force: bool = False, on_note: Callable[[str], None] | None = None) -> dict:
+               force: bool = False, compare: str | os.PathLike | None = None,
+               on_note: Callable[[str], None] | None = None) -> dict:
     """Patch vector quantization of the image file ``src``; writes ``dst``.
 
     ``means`` is a codebook ``.npy`` (default: the bundled
@@ -134,6 +140,8 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
     """
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
+    if compare:
+        compare = io.check_output(compare, force=force, inputs=(src, dst))
     from .codebook import load_codebook
 
     cb = load_codebook(means)
@@ -150,6 +158,9 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
     nbytes = io.save_image(dst, res.image)
     q = pending()
     h, w = img.shape[:2]
+    if compare:
+        compare_picture(compare, img, res.image, f"patch k={len(cb.means)} shifts={shifts} "
+                        f"{fit}: PSNR {q.psnr:.2f} dB, {res.bits_per_pixel:.2f} b/px")
     return {
         "input": str(src),
         "output": str(dst),
@@ -245,3 +256,54 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
         r["compare"] = str(extra[-1])
     r["seconds"] = round(time.perf_counter() - t0, 4)
     return r
+
+
+def compare_picture(path: str | os.PathLike, original: np.ndarray, result: np.ndarray,
+                    label: str) -> int:
+    """Original and result side by side, labelled (``--compare FILE``)."""
+    from .figures import side_by_side
+
+    return side_by_side([(original, "original"), (result, label)], path)
+
+
+def palette_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int = 16, seed: int = 0,
+                 random: bool = False, force: bool = False,
+                 on_note: Callable[[str], None] | None = None) -> dict:
+    """Draw the k-means palette of ``src`` (or a random one, ``random=True``) to ``dst``.
+
+    The picture has swatches with hex codes and pixel shares, and the image's
+    colours in the red-green, red-blue and green-blue planes with the palette
+    marked. Returns k, psnr of the k-means palette, random_psnr (a palette
+    of k colours drawn uniformly from the RGB cube, same seed) and the
+    palette as hex codes.
+    """
+    dst = io.check_output(dst, force=force, inputs=(src,))
+    loaded = _load_while_importing(src)
+    from .kmeans import assign
+    from .metrics import image_quality
+    from .pixel import color_histogram_of, quantize_pixels
+
+    for note in loaded.notes:
+        if on_note:
+            on_note(note)
+    img = loaded.array[..., :3]
+    hist = color_histogram_of(img)
+    res = quantize_pixels(img, k, seed=seed, histogram=hist)
+    psnr = image_quality(img, res.image).psnr
+    rng = np.random.default_rng(seed)
+    rand = rng.integers(0, 256, size=(k, 3)).astype(np.uint8)
+    lab = np.asarray(assign(hist.colors.astype(np.float32), rand.astype(np.float32))[0])
+    rand_idx = hist.per_pixel(lab.astype(np.uint16)).reshape(img.shape[:2])
+    rand_psnr = image_quality(img, rand[rand_idx]).psnr
+    pal, idx, name = (rand, rand_idx, "random") if random else (res.palette, res.indices, "k-means")
+    shares = np.bincount(idx.ravel(), minlength=len(pal)) / idx.size
+    from .figures import palette_sheet
+
+    p = rand_psnr if random else psnr
+    palette_sheet(pal, shares, hist.colors, hist.counts, dst,
+                  title=f"{name} palette, k={k}: PSNR {p:.2f} dB "
+                        f"({'k-means' if random else 'random'}: {(psnr if random else rand_psnr):.2f} dB)")
+    return {"input": str(src), "output": str(dst), "k": k, "kind": name, "psnr": psnr,
+            "random_psnr": rand_psnr,
+            "palette": ["#%02x%02x%02x" % tuple(int(v) for v in c[:3]) for c in pal],
+            "shares": [round(float(s), 5) for s in shares]}

@@ -143,6 +143,8 @@ def pixel(
     space: Space = typer.Option(Space.rgb, "--space", help="Colour space for distances (output is sRGB)."),
     dither: bool = typer.Option(False, "--dither", help="Floyd-Steinberg remap onto the learnt palette."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="Also write the original and "
+                                           "the result side by side, labelled, to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Colour quantization: k-means over the pixels' colours, image rebuilt from k colours.
@@ -158,7 +160,7 @@ def pixel(
         output = image.with_name(f"{image.stem}.pixel-k{colors}.png")
     result = pixel_file(image, output, k=colors, init=init.value, max_iter=iters, tol=tol,
                         algo=algo.value, seed=seed, space=space.value, dither=dither, force=force,
-                        on_note=_note)
+                        compare=compare, on_note=_note)
     result["seconds"] = round(time.perf_counter() - t0, 4)
     typer.echo(json.dumps(result) if as_json else summary_line(result))
 
@@ -190,6 +192,8 @@ def patch(
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="Output file. [default: IMAGE.patch-sN.png beside the input]"),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="Also write the original and "
+                                           "the result side by side, labelled, to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Patch vector quantization: every 16x16 patch channel becomes one of k learnt shapes.
@@ -205,7 +209,7 @@ def patch(
     if output is None:
         output = image.with_name(f"{image.stem}.patch-s{shifts}.png")
     result = patch_file(image, output, means=means, shifts=shifts, fit=fit.value, force=force,
-                        on_note=_note)
+                        compare=compare, on_note=_note)
     result["seconds"] = round(time.perf_counter() - t0, 4)
     typer.echo(json.dumps(result) if as_json else patch_summary_line(result))
 
@@ -433,6 +437,121 @@ def batch(
         typer.echo(f"failed: {r.name}: {r.error}", err=True)
     if summary.failures:
         raise typer.Exit(1)
+
+
+def _ks(value: str) -> list[int]:
+    try:
+        ks = [int(v) for v in value.split(",") if v.strip()]
+        if not ks or min(ks) < 2 or max(ks) > 65536:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"expected integers from 2 to 65536 like 2,4,8,16, got {value!r}",
+                                 param_hint="'-k'") from None
+    return ks
+
+
+@app.command(epilog="Examples:\n\n"
+             "  clyde sweep photo.jpg -k 2,4,8,16,32,64,128,256 --plot sweep.png\n\n"
+             "  clyde sweep photo.jpg --target-psnr 35")
+def sweep(
+    image: Path = typer.Argument(..., help="Input image.", show_default=False),
+    ks: str = typer.Option("2,4,8,16,32,64,128,256", "-k", help="Comma-separated k values."),
+    target_psnr: Optional[float] = typer.Option(None, "--target-psnr", help="Find the smallest "
+                                                "k reaching this PSNR (dB), by bisection."),
+    target_ssim: Optional[float] = typer.Option(None, "--target-ssim", min=0.0, max=1.0,
+                                                help="Find the smallest k reaching this SSIM."),
+    k_max: int = typer.Option(256, "--k-max", min=2, max=65536, help="Largest k the targets try."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw PSNR, SSIM and PNG bytes "
+                                        "against k to this PNG."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the jax.random key."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print the rows as CSV."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing plot file."),
+):
+    """Which k is enough? PSNR, SSIM, bits and PNG bytes for every k (pixel mode).
+
+    The colour histogram is computed once and reused by every run.
+    """
+    from . import io as cio
+    from .api import _load_while_importing
+
+    if target_psnr is not None and target_ssim is not None:
+        raise typer.BadParameter("give only one of --target-psnr and --target-ssim",
+                                 param_hint="'--target-psnr'")
+    k_list = _ks(ks)
+    if plot:
+        cio.check_output(plot, force=force, inputs=(image,))
+    loaded = _load_while_importing(image, modules=(".sweep",))
+    for n in loaded.notes:
+        _note(n)
+    from .sweep import smallest_k, sweep as run
+
+    img = loaded.array
+    answer = None
+    if target_psnr is not None or target_ssim is not None:
+        measure, target = ("psnr", target_psnr) if target_psnr is not None else ("ssim", target_ssim)
+        answer, rows = smallest_k(img, target=target, measure=measure, k_max=k_max, seed=seed)
+    else:
+        rows = run(img, k_list, seed=seed)
+    if plot:
+        from .figures import line_chart
+
+        line_chart([r.k for r in rows], [("PSNR (dB)", [r.psnr for r in rows]),
+                                         ("SSIM", [r.ssim for r in rows]),
+                                         ("PNG bytes", [r.png_bytes for r in rows])],
+                   plot, title=f"{image.name}: pixel mode, quality and size against k", xlabel="k")
+    if as_json:
+        out = {"rows": [r._asdict() for r in rows]}
+        if target_psnr is not None or target_ssim is not None:
+            out["answer"] = answer
+        typer.echo(json.dumps(out))
+    elif as_csv:
+        typer.echo(",".join(rows[0]._fields))
+        for r in rows:
+            typer.echo(",".join(str(v) for v in r))
+    else:
+        typer.echo(f"{'k':>6} {'colors':>6} {'PSNR dB':>8} {'SSIM':>7} {'bits/px':>7} "
+                   f"{'PNG bytes':>10} {'seconds':>8}")
+        for r in rows:
+            typer.echo(f"{r.k:>6} {r.colors:>6} {_fmt_num(r.psnr, 2):>8} {_fmt_num(r.ssim, 4):>7} "
+                       f"{r.index_bits_per_pixel:>7} {r.png_bytes:>10,} {r.seconds:>8.2f}")
+    if target_psnr is not None or target_ssim is not None:
+        what = f"PSNR {target_psnr} dB" if target_psnr is not None else f"SSIM {target_ssim}"
+        if answer is None:
+            typer.echo(f"Error: no k up to {k_max} reaches {what}", err=True)
+            raise typer.Exit(1)
+        if not as_json:
+            typer.echo(f"smallest k reaching {what}: {answer}")
+
+
+@app.command(epilog="Example: clyde palette photo.jpg -k 16 -o palette.png")
+def palette(
+    image: Path = typer.Argument(..., help="Input image.", show_default=False),
+    colors: int = typer.Option(16, "-k", "--colors", min=2, max=256, help="Palette size."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Picture to write. [default: IMAGE.palette-kK.png]"),
+    random: bool = typer.Option(False, "--random", help="Show a random palette (k colours drawn "
+                                "uniformly from the RGB cube) instead, with its PSNR."),
+    seed: int = typer.Option(0, "--seed", help="Seed of k-means and of the random palette."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the palette as JSON."),
+):
+    """See the palette: swatches with hex codes and shares, and the colours in three planes.
+
+    Prints the PSNR of the k-means palette beside that of a random palette of
+    the same size, the comparison that shows what k-means buys.
+    """
+    from .api import palette_file
+
+    if output is None:
+        output = image.with_name(f"{image.stem}.palette-k{colors}{'-random' if random else ''}.png")
+    r = palette_file(image, output, k=colors, seed=seed, random=random, force=force, on_note=_note)
+    if as_json:
+        typer.echo(json.dumps(r))
+        return
+    typer.echo(f"{r['input']} -> {r['output']}: {r['kind']} palette of {colors}; PSNR k-means "
+               f"{_fmt_num(r['psnr'], 2)} dB, random {_fmt_num(r['random_psnr'], 2)} dB")
+    typer.echo(" ".join(r["palette"]))
 
 
 def main(argv: list[str] | None = None) -> None:

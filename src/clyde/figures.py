@@ -185,7 +185,7 @@ def line_chart(xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]
         d.rectangle([left, top, right, bottom], outline=(150, 150, 150))
         for t in np.linspace(y_lo, y_hi, 5):
             d.line([left, Y(t), right, Y(t)], fill=_GRID)
-            d.text((4, Y(t) - 7), f"{t:,.4g}", fill=_FG, font=font)
+            d.text((4, Y(t) - 7), f"{t:,.0f}" if abs(t) >= 1e4 else f"{t:.4g}", fill=_FG, font=font)
         for x, v in zip(xs, xv):
             d.line([X(v), top, X(v), bottom], fill=_GRID)
             d.text((X(v) - 8, bottom + 4), f"{x:g}", fill=_FG, font=font)

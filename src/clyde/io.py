@@ -321,3 +321,23 @@ def resize(array: np.ndarray, size: tuple[int, int], resample: str = "box") -> n
             "lanczos": Image.Resampling.LANCZOS}[resample]
     mode = "RGBA" if array.shape[-1] == 4 else "RGB"
     return np.asarray(Image.fromarray(np.ascontiguousarray(array), mode).resize(size, filt))
+
+
+def encoded_size(indices: np.ndarray, palette: np.ndarray, fmt: str = "PNG") -> int:
+    """Bytes an indexed image would take on disk as ``fmt`` (encoded in memory, same
+    settings as :func:`save_indexed`)."""
+    buf = io.BytesIO()
+    palette = np.asarray(palette, np.uint8)
+    k, c = palette.shape
+    if k > 256:
+        Image.fromarray(palette[np.asarray(indices)]).save(buf, format=fmt)
+        return buf.tell()
+    im = Image.fromarray(np.asarray(indices, np.uint8), mode="P")
+    im.putpalette(palette[:, :3].tobytes(), rawmode="RGB")
+    kwargs = {}
+    if c == 4:
+        kwargs["transparency"] = palette[:, 3].tobytes()
+    if fmt == "PNG":
+        kwargs["bits"] = 8 if k > 16 else 4 if k > 4 else 2 if k > 2 else 1
+    im.save(buf, format=fmt, **kwargs)
+    return buf.tell()

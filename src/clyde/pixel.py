@@ -30,7 +30,7 @@ from . import kmeans as km
 from .color import oklab_to_srgb, srgb_to_oklab
 from .errors import ClydeError
 
-__all__ = ["PixelResult", "quantize_pixels", "color_histogram", "SPACES"]
+__all__ = ["PixelResult", "quantize_pixels", "color_histogram", "color_histogram_of", "SPACES"]
 
 SPACES = ("rgb", "oklab")
 
@@ -99,6 +99,18 @@ def _histogram(pixels: np.ndarray) -> _Histogram:
         return _Histogram(_decode(uniq, 3), counts[uniq], codes, uniq)
     uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
     return _Histogram(_decode(uniq, c), counts, inverse.reshape(-1), None)
+
+
+def color_histogram_of(image: np.ndarray) -> _Histogram:
+    """The distinct colours of an image as :func:`quantize_pixels` sees them, for reuse.
+
+    Fully transparent pixels of an RGBA image count as one colour ``(0, 0, 0, 0)``.
+    """
+    pixels = image.reshape(-1, image.shape[-1])
+    if image.shape[-1] == 4:
+        pixels = pixels.copy()
+        pixels[pixels[:, 3] == 0] = 0
+    return _histogram(pixels)
 
 
 def color_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -184,7 +196,7 @@ def _validate(image, k, init, algo, space, max_iter, tol):
 def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: str = "lloyd",
                     max_iter: int = 300, tol: float = 1e-4, seed: int = 0, space: str = "rgb",
                     batch_size: int = 1024, max_points: int = 65536, refine: int = 3,
-                    key: jax.Array | None = None) -> PixelResult:
+                    key: jax.Array | None = None, histogram: _Histogram | None = None) -> PixelResult:
     """Quantize an image to ``k`` colours by weighted k-means over its colours.
 
     Parameters
@@ -206,6 +218,8 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
         colours, then ``refine`` Lloyd steps on the exact ones.
     refine : int, exact Lloyd steps after a binned fit (0 to skip)
     key : PRNG key, optional
+    histogram : optional, ``color_histogram_of(image)`` computed once and
+        reused across calls on the same image (a sweep over k)
 
     Returns
     -------
@@ -223,7 +237,7 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
             k_fit = k - 1
             pixels = pixels.copy()
             pixels[transparent] = 0  # all invisible pixels become one colour
-    hist = _histogram(pixels)
+    hist = histogram if histogram is not None else _histogram(pixels)
     colors, counts = hist.colors, hist.counts
     if transparent is not None and transparent.any():
         keep = np.any(colors != 0, axis=1)  # drop the (0,0,0,0) entry
