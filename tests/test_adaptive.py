@@ -109,3 +109,16 @@ def test_bad_options(chelsea):
         quantize_adaptive(chelsea, 8, 16, metric="std")
     with pytest.raises(ClydeError, match=r"block 400 is larger than the image \(451x300\)"):
         quantize_adaptive(chelsea, 8, 16, block=400)
+
+
+def test_nearby_sizes_share_one_compiled_kernel(rng):
+    from clyde.adaptive import _stats
+
+    before = None
+    for h, w in [(300, 451), (310, 455), (320, 470)]:  # one size bucket
+        img = rng.integers(0, 256, size=(h, w, 3)).astype(np.uint8)
+        np.testing.assert_allclose(block_stats(img, 4, "var"), ref_stats(img, 4, "var"),
+                                   rtol=1e-4, atol=1e-2)
+        size = _stats._cache_size()
+        assert before is None or size == before
+        before = size

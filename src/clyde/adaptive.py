@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import ClydeError
+from .kmeans import bucket_size
 from .pixel import quantize_pixels
 
 __all__ = ["METRICS", "AdaptiveResult", "block_edges", "block_stats", "classify",
@@ -139,7 +140,17 @@ def block_stats(image: np.ndarray, block: int = 4, metric: str = "eig") -> np.nd
     h, w = image.shape[:2]
     rid, gh = _block_ids(h, block)
     cid, gw = _block_ids(w, block)
-    return np.asarray(_stats(image, rid, cid, gh=gh, gw=gw, metric=metric))
+    # Pad pixels and block counts to size buckets so that a new image size
+    # seldom compiles anew; edge padding keeps the last forward differences 0,
+    # and padded rows and columns carry an out-of-range block id, which
+    # segment_sum drops.
+    hb, wb = bucket_size(h, minimum=64), bucket_size(w, minimum=64)
+    ghb, gwb = bucket_size(gh, minimum=16), bucket_size(gw, minimum=16)
+    img = np.pad(image[..., :3], ((0, hb - h), (0, wb - w), (0, 0)), mode="edge")
+    rid = np.concatenate([rid, np.full(hb - h, ghb, np.int32)])
+    cid = np.concatenate([cid, np.full(wb - w, gwb, np.int32)])
+    out = _stats(img, rid, cid, gh=ghb, gw=gwb, metric=metric)
+    return np.asarray(out)[:gh, :gw]
 
 
 def classify(stats: np.ndarray, quantile: float = 0.5) -> tuple[np.ndarray, float]:
