@@ -5,6 +5,8 @@
 >>> res = clyde.quantize_pixels(img, 16, seed=0)       # doctest: +SKIP
 >>> clyde.image_quality(img, res.image)                # doctest: +SKIP
 Quality(psnr=..., ssim=...)
+>>> cb = clyde.load_codebook()                         # doctest: +SKIP
+>>> clyde.quantize_patches(img, cb.means, shifts=4)    # doctest: +SKIP
 
 Names are imported on first use, so ``import clyde`` (and the command line's
 start-up) does not pay for JAX until a kernel is needed.
@@ -29,6 +31,17 @@ _EXPORTS = {
     "ssim": ".metrics",
     "PixelResult": ".pixel",
     "quantize_pixels": ".pixel",
+    "PatchResult": ".patch",
+    "quantize_patches": ".patch",
+    "Codebook": ".codebook",
+    "load_codebook": ".codebook",
+    "save_codebook": ".codebook",
+    "AdaptiveResult": ".adaptive",
+    "quantize_adaptive": ".adaptive",
+    "run_batch": ".batch",
+    "train_codebook": (".train", "train"),
+    "sweep_pixels": (".sweep", "sweep"),
+    "smallest_k": ".sweep",
 }
 
 __all__ = ["__version__", "ClydeError", *_EXPORTS]
@@ -36,7 +49,10 @@ __all__ = ["__version__", "ClydeError", *_EXPORTS]
 
 def __getattr__(name):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        # (module, attribute) where the public name differs: a bare ``train`` or
+        # ``sweep`` here would shadow the submodules of the same name.
+        mod, attr = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name], name)
+        value = getattr(importlib.import_module(mod, __name__), attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'clyde' has no attribute {name!r}")

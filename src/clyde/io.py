@@ -191,6 +191,15 @@ def check_output(path: str | os.PathLike, *, force: bool = False,
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _write_atomic(path: Path, write: Callable[[str], None]) -> int:
     """Call ``write(tmp_path)`` then rename onto ``path``; return bytes written."""
     folder = path.parent if str(path.parent) else Path(".")
@@ -201,6 +210,7 @@ def _write_atomic(path: Path, write: Callable[[str], None]) -> int:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; match what a plain open() gives
         os.replace(tmp, path)
     except OSError as e:
         raise ClydeError(f"{path}: cannot write: {e.strerror or e}") from None

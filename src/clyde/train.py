@@ -288,9 +288,10 @@ def spherical_step(state: TrainState, x: jax.Array, *, patience: int, reseed: in
 # checkpoints
 
 
-def _config(dataset, split, p, k, batch, seed, scales, max_per_image):
+def _config(dataset, split, p, k, batch, seed, scales, max_per_image, patience, reseed):
     return {"dataset": str(dataset), "split": split, "patch": p, "k": k, "batch": batch,
-            "seed": seed, "scales": list(scales), "max_per_image": max_per_image}
+            "seed": seed, "scales": list(scales), "max_per_image": max_per_image,
+            "patience": patience, "reseed": reseed}
 
 
 def save_checkpoint(path: Path, state: TrainState, batcher: Batcher, *, epoch: int, images: int,
@@ -348,7 +349,8 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
           scales: tuple[int, ...] = (1,), max_per_image: int | None = None, pool: int = 8,
           checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
           resume: bool = False, stop_after: int | None = None, progress: bool = True,
-          dtype: str = "float16", on_note=None) -> TrainReport:
+          dtype: str = "float16", patience: int | None = None, reseed: int = 64,
+          on_note=None) -> TrainReport:
     """Train a ``(k, patch*patch)`` codebook of unit shapes on a dataset's images.
 
     Parameters
@@ -369,6 +371,10 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     stop_after : int, optional, stop (after checkpointing) once this many steps are done
     progress : bool, show a tqdm bar
     dtype : {"float16", "float32"}, storage of the written codebook
+    patience : int, optional
+        Steps without a win after which a shape is re-seeded
+        (default ``ceil(20 k / batch)``).
+    reseed : int, most shapes re-seeded per step
 
     Returns
     -------
@@ -390,9 +396,9 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     if not scales or min(scales) < 1:
         raise ClydeError(f"scales must be integers >= 1, got {scales}")
     ckpt = Path(checkpoint) if checkpoint else output.with_name(output.stem + ".ckpt.npz")
-    config = _config(dataset, split, patch, k, batch, seed, scales, max_per_image)
+    patience = patience or max(20, math.ceil(20 * k / batch))
+    config = _config(dataset, split, patch, k, batch, seed, scales, max_per_image, patience, reseed)
     d = patch * patch
-    patience = max(20, math.ceil(20 * k / batch))
 
     if resume:
         if not ckpt.exists():
@@ -424,7 +430,8 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
             pooled, init_buf = [allv[k:]], []
         cos = None
         for xb in batcher.batches(pooled):
-            state, cos = spherical_step(state, jnp.asarray(xb), patience=patience, chunk=chunk)
+            state, cos = spherical_step(state, jnp.asarray(xb), patience=patience, reseed=reseed,
+                                        chunk=chunk)
             vectors += len(xb)
             bar.update(len(xb))
         if cos is not None:
@@ -477,7 +484,8 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
         meta = {"dataset": str(dataset), "split": split, "epochs": epochs, "steps": int(state.step),
                 "images_seen": images_total, "images_failed": failed, "vectors_seen": vectors,
                 "batch": batch, "seed": seed, "scales": list(scales),
-                "max_per_image": max_per_image, "final_mean_cos": round(mean_cos, 5),
+                "max_per_image": max_per_image, "patience": patience, "reseed": reseed,
+                "final_mean_cos": round(mean_cos, 5),
                 "clyde_version": __version__, "method": "mini-batch spherical k-means"}
         save_codebook(output, np.asarray(state.centers), meta, dtype=dtype)
     return TrainReport(output, int(state.step), epoch, images_total, vectors, failed, seconds, vps,
