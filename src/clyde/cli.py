@@ -246,6 +246,10 @@ def train(
                                               help="Checkpoint file. [default: OUTPUT.ckpt.npz]"),
     every: int = typer.Option(200, "--checkpoint-every", min=1, help="Batches between checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint exactly."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Steps without a win "
+                                           "before a shape is re-seeded from the worst-fitted "
+                                           "vectors. [default: ceil(20 k / batch)]"),
+    reseed: int = typer.Option(64, "--reseed", min=1, help="Most shapes re-seeded per step."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Train a patch codebook by mini-batch spherical k-means over a streamed dataset.
@@ -258,7 +262,7 @@ def train(
     r = run(dataset, output, patch=patch_size, k=k, epochs=epochs, batch=batch, seed=seed,
             split=split, scales=_scales(scales), max_per_image=max_per_image,
             checkpoint=checkpoint, checkpoint_every=every, resume=resume, progress=not quiet,
-            on_note=_note)
+            patience=patience, reseed=reseed, on_note=_note)
     typer.echo(f"{r.output}: {k} shapes of {patch_size}x{patch_size} after {r.epochs} epochs, "
                f"{r.steps} steps, {r.images} images ({r.failed} unreadable), {r.vectors:,} vectors, "
                f"mean cosine {r.mean_cos:.4f}, {r.vectors_per_second:,.0f} vectors/s, "
