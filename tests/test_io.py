@@ -148,3 +148,27 @@ def test_check_output(tmp_path, small):
 def test_jpeg_refuses_alpha(tmp_path):
     with pytest.raises(ClydeError, match="JPEG cannot store transparency"):
         save_image(tmp_path / "x.jpg", np.zeros((4, 4, 4), np.uint8))
+
+
+def test_reduce_for_decodes_jpeg_at_a_dct_scale(tmp_path, chelsea):
+    from clyde.io import load_image, resize
+
+    big = np.repeat(np.repeat(chelsea, 4, axis=0), 4, axis=1)      # 1804 x 1200
+    p = tmp_path / "big.jpg"
+    Image.fromarray(big).save(p, quality=95)
+    full = load_image(p)
+    small = load_image(p, reduce_for=lambda w, h: (w // 5, h // 5))
+    assert full.full_size == small.full_size == (1804, 1200)
+    assert small.array.shape == (300, 451, 3)                       # 1/4 scale, >= 361 x 240
+    a = resize(full.array, (361, 240), "box").astype(float)
+    b = resize(small.array, (361, 240), "box").astype(float)
+    assert 10 * np.log10(255 ** 2 / np.mean((a - b) ** 2)) > 35      # same picture
+    # EXIF orientation 6 (rotate 90): sizes are reported as displayed
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(big).save(tmp_path / "rot.jpg", quality=95, exif=exif)
+    r = load_image(tmp_path / "rot.jpg", reduce_for=lambda w, h: (w // 5, h // 5))
+    assert r.full_size == (1200, 1804) and r.array.shape == (451, 300, 3)
+    png = tmp_path / "big.png"
+    Image.fromarray(big).save(png)
+    assert load_image(png, reduce_for=lambda w, h: (w // 5, h // 5)).array.shape == big.shape

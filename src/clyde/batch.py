@@ -238,11 +238,14 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
 
     def load(rel: Path):
         t = time.perf_counter()
-        loaded = io.load_image(src / rel)
-        a = loaded.array
-        h, w = a.shape[:2]
-        wh = target_size(w, h, step=step, max_side=max_side, size=size)
-        return loaded, _reduce(a, wh, step, resample), time.perf_counter() - t
+        def goal(w, h):
+            return target_size(w, h, step=step, max_side=max_side, size=size)
+
+        # JPEGs decode straight at a DCT scale close to the target (not for
+        # nearest: the strided pick must see every original pixel position).
+        loaded = io.load_image(src / rel, reduce_for=None if resample == "nearest" else goal)
+        wh = goal(*loaded.full_size)
+        return loaded, _reduce(loaded.array, wh, step, resample), time.perf_counter() - t
 
     def save(out: Path, result, pending):
         t = time.perf_counter()
@@ -308,7 +311,7 @@ def _retire(item, finish):
     except ClydeError as e:
         finish(FileResult(name, "failed", error=str(e)))
         return
-    h, w = loaded.array.shape[:2]
+    w, h = loaded.full_size
     finish(FileResult(name, "done", w, h, small.shape[1], small.shape[0], loaded.file_bytes,
                       nbytes, kk, None if q is None else round(q.psnr, 4),
                       None if q is None else round(q.ssim, 5), round(secs + t_save, 4)))

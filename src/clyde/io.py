@@ -53,6 +53,9 @@ class LoadedImage(NamedTuple):
         Size of the file on disk.
     notes : tuple of str
         Things the user should know (first frame of many, EXIF rotation...).
+    full_size : (width, height)
+        Size of the image in the file (after EXIF rotation); larger than
+        ``array`` when a JPEG was decoded at reduced size (``reduce_for``).
     """
 
     array: np.ndarray
@@ -60,6 +63,7 @@ class LoadedImage(NamedTuple):
     format: str | None
     file_bytes: int
     notes: tuple[str, ...]
+    full_size: tuple[int, int] | None = None
 
 
 def _to_uint8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
@@ -88,7 +92,8 @@ def _to_uint8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
     return np.ascontiguousarray(a), notes
 
 
-def load_image(path: str | os.PathLike) -> LoadedImage:
+def load_image(path: str | os.PathLike, reduce_for: Callable[[int, int], tuple[int, int]] | None = None
+               ) -> LoadedImage:
     """Read an image file as clyde works on it.
 
     EXIF orientation is applied; grayscale and 16-bit images become 8-bit
@@ -100,6 +105,11 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     Parameters
     ----------
     path : str or path-like
+    reduce_for : callable ``(width, height) -> (target_width, target_height)``, optional
+        The size the caller will reduce the image to. A JPEG is then decoded
+        directly at the smallest DCT scale (1/2, 1/4, 1/8) that is still at
+        least that large, which is several times faster; the caller still
+        resizes to the exact target. Other formats decode at full size.
 
     Returns
     -------
@@ -116,7 +126,7 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
         raise ClydeError(f"{path}: no such file")
     if path.is_dir():
         raise ClydeError(f"{path}: is a folder, not an image")
-    return _decode(path, str(path), path.stat().st_size)
+    return _decode(path, str(path), path.stat().st_size, reduce_for)
 
 
 def load_image_bytes(data: bytes, name: str = "<bytes>") -> LoadedImage:
@@ -124,7 +134,7 @@ def load_image_bytes(data: bytes, name: str = "<bytes>") -> LoadedImage:
     return _decode(io.BytesIO(data), name, len(data))
 
 
-def _decode(source, name: str, file_bytes: int) -> LoadedImage:
+def _decode(source, name: str, file_bytes: int, reduce_for=None) -> LoadedImage:
     notes: list[str] = []
     label = Path(name).name
     try:
@@ -137,8 +147,17 @@ def _decode(source, name: str, file_bytes: int) -> LoadedImage:
                 if n_frames > 1:
                     notes.append(f"{label} has {n_frames} frames; using the first")
                     im.seek(0)
-                im.load()
                 orientation = im.getexif().get(0x0112, 1)
+                swap = orientation in (5, 6, 7, 8)
+                w0, h0 = im.size
+                full = (h0, w0) if swap else (w0, h0)
+                if reduce_for is not None and fmt == "JPEG":
+                    tw, th = reduce_for(*full)
+                    if swap:
+                        tw, th = th, tw
+                    if tw < w0 and th < h0:
+                        im.draft(im.mode, (tw, th))
+                im.load()
                 if orientation not in (None, 1):
                     im = ImageOps.exif_transpose(im)
                     notes.append(f"applied EXIF orientation {orientation}")
@@ -155,7 +174,7 @@ def _decode(source, name: str, file_bytes: int) -> LoadedImage:
     notes.extend(more)
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ClydeError(f"{name}: image has no pixels")
-    return LoadedImage(array, source_mode, fmt, file_bytes, tuple(notes))
+    return LoadedImage(array, source_mode, fmt, file_bytes, tuple(notes), full)
 
 
 def output_format(path: str | os.PathLike) -> str:
