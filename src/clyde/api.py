@@ -57,6 +57,11 @@ def comparable(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _file_fields(src, dst, img) -> dict:
+    return {"input": str(src), "output": str(dst), "width": int(img.shape[1]),
+            "height": int(img.shape[0]), "channels": int(img.shape[-1])}
+
+
 def index_bits(n_colors: int) -> int:
     """Bits needed per pixel to store an index into ``n_colors`` entries."""
     return max(1, math.ceil(math.log2(max(n_colors, 2))))
@@ -103,11 +108,7 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     if compare:
         compare_picture(compare, img, out, f"pixel k={k}: PSNR {q.psnr:.2f} dB, SSIM {q.ssim:.3f}")
     return {
-        "input": str(src),
-        "output": str(dst),
-        "width": w,
-        "height": h,
-        "channels": int(img.shape[-1]),
+        **_file_fields(src, dst, img),
         "k": k,
         "colors": int(len(palette)),
         "algo": algo,
@@ -162,11 +163,7 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
         compare_picture(compare, img, res.image, f"patch k={len(cb.means)} shifts={shifts} "
                         f"{fit}: PSNR {q.psnr:.2f} dB, {res.bits_per_pixel:.2f} b/px")
     return {
-        "input": str(src),
-        "output": str(dst),
-        "width": w,
-        "height": h,
-        "channels": int(img.shape[-1]),
+        **_file_fields(src, dst, img),
         "codebook": str(cb.path),
         "k": int(len(cb.means)),
         "patch": cb.patch,

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -134,28 +133,17 @@ def save_codebook(path: str | os.PathLike, means: np.ndarray, meta: dict | None 
     p = validate_means(means)
     meta = {**(meta or {}), "k": int(len(means)), "patch": p, "dtype": dtype}
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda f: np.save(f, means.astype(dtype)))
-    _atomic(meta_path(path), lambda f: f.write(json.dumps(meta, indent=2).encode() + b"\n"))
+    _write_atomic(path, lambda f: np.save(f, means.astype(dtype)))
+    _write_atomic(meta_path(path), lambda f: f.write(json.dumps(meta, indent=2).encode() + b"\n"))
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _write_atomic(path: Path, write) -> None:
+    """``write(binary_file)`` into a temporary file, then rename (see :mod:`clyde.io`)."""
+    from .io import _write_atomic as atomic
 
-
-#: mkstemp makes 0600 files; give outputs the permissions a plain open() would.
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def to_path(tmp):
+        with open(tmp, "wb") as f:
             write(f)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic(path, to_path)
