@@ -149,3 +149,12 @@ def test_cli_batch_missing_input(tmp_path):
     r = runner.invoke(app, ["batch", str(tmp_path / "nope"), str(tmp_path / "o")])
     assert r.exit_code == 1
     assert r.stderr.strip() == f"Error: {tmp_path / 'nope'}: no such folder"
+
+
+def test_mkm_is_a_fixed_number_of_lloyd_steps_and_format_is_kept(folder, tmp_path):
+    s = run_batch(folder, tmp_path / "o", algo="mkm", k=6, iters=3, fmt="webp", jobs=1,
+                  progress=False)
+    assert s.count("done") == 2
+    im = Image.open(tmp_path / "o" / "cat.webp")
+    assert im.format == "WEBP" and im.size == (91, 60)
+    assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) <= 6  # lossless
