@@ -248,8 +248,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint exactly."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Steps without a win "
                                            "before a shape is re-seeded from the worst-fitted "
-                                           "vectors. [default: ceil(20 k / batch)]"),
-    reseed: int = typer.Option(64, "--reseed", min=1, help="Most shapes re-seeded per step."),
+                                           "vectors. [default: ceil(200 k / batch)]"),
+    reseed: int = typer.Option(16, "--reseed", min=1, help="Most shapes re-seeded per step."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Train a patch codebook by mini-batch spherical k-means over a streamed dataset.

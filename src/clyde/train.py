@@ -349,7 +349,7 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
           scales: tuple[int, ...] = (1,), max_per_image: int | None = None, pool: int = 8,
           checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
           resume: bool = False, stop_after: int | None = None, progress: bool = True,
-          dtype: str = "float16", patience: int | None = None, reseed: int = 64,
+          dtype: str = "float16", patience: int | None = None, reseed: int = 16,
           on_note=None) -> TrainReport:
     """Train a ``(k, patch*patch)`` codebook of unit shapes on a dataset's images.
 
@@ -372,8 +372,11 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     progress : bool, show a tqdm bar
     dtype : {"float16", "float32"}, storage of the written codebook
     patience : int, optional
-        Steps without a win after which a shape is re-seeded
-        (default ``ceil(20 k / batch)``).
+        Steps without a win after which a shape is re-seeded (default
+        ``ceil(200 k / batch)``, about 200 expected wins). A short patience
+        keeps half of a large codebook cycling through outliers: with 20
+        instead of 200, 12000 shapes scored 0.03-0.18 dB lower on held-out
+        photos.
     reseed : int, most shapes re-seeded per step
 
     Returns
@@ -396,7 +399,7 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     if not scales or min(scales) < 1:
         raise ClydeError(f"scales must be integers >= 1, got {scales}")
     ckpt = Path(checkpoint) if checkpoint else output.with_name(output.stem + ".ckpt.npz")
-    patience = patience or max(20, math.ceil(20 * k / batch))
+    patience = patience or max(20, math.ceil(200 * k / batch))
     config = _config(dataset, split, patch, k, batch, seed, scales, max_per_image, patience, reseed)
     d = patch * patch
 
