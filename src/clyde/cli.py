@@ -559,5 +559,25 @@ def palette(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    app(args=argv, prog_name="clyde")
+    """Console-script entry point.
+
+    Once JAX is loaded, the process ends with ``os._exit`` after flushing
+    the output: JAX's interpreter-exit teardown adds about 0.25 s to every
+    command and there is nothing left for it to do (outputs are already
+    written and renamed into place, the compilation cache writes at compile
+    time).
+    """
+    import os
+
+    code = 0
+    try:
+        app(args=argv, prog_name="clyde")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    if "jax" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
