@@ -172,3 +172,12 @@ def test_reduce_for_decodes_jpeg_at_a_dct_scale(tmp_path, chelsea):
     png = tmp_path / "big.png"
     Image.fromarray(big).save(png)
     assert load_image(png, reduce_for=lambda w, h: (w // 5, h // 5)).array.shape == big.shape
+
+
+@pytest.mark.parametrize("k, channels", [(4, 3), (40, 4), (300, 3)])
+def test_encoded_size_is_the_size_save_indexed_writes(tmp_path, rng, k, channels):
+    from clyde.io import encoded_size, save_indexed
+
+    palette = rng.integers(0, 256, size=(k, channels)).astype(np.uint8)
+    idx = rng.integers(0, k, size=(30, 41)).astype(np.uint8 if k <= 256 else np.uint16)
+    assert encoded_size(idx, palette) == save_indexed(tmp_path / "x.png", idx, palette)

@@ -13,6 +13,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from . import io
+from .api import comparable
 from .errors import ClydeError
 from .metrics import image_quality
 from .pixel import color_histogram_of, quantize_pixels
@@ -42,18 +43,11 @@ class SweepRow(NamedTuple):
     seconds: float
 
 
-def _comparable(a):
-    if a.shape[-1] == 4:
-        a = a.copy()
-        a[a[..., 3] == 0] = 0
-    return a
-
-
 def _row(image, k, hist, kw) -> SweepRow:
     t = time.perf_counter()
     r = quantize_pixels(image, k, histogram=hist, **kw)
     secs = time.perf_counter() - t
-    q = image_quality(_comparable(image), _comparable(r.image))
+    q = image_quality(comparable(image), comparable(r.image))
     n = len(r.palette)
     return SweepRow(k, n, q.psnr, q.ssim, max(1, math.ceil(math.log2(max(n, 2)))),
                     io.encoded_size(r.indices, r.palette), round(secs, 4))
