@@ -1,4 +1,5 @@
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ def chelsea() -> np.ndarray:
 @pytest.fixture
 def rng():
     """A fresh random generator per test, seeded from the test's name for reproducibility."""
-    seed = abs(hash(os.environ.get("PYTEST_CURRENT_TEST", ""))) % (2**32)
+    # crc32, not hash(): str hashes are salted per process, which made the "reproducible" seed
+    # differ on every run (and let a near-tie in test_kmeans fail in CI only).
+    seed = zlib.crc32(os.environ.get("PYTEST_CURRENT_TEST", "").encode())
     return np.random.default_rng(seed)
 
 

@@ -32,7 +32,12 @@ def test_assign_matches_numpy(rng, jit, n, d, k, chunk):
     full = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
     chosen = full[np.arange(n), np.asarray(labels)]
     np.testing.assert_allclose(chosen, want_d2, rtol=1e-4, atol=1e-2)
-    assert np.mean(np.asarray(labels) == want_lab) > 0.999
+    # Labels must agree exactly wherever the runner-up is clearly farther than the winner; in float32
+    # the matmul form |x|^2 - 2x.c + |c|^2 carries about 1e-4 relative error, so closer calls are ties.
+    runner_up = np.partition(full, 1, axis=1)[:, 1]
+    clear = runner_up - want_d2 > 1e-4 * full.max(1) + 1e-2
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(np.asarray(labels)[clear], want_lab[clear])
     np.testing.assert_allclose(np.asarray(d2), want_d2, rtol=1e-4, atol=2e-2 if d > 8 else 1e-3)
 
 
