@@ -23,6 +23,36 @@ def test_histogram_matches_numpy_unique(rng):
 
 
 @pytest.mark.parametrize("jit", [False, True])
+def test_rgb_histogram_kernel_matches_bincount(rng, jit):
+    from clyde.pixel import _rgb_histogram
+
+    px = rng.integers(0, 256, (7000, 3)).astype(np.uint8)
+    px[:500] = px[500:1000]  # repeats
+    if jit:
+        codes, counts = _rgb_histogram(px)
+    else:
+        with jax.disable_jit():
+            codes, counts = _rgb_histogram(px)
+    p64 = px.astype(np.int64)
+    want_codes = p64[:, 0] + 256 * p64[:, 1] + 65536 * p64[:, 2]
+    np.testing.assert_array_equal(np.asarray(codes), want_codes)
+    np.testing.assert_array_equal(np.asarray(counts), np.bincount(want_codes, minlength=1 << 24))
+
+
+@pytest.mark.parametrize("n_black", [0, 1, 37, 4099])
+def test_histogram_padding_does_not_add_black(rng, n_black):
+    # 4099 pixels are padded to the 5120 bucket with black; the padding must not be counted.
+    px = rng.integers(1, 256, (4099, 3)).astype(np.uint8)
+    px[:n_black] = 0
+    colors, counts, inverse = color_histogram(px)
+    assert counts.sum() == 4099
+    black = np.all(colors == 0, axis=1)
+    assert counts[black].sum() == n_black
+    assert black.sum() == (1 if n_black else 0)
+    np.testing.assert_array_equal(colors[inverse], px)
+
+
+@pytest.mark.parametrize("jit", [False, True])
 def test_oklab_matches_reference(rng, jit):
     rgb = rng.integers(0, 256, (1000, 3)).astype(np.float32)
     f, g = srgb_to_oklab, oklab_to_srgb

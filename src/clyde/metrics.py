@@ -31,12 +31,48 @@ def _gaussian(sigma: float = _SIGMA, radius: int = _RADIUS) -> np.ndarray:
     return (g / g.sum()).astype(np.float32)
 
 
-def _filter_valid(img: jax.Array, g: np.ndarray) -> jax.Array:
-    """Separable 'valid' filtering of ``(H, W, ...)`` along the first two axes."""
+def _filter_valid(x: jax.Array, g: np.ndarray, axis: int, length: int) -> jax.Array:
+    """'Valid' filtering of ``x`` along ``axis`` with the symmetric kernel ``g``.
+
+    ``length`` = size along ``axis`` minus ``len(g) - 1``. Mirror taps are added
+    before the multiply, which halves the multiplies.
+    """
     r = len(g) // 2
-    h, w = img.shape[:2]
-    rows = sum(float(g[i]) * img[i:h - 2 * r + i] for i in range(len(g)))
-    return sum(float(g[i]) * rows[:, i:w - 2 * r + i] for i in range(len(g)))
+
+    def tap(j):
+        return jax.lax.slice_in_dim(x, j, j + length, axis=axis)
+
+    acc = float(g[r]) * tap(r)
+    for j in range(r):
+        acc = acc + float(g[j]) * (tap(j) + tap(2 * r - j))
+    return acc
+
+
+def _ssim_map(a: jax.Array, b: jax.Array, row_axis: int, data_range: float) -> jax.Array:
+    """SSIM map of two float arrays, over the pixels where the whole window fits.
+
+    Four filtered maps instead of the textbook five: only ``var_a + var_b``
+    and ``cov_ab`` enter the formula, so ``E[a^2]`` and ``E[b^2]`` are
+    filtered as one sum. Values are centred first (variances are differences
+    of large numbers). ``row_axis`` and ``row_axis + 1`` are the image axes.
+    """
+    g = _gaussian()
+    r = _RADIUS
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    off = 0.5 * data_range
+    a = a - off
+    b = b - off
+    st = jnp.stack([a, b, a * a + b * b, a * b], axis=0)
+    ax = row_axis + 1
+    st = _filter_valid(st, g, ax, st.shape[ax] - 2 * r)
+    st = _filter_valid(st, g, ax + 1, st.shape[ax + 1] - 2 * r)
+    ua, ub, sq, ab = st
+    var_sum = sq - ua * ua - ub * ub
+    cov = ab - ua * ub
+    ua = ua + off
+    ub = ub + off
+    return ((2 * ua * ub + c1) * (2 * cov + c2)) / ((ua * ua + ub * ub + c1) * (var_sum + c2))
 
 
 def _valid_mask(shape, valid_hw):
@@ -98,22 +134,7 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 255.0,
     b = jnp.asarray(b, jnp.float32)
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
-    g = _gaussian()
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
-    # Centre the values: variances below are differences of large numbers.
-    off = 0.5 * data_range
-    a = a - off
-    b = b - off
-    stack = jnp.stack([a, b, a * a, b * b, a * b], axis=-1)  # (H, W, C, 5)
-    f = _filter_valid(stack, g)
-    ua, ub, uaa, ubb, uab = (f[..., i] for i in range(5))
-    va = uaa - ua * ua
-    vb = ubb - ub * ub
-    vab = uab - ua * ub
-    ua = ua + off
-    ub = ub + off
-    s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
+    s = _ssim_map(a, b, 0, data_range)
     if valid_hw is None:
         return jnp.mean(s)
     r = _RADIUS
@@ -125,28 +146,19 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 255.0,
 def _ssim_sum_strips(a, b, valid_hw, data_range, strip):
     """Sum of the SSIM map over valid pixels, computed in strips of ``strip`` rows.
 
-    ``a`` and ``b`` are ``(n * strip + 10, W, C)`` uint8. Each strip's five
-    filtered maps stay small enough for the CPU cache; on a 14.7-megapixel
-    photo this is 3-4x faster than filtering whole-image maps.
+    ``a`` and ``b`` are ``(n * strip + 10, W, C)`` uint8. Each strip's four
+    filtered maps stay small, which on a 14.7-megapixel photo is several times
+    faster than filtering whole-image maps.
     """
-    g = _gaussian()
     r = _RADIUS
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
-    off = 0.5 * data_range
     hp, w, _ = a.shape
     n = (hp - 2 * r) // strip
 
     def one(i):
-        ya = jax.lax.dynamic_slice_in_dim(a, i * strip, strip + 2 * r, 0).astype(jnp.float32) - off
-        yb = jax.lax.dynamic_slice_in_dim(b, i * strip, strip + 2 * r, 0).astype(jnp.float32) - off
-        st = jnp.moveaxis(jnp.stack([ya, yb, ya * ya, yb * yb, ya * yb], 0), 3, 1)  # (5, C, rows, W)
-        rows = sum(float(g[j]) * st[:, :, j:j + strip] for j in range(2 * r + 1))
-        f = sum(float(g[j]) * rows[..., j:w - 2 * r + j] for j in range(2 * r + 1))
-        ua, ub, uaa, ubb, uab = f
-        va, vb, vab = uaa - ua * ua, ubb - ub * ub, uab - ua * ub
-        ua, ub = ua + off, ub + off
-        m = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
+        # (C, rows, W): the filters run along contiguous rows.
+        ya = jnp.moveaxis(jax.lax.dynamic_slice_in_dim(a, i * strip, strip + 2 * r, 0), 2, 0)
+        yb = jnp.moveaxis(jax.lax.dynamic_slice_in_dim(b, i * strip, strip + 2 * r, 0), 2, 0)
+        m = _ssim_map(ya.astype(jnp.float32), yb.astype(jnp.float32), 1, data_range)
         iy = i * strip + jnp.arange(strip)[:, None]
         ix = jnp.arange(w - 2 * r)[None, :]
         keep = (iy < valid_hw[0] - 2 * r) & (ix < valid_hw[1] - 2 * r)
@@ -162,7 +174,7 @@ class Quality(NamedTuple):
     ssim: float
 
 
-_STRIP = 32
+_STRIP = 64
 
 
 @functools.partial(jax.jit, static_argnames=("data_range", "with_ssim"))

@@ -3,7 +3,7 @@
 Pipeline (no image I/O here; arrays in, arrays out):
 
 1. **Histogram.** Pixels are packed into 24-bit codes and counted with one
-   ``bincount``; the distinct colours and their counts are the weighted
+   jitted scatter-add into a 2**24 table (RGBA: ``np.unique`` on 32-bit codes); the distinct colours and their counts are the weighted
    points. Photos have 10^4 to 3 * 10^5 distinct colours, against millions of
    pixels, and k-means over the weighted histogram has exactly the same
    objective as k-means over every pixel.
@@ -89,14 +89,35 @@ class _Histogram(NamedTuple):
         return lut[self.codes]
 
 
+@jax.jit
+def _rgb_histogram(pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Packed 24-bit codes ``(N,)`` and counts ``(2**24,)`` of ``(N, 3)`` uint8 pixels.
+
+    A scatter-add into a 2**24 table: 4-6x faster than ``np.bincount``, which
+    first copies the codes to int64 and then counts on one core.
+    """
+    p = pixels.astype(jnp.uint32)
+    codes = p[:, 0] | (p[:, 1] << 8) | (p[:, 2] << 16)
+    counts = jnp.zeros(1 << 24, jnp.int32).at[codes].add(1, mode="promise_in_bounds")
+    return codes, counts
+
+
 def _histogram(pixels: np.ndarray) -> _Histogram:
     pixels = np.asarray(pixels, np.uint8)
-    c = pixels.shape[1]
-    codes = _codes(pixels)
+    n, c = pixels.shape
     if c == 3:
-        counts = np.bincount(codes, minlength=1 << 24)
+        nb = km.bucket_size(n)  # padded with black, taken back off below: no compile per size
+        padded = pixels if nb == n else np.concatenate([pixels, np.zeros((nb - n, 3), np.uint8)])
+        codes, counts = _rgb_histogram(padded)
+        counts = np.asarray(counts)
         uniq = np.flatnonzero(counts)
-        return _Histogram(_decode(uniq, 3), counts[uniq], codes, uniq)
+        cnt = counts[uniq].astype(np.int64)
+        if nb > n:
+            cnt[0] -= nb - n  # code 0 is black, which the padding added
+            if cnt[0] == 0:
+                uniq, cnt = uniq[1:], cnt[1:]
+        return _Histogram(_decode(uniq, 3), cnt, np.asarray(codes)[:n], uniq)
+    codes = _codes(pixels)
     uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
     return _Histogram(_decode(uniq, c), counts, inverse.reshape(-1), None)
 
