@@ -53,3 +53,28 @@ def test_identical_and_tiny():
 def test_shape_mismatch():
     with pytest.raises(ValueError, match="differ in shape"):
         metrics.image_quality(np.zeros((20, 20, 3), np.uint8), np.zeros((20, 21, 3), np.uint8))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("shape", [(37, 45, 3), (130, 70, 4), (64, 129, 3)])
+def test_indexed_quality_matches_scikit_image(rng, jit, shape):
+    # An index image plus palette (what an indexed PNG stores) must score exactly as the
+    # colours it stands for; the strip kernel looks them up itself.
+    a = rng.integers(0, 256, shape).astype(np.uint8)
+    palette = rng.integers(0, 256, (13, shape[-1])).astype(np.uint8)
+    idx = rng.integers(0, 13, shape[:2]).astype(np.uint8)
+    b = palette[idx]
+    if jit:
+        q = metrics.image_quality(a, idx, palette=palette)
+    else:
+        with jax.disable_jit():
+            q = metrics.image_quality(a, idx, palette=palette)
+    assert q.psnr == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255), abs=1e-4)
+    assert q.ssim == pytest.approx(_sk_ssim(a, b), abs=1e-4)
+    assert q == pytest.approx(metrics.image_quality(a, b), abs=1e-5)
+
+
+def test_indexed_quality_shape_mismatch():
+    with pytest.raises(ValueError, match="do not match"):
+        metrics.image_quality(np.zeros((20, 20, 3), np.uint8), np.zeros((20, 21), np.uint8),
+                              palette=np.zeros((4, 3), np.uint8))

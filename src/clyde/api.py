@@ -100,13 +100,14 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     indices, palette = res.indices, res.palette
     if dither:
         indices = io.dither_to_palette(img, palette) if len(palette) <= 256 else indices
-    out = palette[indices]
-    pending = image_quality_async(comparable(img), comparable(out))  # runs while the PNG encodes
+    # Runs while the PNG encodes; colours are looked up inside the kernel, not built here.
+    pending = image_quality_async(comparable(img), indices, palette=comparable(palette))
     nbytes = io.save_indexed(dst, indices, palette)
     q = pending()
     h, w = indices.shape
     if compare:
-        compare_picture(compare, img, out, f"pixel k={k}: PSNR {q.psnr:.2f} dB, SSIM {q.ssim:.3f}")
+        compare_picture(compare, img, palette[indices],
+                        f"pixel k={k}: PSNR {q.psnr:.2f} dB, SSIM {q.ssim:.3f}")
     return {
         **_file_fields(src, dst, img),
         "k": k,

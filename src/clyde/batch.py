@@ -283,8 +283,12 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
                 t = time.perf_counter()
                 result, kk = quantize(small)
                 kind, payload = result
-                view = payload if kind == "array" else payload[1][payload[0]]
-                pending = image_quality_async(comparable(small), comparable(view)) if metrics else None
+                pending = None
+                if metrics and kind == "array":
+                    pending = image_quality_async(comparable(small), comparable(payload))
+                elif metrics:
+                    idx, pal = payload
+                    pending = image_quality_async(comparable(small), idx, palette=comparable(pal))
                 out.parent.mkdir(parents=True, exist_ok=True)
                 fut = savers.submit(save, out, result, pending)
                 saves.append((name, loaded, small, kk, t_load + time.perf_counter() - t, fut))

@@ -143,28 +143,43 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 255.0,
     return jnp.sum(jnp.where(mask[..., None], s, 0.0)) / n
 
 
-def _ssim_sum_strips(a, b, valid_hw, data_range, strip):
-    """Sum of the SSIM map over valid pixels, computed in strips of ``strip`` rows.
+def _sums_in_strips(a, b, palette, valid_hw, data_range, strip, with_ssim):
+    """Squared-error sum and SSIM-map sum over the valid pixels, in strips of ``strip`` rows.
 
-    ``a`` and ``b`` are ``(n * strip + 10, W, C)`` uint8. Each strip's four
-    filtered maps stay small, which on a 14.7-megapixel photo is several times
-    faster than filtering whole-image maps.
+    ``a`` is ``(n * strip + 10, W, C)`` uint8 with ``n * strip >= H``. ``b``
+    is the same, or, when ``palette (K, C)`` is given, ``(n * strip + 10, W)``
+    indices into it: each strip gathers its own rows, so the full result
+    image is never built. Each strip's four filtered maps stay small, which
+    on a 14.7-megapixel photo is several times faster than filtering
+    whole-image maps.
     """
     r = _RADIUS
     hp, w, _ = a.shape
     n = (hp - 2 * r) // strip
+    if palette is not None:
+        pal = jnp.moveaxis(palette.astype(jnp.float32), 1, 0)  # (C, K)
 
     def one(i):
         # (C, rows, W): the filters run along contiguous rows.
         ya = jnp.moveaxis(jax.lax.dynamic_slice_in_dim(a, i * strip, strip + 2 * r, 0), 2, 0)
-        yb = jnp.moveaxis(jax.lax.dynamic_slice_in_dim(b, i * strip, strip + 2 * r, 0), 2, 0)
-        m = _ssim_map(ya.astype(jnp.float32), yb.astype(jnp.float32), 1, data_range)
+        ya = ya.astype(jnp.float32)
+        yb = jax.lax.dynamic_slice_in_dim(b, i * strip, strip + 2 * r, 0)
+        if palette is None:
+            yb = jnp.moveaxis(yb, 2, 0).astype(jnp.float32)
+        else:
+            yb = jnp.take(pal, yb.astype(jnp.int32), axis=1, mode="clip")
         iy = i * strip + jnp.arange(strip)[:, None]
-        ix = jnp.arange(w - 2 * r)[None, :]
-        keep = (iy < valid_hw[0] - 2 * r) & (ix < valid_hw[1] - 2 * r)
-        return jnp.sum(jnp.where(keep[None], m, 0.0))
+        ix = jnp.arange(w)[None, :]
+        inside = (iy < valid_hw[0]) & (ix < valid_hw[1])
+        se = jnp.sum(jnp.where(inside[None], (ya[:, :strip] - yb[:, :strip]) ** 2, 0.0))
+        if not with_ssim:
+            return se, jnp.float32(0.0)
+        m = _ssim_map(ya, yb, 1, data_range)
+        keep = (iy < valid_hw[0] - 2 * r) & (ix[:, :w - 2 * r] < valid_hw[1] - 2 * r)
+        return se, jnp.sum(jnp.where(keep[None], m, 0.0))
 
-    return jnp.sum(jax.lax.map(one, jnp.arange(n)))
+    se, ss = jax.lax.map(one, jnp.arange(n))
+    return jnp.sum(se), jnp.sum(ss)
 
 
 class Quality(NamedTuple):
@@ -178,43 +193,59 @@ _STRIP = 64
 
 
 @functools.partial(jax.jit, static_argnames=("data_range", "with_ssim"))
-def _quality(a, b, valid_hw, data_range, with_ssim):
-    se = (a.astype(jnp.float32) - b.astype(jnp.float32)) ** 2  # padding is equal in both: adds 0
-    n_px = valid_hw[0] * valid_hw[1] * a.shape[-1]
-    p = 10.0 * jnp.log10(data_range ** 2 / (jnp.sum(se) / n_px))
+def _quality(a, b, palette, valid_hw, data_range, with_ssim):
+    se, ss = _sums_in_strips(a, b, palette, valid_hw, data_range, _STRIP, with_ssim)
+    c = a.shape[-1]
+    p = 10.0 * jnp.log10(data_range ** 2 / (se / (valid_hw[0] * valid_hw[1] * c)))
     if not with_ssim:
         return p, jnp.float32(jnp.nan)
-    total = _ssim_sum_strips(a, b, valid_hw, data_range, _STRIP)
-    n_valid = (valid_hw[0] - 2 * _RADIUS) * (valid_hw[1] - 2 * _RADIUS) * a.shape[-1]
-    return p, total / n_valid
+    return p, ss / ((valid_hw[0] - 2 * _RADIUS) * (valid_hw[1] - 2 * _RADIUS) * c)
 
 
 def image_quality_async(original: np.ndarray, result: np.ndarray, *, data_range: float = 255.0,
-                        with_ssim: bool = True):
+                        with_ssim: bool = True, palette: np.ndarray | None = None):
     """Start computing PSNR and SSIM; return a function that waits and gives :class:`Quality`.
 
     JAX dispatches asynchronously, so other work (encoding the output file)
-    can run while the metrics compute.
+    can run while the metrics compute. With ``palette (K, C)``, ``result`` is
+    an ``(H, W)`` index image into it (what an indexed PNG stores); the
+    colours are looked up inside the kernel, strip by strip.
     """
     a = np.asarray(original)
     b = np.asarray(result)
-    if a.shape != b.shape:
-        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
     if a.ndim == 2:
-        a, b = a[..., None], b[..., None]
+        a = a[..., None]
+    if palette is None:
+        if b.ndim == 2:
+            b = b[..., None]
+        if a.shape != b.shape:
+            raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    else:
+        palette = np.asarray(palette)
+        if palette.ndim == 1:
+            palette = palette[:, None]
+        if b.shape != a.shape[:2] or palette.shape[1:] != a.shape[2:]:
+            raise ValueError(f"indices {b.shape} and palette {palette.shape} do not match "
+                             f"the image {a.shape}")
+        palette = np.pad(palette, ((0, _pow2(len(palette)) - len(palette)), (0, 0)))
     h, w = a.shape[:2]
     with_ssim = with_ssim and min(h, w) > 2 * _RADIUS
-    # Height: whole strips plus the window's halo; width: a size bucket.
-    hb = -(-max(bucket_size(h, 64) - 2 * _RADIUS, 1) // _STRIP) * _STRIP + 2 * _RADIUS
+    # Height: whole strips covering every row, plus the window's halo; width: a size bucket.
+    hb = -(-bucket_size(h, 64) // _STRIP) * _STRIP + 2 * _RADIUS
     wb = bucket_size(w, 64)
-    pad = ((0, max(hb - h, 0)), (0, wb - w), (0, 0))
-    p, s = _quality(np.pad(a, pad), np.pad(b, pad), np.array([h, w], np.int32),
+    pad = ((0, hb - h), (0, wb - w), (0, 0))
+    p, s = _quality(np.pad(a, pad), np.pad(b, pad[:b.ndim]), palette, np.array([h, w], np.int32),
                     float(data_range), bool(with_ssim))
     return lambda: Quality(float(p), float(s))
 
 
+def _pow2(n: int) -> int:
+    """Palette sizes are padded to a power of two (at least 16): few compiles."""
+    return max(16, 1 << (max(n, 1) - 1).bit_length())
+
+
 def image_quality(original: np.ndarray, result: np.ndarray, *, data_range: float = 255.0,
-                  with_ssim: bool = True) -> Quality:
+                  with_ssim: bool = True, palette: np.ndarray | None = None) -> Quality:
     """PSNR and SSIM of two uint8 images of the same shape.
 
     The images are padded to a size bucket so that a new image size does not
@@ -226,9 +257,12 @@ def image_quality(original: np.ndarray, result: np.ndarray, *, data_range: float
     original, result : (H, W) or (H, W, C) uint8 ndarrays
     data_range : float, the peak value
     with_ssim : bool, skip SSIM (``nan``) when False
+    palette : (K, C) uint8 ndarray, optional
+        If given, ``result`` is an ``(H, W)`` array of indices into it.
 
     Returns
     -------
     Quality
     """
-    return image_quality_async(original, result, data_range=data_range, with_ssim=with_ssim)()
+    return image_quality_async(original, result, data_range=data_range, with_ssim=with_ssim,
+                               palette=palette)()

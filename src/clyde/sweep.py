@@ -47,7 +47,7 @@ def _row(image, k, hist, kw) -> SweepRow:
     t = time.perf_counter()
     r = quantize_pixels(image, k, histogram=hist, **kw)
     secs = time.perf_counter() - t
-    q = image_quality(comparable(image), comparable(r.image))
+    q = image_quality(comparable(image), r.indices, palette=comparable(r.palette))
     n = len(r.palette)
     return SweepRow(k, n, q.psnr, q.ssim, max(1, math.ceil(math.log2(max(n, 2)))),
                     io.encoded_size(r.indices, r.palette), round(secs, 4))
