@@ -132,6 +132,8 @@ def test_bad_settings():
         km.kmeans(jax.random.key(0), np.zeros((10, 3)), k=2, init="nope")
     with pytest.raises(ValueError, match="algo must be one of"):
         km.kmeans(jax.random.key(0), np.zeros((10, 3)), k=2, algo="nope")
+    with pytest.raises(ValueError, match="n_init must be >= 1, got 0"):
+        km.kmeans(jax.random.key(0), np.zeros((10, 3)), k=2, n_init=0)
 
 
 def test_bucket_size():
@@ -140,3 +142,24 @@ def test_bucket_size():
     for n in range(4097, 300000, 7919):
         b = km.bucket_size(n)
         assert n <= b < 1.25 * n + 1
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_n_init_returns_the_best_run(rng, jit):
+    # n_init runs side by side from keys split off the given one; the lowest inertia wins.
+    x = _points(rng, 600, 3, 6)
+    w = rng.uniform(0.5, 2.0, 600).astype(np.float32)
+    key = jax.random.key(3)
+    runs = [km.kmeans(kk, x, w, k=6, init="random", max_iter=30) for kk in jax.random.split(key, 3)]
+    if jit:
+        best = km.kmeans(key, x, w, k=6, init="random", max_iter=30, n_init=3)
+    else:
+        with jax.disable_jit():
+            best = km.kmeans(key, x, w, k=6, init="random", max_iter=30, n_init=3)
+    inertias = [float(r.inertia) for r in runs]
+    i = int(np.argmin(inertias))
+    assert float(best.inertia) == pytest.approx(min(inertias), rel=1e-5)
+    np.testing.assert_allclose(np.asarray(best.centers), np.asarray(runs[i].centers), rtol=1e-4, atol=1e-3)
+    # and its inertia is what the reference says for its own centres
+    lab, d2 = ref.nearest(x, np.asarray(best.centers))
+    assert float(best.inertia) == pytest.approx(float((w * d2).sum()), rel=1e-4)

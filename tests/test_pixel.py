@@ -108,6 +108,34 @@ def test_binned_path_close_to_exact(chelsea):
     assert pb >= pe - 0.3
 
 
+def _many_colours(chelsea):
+    """The cat upscaled 2x with noise: about 150k distinct colours, more than 65,536."""
+    big = np.repeat(np.repeat(chelsea.astype(np.int16), 2, 0), 2, 1)
+    noise = np.random.default_rng(7).integers(-6, 7, big.shape)
+    return np.clip(big + noise, 0, 255).astype(np.uint8)
+
+
+def test_default_fit_exact_for_small_k_binned_above(chelsea):
+    # The documented defaults: k <= 16 fits the exact distinct colours (up to 2**20 of them),
+    # larger k fits at most 65,536 bins and then refines on the exact colours.
+    img = _many_colours(chelsea)
+    n_distinct = len(color_histogram(img.reshape(-1, 3))[0])
+    assert n_distinct > 65536
+    assert quantize_pixels(img, 16).n_points == n_distinct
+    r32 = quantize_pixels(img, 32)
+    assert r32.n_points <= 65536
+
+
+def test_refine_steps_improve_the_binned_fit(chelsea):
+    img = _many_colours(chelsea)
+    plain = quantize_pixels(img, 32, refine=0)
+    default = quantize_pixels(img, 32)  # 10 exact Lloyd steps for k <= 128
+    assert default.n_iter > plain.n_iter  # same seed, so the extra iterations are the refine steps
+    p0 = image_quality(img, plain.indices, palette=plain.palette, with_ssim=False).psnr
+    p1 = image_quality(img, default.indices, palette=default.palette, with_ssim=False).psnr
+    assert p1 > p0 + 0.01
+
+
 def test_alpha_kept(chelsea):
     img = np.dstack([chelsea[:60, :80], np.zeros((60, 80), np.uint8)])
     img[:, 40:, 3] = 255

@@ -85,7 +85,7 @@ def test_cli_palette_and_random(photo, tmp_path):
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert len(d["palette"]) == 8 and all(h.startswith("#") and len(h) == 7 for h in d["palette"])
-    assert sum(d["shares"]) == pytest.approx(1.0)
+    assert sum(d["shares"]) == pytest.approx(1.0, abs=1e-4)  # each share is rounded to 5 decimals
     assert d["psnr"] > d["random_psnr"] + 3  # why k-means matters
     picture_ok(tmp_path / "p.png", (600, 300))
     r = runner.invoke(app, ["palette", str(photo), "-k", "8", "--random"])

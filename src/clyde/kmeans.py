@@ -383,16 +383,18 @@ def minibatch(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, *,
 # one jitted entry point
 
 
-@functools.partial(jax.jit, static_argnames=("k", "init", "algo", "max_iter", "batch_size", "chunk"))
+@functools.partial(jax.jit, static_argnames=("k", "init", "algo", "max_iter", "batch_size", "chunk",
+                                             "n_init"))
 def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
            init: str = "kmeans++", algo: str = "lloyd", max_iter: int = 300,
-           tol: float = 1e-4, batch_size: int = 1024, chunk: int = CHUNK) -> KMeansResult:
+           tol: float = 1e-4, batch_size: int = 1024, chunk: int = CHUNK,
+           n_init: int = 1) -> KMeansResult:
     """Fit ``k`` centres to weighted points: initialise, then iterate.
 
     This is the single jit boundary for clustering: ``k``, ``init``,
-    ``algo``, ``max_iter``, ``batch_size`` and ``chunk`` are static, and
-    ``x``'s shape sets the compiled program, so callers pad ``x`` to a
-    :func:`bucket_size` with zero-weight rows.
+    ``algo``, ``max_iter``, ``batch_size``, ``chunk`` and ``n_init`` are
+    static, and ``x``'s shape sets the compiled program, so callers pad ``x``
+    to a :func:`bucket_size` with zero-weight rows.
 
     Parameters
     ----------
@@ -406,11 +408,21 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
     tol : float, relative tolerance on the centre shift
     batch_size : int, mini-batch size (``algo="minibatch"`` only)
     chunk : int, points per assignment chunk
+    n_init : int, independent runs (keys split from ``key``, run side by side
+        with ``vmap``); the one with the lowest inertia is returned
 
     Returns
     -------
     KMeansResult
     """
+    if n_init < 1:
+        raise ValueError(f"n_init must be >= 1, got {n_init}")
+    if n_init > 1:
+        runs = jax.vmap(lambda kk: kmeans(kk, x, w, k=k, init=init, algo=algo, max_iter=max_iter,
+                                          tol=tol, batch_size=batch_size, chunk=chunk))(
+            jax.random.split(key, n_init))
+        best = jnp.argmin(runs.inertia)
+        return jax.tree_util.tree_map(lambda a: a[best], runs)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if algo not in ALGOS:

@@ -34,6 +34,11 @@ __all__ = ["PixelResult", "quantize_pixels", "color_histogram", "color_histogram
 
 SPACES = ("rgb", "oklab")
 
+SMALL_K = 16  # up to this many colours the fit is on the exact colours (see quantize_pixels)
+COARSE_BITS = 5  # ... started from the best of COARSE_RUNS fits on 5-bit-per-channel bins
+COARSE_RUNS = 4
+COARSE_MIN_COLORS = 4096  # below this many distinct colours the runs fit them directly
+
 
 class PixelResult(NamedTuple):
     """A colour-quantized image.
@@ -237,8 +242,11 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
     max_points : int, optional
         Above this many distinct colours, k-means first runs on binned
         colours, then ``refine`` Lloyd steps on the exact ones. Default:
-        2**20 for k <= 16 (fitting the exact colours is cheap there and
-        avoids a worse local optimum: +0.13 dB on mate-LadyBird), else 65,536.
+        2**20 for k <= 16, else 65,536. For k <= 16 (and ``algo="lloyd"``)
+        under that limit, the fit is the best of 4 k-means runs on 5-bit bins
+        followed by Lloyd on the exact colours to convergence: the optimum
+        found matters most at small k (one exact run from one seed varied by
+        0.1-0.2 dB across seeds).
     refine : int, optional
         Exact Lloyd steps after a binned fit (0 to skip). Default 10 for
         k <= 128, 6 above (each step costs more there); with 3, palettes were
@@ -288,18 +296,36 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
         while len(points) > max_points and bits >= 3:
             points, weights = _bin_colors(vis_colors, vis_counts, bits)
             binned, bits = True, bits - 1
+        n_init = 1
+        coarse_start = (not binned and algo == "lloyd" and k_fit <= SMALL_K
+                        and len(points) > COARSE_MIN_COLORS)
+        if coarse_start:
+            # Small k: the local optimum matters more than the last digits, and the exact fit
+            # from one k-means++ start swung by 0.1-0.2 dB with the seed. Take the best of
+            # COARSE_RUNS fits on 5-bit bins (cheap), then Lloyd on the exact colours to
+            # convergence: better on average and 1.3-1.5x faster than one exact fit.
+            points, weights = _bin_colors(vis_colors, vis_counts, COARSE_BITS)
+            n_init = COARSE_RUNS
+        elif not binned and algo == "lloyd" and k_fit <= SMALL_K:
+            n_init = COARSE_RUNS  # few colours: several exact fits cost little
         n_points = len(points)
         nb = km.bucket_size(n_points)
         xp, wp = _pad(points, weights, nb)
         xs = _to_space(xp, space)
         res = km.kmeans(key, xs, wp, k=k_fit, init=init, algo=algo, max_iter=max_iter,
-                        tol=tol, batch_size=batch_size)
+                        tol=tol, batch_size=batch_size, n_init=n_init)
         centers = res.centers
         n_iter, converged = int(res.n_iter), bool(res.converged)
         nu = km.bucket_size(len(vis_colors))
         ux, uw = _pad(vis_colors.astype(np.float32), vis_counts.astype(np.float32), nu)
         uxs = _to_space(ux, space)
-        if binned and refine > 0:
+        if coarse_start:
+            r2 = _lloyd(uxs, uw, centers, max_iter=max_iter, tol=tol)
+            centers = r2.centers
+            n_iter += int(r2.n_iter)
+            converged = bool(r2.converged)
+            n_points = len(vis_colors)
+        elif binned and refine > 0:
             r2 = _lloyd(uxs, uw, centers, max_iter=refine, tol=0.0)
             centers = r2.centers
             n_iter += int(r2.n_iter)
