@@ -195,9 +195,14 @@ def main(argv=None):
                     help="stop a scikit-learn run after this many seconds")
     ap.add_argument("--only", default="pixel,command,patch,adaptive,batch,train",
                     help="comma-separated sections to run")
+    ap.add_argument("--check", type=Path, default=None, metavar="FILE",
+                    help="only print the target check for an existing benchmarks.md")
     ap.add_argument("--out", type=Path, default=None,
                     help="Markdown output (default docs/benchmarks.md; --quick prints only)")
     args = ap.parse_args(argv)
+    if args.check:
+        print("\n".join(target_check(args.check.read_text().splitlines())))
+        return
     clyde.enable_compilation_cache()
 
     have_sklearn = _has("sklearn")
@@ -294,6 +299,7 @@ def main(argv=None):
         if section in sections:
             lines += globals()[f"section_{section}"](args, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
+    lines += target_check(lines)
 
     head = ["# Benchmarks", "",
             f"Written by `scripts/bench.py{' --quick' if args.quick else ''}` on "
@@ -467,6 +473,71 @@ def section_train(args, tmp):
            "the dataset size: images are streamed, batches have a fixed shape)."]
     print(out[-1], flush=True)
     return out
+
+
+# ---------------------------------------------------------------- targets
+
+def _cells(line):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _num(text):
+    try:
+        return float(text.replace(",", "").split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def target_check(lines):
+    """The issue's targets, checked against the rows this run wrote (so a reader sees each one).
+
+    In-process, per photo and k: PSNR >= scikit-learn KMeans - 0.05 dB, time <= 1/20 of it,
+    time <= libimagequant's, PSNR >= libimagequant + 0.2 dB. Whole command on the big photo:
+    time <= 0.8x pngquant --nofs --speed 4 at PSNR >= its + 0.2 dB.
+    """
+    rows = {}
+    for line in lines:
+        c = _cells(line)
+        if len(c) == 8 and c[1].isdigit():
+            rows[(c[0], int(c[1]), c[2])] = (_num(c[3]), _num(c[5]))
+    out = ["", "## Targets", "",
+           "Checked by `scripts/bench.py` against the rows above (same run); **no** marks a miss.", "",
+           fmt_row(["photo, k", "PSNR - sklearn (>= -0.05 dB)", "speed-up on sklearn (>= 20x)",
+                    "time / libimagequant (<= 1)", "PSNR - libimagequant (>= +0.2 dB)"]),
+           fmt_row(["---"] * 5)]
+    n_rows = len(out)
+
+    def cell(text, ok):
+        return text if ok else f"{text} **no**"
+
+    for (photo, k, tool), (t, p) in rows.items():
+        if tool != "clyde (lloyd)" or t is None:
+            continue
+        sk = rows.get((photo, k, "sklearn KMeans n_init=1"))
+        iq = rows.get((photo, k, "libimagequant (imagequant)"))
+        cells = [f"{photo.removesuffix('.jpg')}, {k}"]
+        if sk and sk[0] is not None:
+            cells += [cell(f"{p - sk[1]:+.2f}", p >= sk[1] - 0.05),
+                      cell(f"{sk[0] / t:.0f}x", sk[0] / t >= 20)]
+        else:
+            cells += ["n/a", "n/a"]
+        if iq:
+            cells += [cell(f"{t / iq[0]:.2f}", t <= iq[0]), cell(f"{p - iq[1]:+.2f}", p >= iq[1] + 0.2)]
+        else:
+            cells += ["n/a", "n/a"]
+        out.append(fmt_row(cells))
+    cmd = {}
+    for line in lines:
+        c = _cells(line)
+        if len(c) == 7 and (c[0].startswith("clyde pixel (warm") or c[0].startswith("pngquant --nofs")):
+            cmd[c[0].split()[0]] = (_num(c[1]), _num(c[4]))
+    if len(cmd) == 2:
+        (t, p), (tq, pq) = cmd["clyde"], cmd["pngquant"]
+        out += ["", "Whole `clyde pixel` command on the big photo at k=64 (warm cache) against "
+                "`pngquant --nofs --speed 4`: time ratio "
+                + cell(f"{t / tq:.2f}", t <= 0.8 * tq) + " (target <= 0.8), PSNR "
+                + cell(f"{p - pq:+.2f} dB", p >= pq + 0.2) + " (target >= +0.2 dB)."]
+    return out if len(out) > n_rows else []
 
 
 def _has(mod):

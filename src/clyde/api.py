@@ -218,7 +218,11 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
     """
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
-    extra = [io.check_output(p, force=force, inputs=(src, dst)) for p in (mask, compare) if p]
+    mask_path = io.check_output(mask, force=force, inputs=(src, dst)) if mask else None
+    compare_path = None
+    if compare:
+        taken = (src, dst) + ((mask_path,) if mask_path else ())
+        compare_path = io.check_output(compare, force=force, inputs=taken)
     loaded = _load_while_importing(src, modules=(".adaptive", ".metrics"))
     from .adaptive import quantize_adaptive
     from .metrics import image_quality
@@ -233,8 +237,8 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
     out = res.image
     q = image_quality(comparable(img), comparable(out))
     nbytes = io.save_indexed(dst, res.indices, res.palette)
-    if mask:
-        io.save_image(extra[0], (res.pixel_mask.astype(np.uint8) * 255))
+    if mask_path:
+        io.save_image(mask_path, (res.pixel_mask.astype(np.uint8) * 255))
     r = {
         "input": str(src), "output": str(dst), "width": w, "height": h, "k1": k1, "k2": k2,
         "block": block, "metric": metric, "threshold": round(res.threshold, 4),
@@ -243,7 +247,7 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
         "bits_per_pixel": round(res.bits / (h * w), 4),
         "bytes_in": loaded.file_bytes, "bytes_out": nbytes,
     }
-    if compare:
+    if compare_path:
         panels = [(img, "original"), (out, f"adaptive k1={k1} k2={k2}: {q.psnr:.2f} dB, "
                                           f"{r['bits_per_pixel']:.2f} b/px")]
         baselines = []
@@ -257,9 +261,9 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
         panels.append((res.pixel_mask, f"mask: white = k2 ({100 * r['high_share']:.0f}%)"))
         from .figures import side_by_side
 
-        side_by_side(panels, extra[-1])
+        side_by_side(panels, compare_path)
         r["baselines"] = baselines
-        r["compare"] = str(extra[-1])
+        r["compare"] = str(compare_path)
     r["seconds"] = round(time.perf_counter() - t0, 4)
     return r
 
