@@ -3,8 +3,8 @@
 Pipeline (no image I/O here; arrays in, arrays out):
 
 1. **Histogram.** Pixels are packed into 24-bit codes and counted with one
-   jitted scatter-add into a 2**24 table (RGBA: ``np.unique`` on 32-bit codes); the distinct colours and their counts are the weighted
-   points. Photos have 10^4 to 3 * 10^5 distinct colours, against millions of
+   jitted scatter-add into a 2**24 table (RGBA: ``np.unique`` on 32-bit
+   codes); the distinct colours and their counts are the weighted points. Photos have 10^4 to 3 * 10^5 distinct colours, against millions of
    pixels, and k-means over the weighted histogram has exactly the same
    objective as k-means over every pixel.
 2. **Reduce.** If there are more than ``max_points`` distinct colours, they
