@@ -4,13 +4,16 @@ Pipeline (no image I/O here; arrays in, arrays out):
 
 1. **Histogram.** Pixels are packed into 24-bit codes and counted with one
    jitted scatter-add into a 2**24 table (RGBA: ``np.unique`` on 32-bit
-   codes); the distinct colours and their counts are the weighted points. Photos have 10^4 to 3 * 10^5 distinct colours, against millions of
+   codes); the distinct colours and their counts are the weighted points.
+   Photos have 10^4 to 3 * 10^5 distinct colours, against millions of
    pixels, and k-means over the weighted histogram has exactly the same
    objective as k-means over every pixel.
 2. **Reduce.** If there are more than ``max_points`` distinct colours, they
    are merged into 6-bit-per-channel bins (bin mean, summed counts), coarser
    if still needed; k-means runs on the bins, then ``refine`` weighted Lloyd
    steps run on the exact distinct colours.
+   For k <= 16 under the limit, the best of 4 runs on 5-bit bins starts
+   Lloyd on the exact colours, run to convergence.
 3. **Cluster** with :func:`clyde.kmeans.kmeans`, padded to a size bucket.
 4. **Assign** every distinct colour once to the nearest *rounded* palette
    entry (what is written is what is measured), then every pixel through a
