@@ -181,3 +181,19 @@ def test_encoded_size_is_the_size_save_indexed_writes(tmp_path, rng, k, channels
     palette = rng.integers(0, 256, size=(k, channels)).astype(np.uint8)
     idx = rng.integers(0, k, size=(30, 41)).astype(np.uint8 if k <= 256 else np.uint16)
     assert encoded_size(idx, palette) == save_indexed(tmp_path / "x.png", idx, palette)
+
+
+def test_load_while_importing_restores_the_switch_interval(tmp_path, small):
+    # The decode/import overlap shortens the GIL switch interval only while both run.
+    import sys
+
+    from clyde.api import _load_while_importing
+
+    before = sys.getswitchinterval()
+    Image.fromarray(small).save(tmp_path / "a.png")
+    loaded = _load_while_importing(tmp_path / "a.png")
+    np.testing.assert_array_equal(loaded.array, small)
+    assert sys.getswitchinterval() == before
+    with pytest.raises(ClydeError):
+        _load_while_importing(tmp_path / "missing.png")
+    assert sys.getswitchinterval() == before

@@ -78,3 +78,6 @@ def test_indexed_quality_shape_mismatch():
     with pytest.raises(ValueError, match="do not match"):
         metrics.image_quality(np.zeros((20, 20, 3), np.uint8), np.zeros((20, 21), np.uint8),
                               palette=np.zeros((4, 3), np.uint8))
+    with pytest.raises(ValueError, match="index 4 is out of range for a palette of 4"):
+        metrics.image_quality(np.zeros((20, 20, 3), np.uint8), np.full((20, 20), 4, np.uint8),
+                              palette=np.zeros((4, 3), np.uint8))

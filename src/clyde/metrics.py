@@ -227,6 +227,8 @@ def image_quality_async(original: np.ndarray, result: np.ndarray, *, data_range:
         if b.shape != a.shape[:2] or palette.shape[1:] != a.shape[2:]:
             raise ValueError(f"indices {b.shape} and palette {palette.shape} do not match "
                              f"the image {a.shape}")
+        if b.size and int(b.max()) >= len(palette):
+            raise ValueError(f"index {int(b.max())} is out of range for a palette of {len(palette)}")
         palette = np.pad(palette, ((0, _pow2(len(palette)) - len(palette)), (0, 0)))
     h, w = a.shape[:2]
     with_ssim = with_ssim and min(h, w) > 2 * _RADIUS
