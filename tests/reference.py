@@ -80,3 +80,11 @@ def patch_image(image, codebook, offsets):
                     rec[y:y + p, x:x + p, ch] = patch_vq(v, cb, "lsq")[1].reshape(p, p)
         total += rec[dy:dy + h, dx:dx + w]
     return np.clip(np.rint(total / len(offsets)), 0, 255).astype(np.uint8)
+
+
+def swap_cost(x, w, centers, remove, add):
+    """Weighted inertia after deleting centre ``remove`` and adding ``add``, float64."""
+    c = np.concatenate([np.delete(np.asarray(centers, np.float64), remove, axis=0),
+                        np.asarray(add, np.float64)[None]])
+    _, d2 = nearest(x, c)
+    return float((np.asarray(w, np.float64) * d2).sum())

@@ -163,3 +163,66 @@ def test_n_init_returns_the_best_run(rng, jit):
     # and its inertia is what the reference says for its own centres
     lab, d2 = ref.nearest(x, np.asarray(best.centers))
     assert float(best.inertia) == pytest.approx(float((w * d2).sum()), rel=1e-4)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("n,chunk", [(300, 2048), (1000, 128)])
+def test_swap_costs_match_numpy(rng, jit, n, chunk):
+    k = 7
+    x = _points(rng, n, 3, k)
+    w = rng.uniform(0.0, 2.0, n).astype(np.float32)
+    w[rng.random(n) < 0.1] = 0.0
+    c = x[rng.choice(n, k, replace=False)]
+    full = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
+    lab = full.argmin(1)
+    d1, d2 = np.sort(full, axis=1)[:, 0], np.sort(full, axis=1)[:, 1]
+    remove = np.array([0, 3, 6])
+    add = x[rng.choice(n, 4, replace=False)] + rng.normal(0, 5, (4, 3)).astype(np.float32)
+    f = functools.partial(km.swap_costs, chunk=chunk)
+    if jit:
+        f = jax.jit(f)
+    got = f(jnp.asarray(x), jnp.asarray(w), jnp.asarray(lab, jnp.int32), jnp.asarray(d1, jnp.float32),
+            jnp.asarray(d2, jnp.float32), jnp.asarray(remove), jnp.asarray(add))
+    want = [[ref.swap_cost(x, w, c, r, a) for a in add] for r in remove]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4)
+
+
+def _three_blobs(rng):
+    """Three tight blobs on a line at 0, 100 and 200; centres two in the first, one between the others."""
+    x = np.concatenate([rng.normal(m, 3.0, (200, 3)) for m in ((0, 0, 0), (100, 0, 0), (200, 0, 0))])
+    c0 = np.array([[-2.0, 0, 0], [2.0, 0, 0], [150.0, 0, 0]])
+    return x.astype(np.float32), np.ones(600, np.float32), c0.astype(np.float32)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_swap_search_escapes_a_lloyd_local_optimum(rng, jit):
+    x, w, c0 = _three_blobs(rng)
+    stuck = km.lloyd(jnp.asarray(x), jnp.asarray(w), jnp.asarray(c0), max_iter=50)
+    assert abs(float(stuck.centers[2, 0]) - 150.0) < 1.0  # Lloyd cannot move a centre across
+    f = functools.partial(km.swap_search, rounds=5)
+    if jit:
+        f = jax.jit(f, static_argnames=())
+    res = f(jax.random.key(0), jnp.asarray(x), jnp.asarray(w), stuck.centers)
+    assert int(res.n_swaps) >= 1
+    assert float(res.inertia) < 0.05 * float(stuck.inertia)
+    got = np.sort(np.asarray(res.centers)[:, 0])
+    np.testing.assert_allclose(got, [x[:200, 0].mean(), x[200:400, 0].mean(), x[400:, 0].mean()], atol=0.5)
+    lab, d2 = ref.nearest(x, np.asarray(res.centers))
+    np.testing.assert_array_equal(np.asarray(res.labels), lab)
+    assert float(res.inertia) == pytest.approx(float((w * d2).sum()), rel=1e-4)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_swap_search_never_raises_the_inertia(rng, jit):
+    x = _points(rng, 3000, 3, 24)
+    w = rng.uniform(0.5, 3.0, 3000).astype(np.float32)
+    w[-200:] = 0.0  # padding rows
+    start = km.kmeans(jax.random.key(1), x, w, k=24)
+    f = functools.partial(km.swap_search, rounds=20, chunk=1024)
+    if jit:
+        f = jax.jit(f, static_argnames=())
+    res = f(jax.random.key(2), jnp.asarray(x), jnp.asarray(w), start.centers)
+    assert float(res.inertia) <= float(start.inertia) * (1 + 1e-6)
+    _, d2 = ref.nearest(x, np.asarray(res.centers))
+    assert float(res.inertia) == pytest.approx(float((w * d2).sum()), rel=1e-4)
+    assert 0 <= int(res.n_swaps) <= 20

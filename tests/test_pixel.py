@@ -5,6 +5,7 @@ import pytest
 
 from clyde import ClydeError, image_quality, quantize_pixels
 from clyde.color import oklab_to_srgb, srgb_to_oklab
+from clyde import pixel as px
 from clyde.pixel import color_histogram
 
 import reference as ref
@@ -133,7 +134,9 @@ def test_refine_steps_improve_the_binned_fit(chelsea):
     assert default.n_iter > plain.n_iter  # same seed, so the extra iterations are the refine steps
     p0 = image_quality(img, plain.indices, palette=plain.palette, with_ssim=False).psnr
     p1 = image_quality(img, default.indices, palette=default.palette, with_ssim=False).psnr
-    assert p1 > p0 + 0.01
+    # Exact Lloyd steps never raise the error; after the swap-searched coarse start and Lloyd on
+    # the 6-bit bins, the 10 steps gain 0.008 dB here (0.01-0.04 dB on photos at k=64-256).
+    assert p1 > p0
 
 
 def test_alpha_kept(chelsea):
@@ -169,3 +172,55 @@ def test_validation(chelsea, kwargs, message):
         quantize_pixels(chelsea, **kwargs)
     with pytest.raises(ClydeError, match="image must be a uint8 array"):
         quantize_pixels(chelsea.astype(np.float32), 4)
+
+
+def test_bin_spread_matches_brute_force(rng):
+    colors = rng.integers(0, 256, (5000, 3)).astype(np.uint8)
+    counts = rng.integers(1, 50, 5000)
+    means, w = px._bin_colors(colors, counts, 5)
+    key = [tuple(c >> 3) for c in colors]
+    groups = {}
+    for c, n, kk in zip(colors.astype(np.float64), counts, key):
+        groups.setdefault(kk, []).append((c, n))
+    want = 0.0
+    for members in groups.values():
+        cs = np.array([m[0] for m in members]); ns = np.array([m[1] for m in members], np.float64)
+        mu = (cs * ns[:, None]).sum(0) / ns.sum()
+        want += float((ns[:, None] * (cs - mu) ** 2).sum())
+    assert len(w) == len(groups)
+    assert px._bin_spread(colors, counts, means, w) == pytest.approx(want, rel=1e-9)
+
+
+def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(chelsea, monkeypatch):
+    calls = []
+    real = px._swap_search
+    monkeypatch.setattr(px, "_swap_search", lambda *a, **kw: calls.append(kw["rounds"]) or real(*a, **kw))
+    img = _many_colours(chelsea)
+    searched = px.quantize_pixels(img, 32)
+    assert calls == [px.SWAP_ROUNDS]  # 5-bit bins carry little of a 32-colour fit's error
+    px.quantize_pixels(img, 32, algo="minibatch")
+    assert len(calls) == 1  # mini-batch is the fast choice: no search
+    px.quantize_pixels(img, 300)
+    assert calls[1:] == [px.SWAP_ROUNDS // 2]  # a round costs ~k: half the rounds above 128
+    # Where the bins would carry more than COARSE_MAX_SHARE of the error (at k=256 on photos
+    # above ~41 dB, where starting from them cost 0.2 dB), the fit is on the 6-bit bins directly.
+    monkeypatch.setattr(px, "COARSE_MAX_SHARE", 0.0)
+    direct = px.quantize_pixels(img, 32)
+    assert len(calls) == 2
+    assert direct.n_points == searched.n_points  # both converged on the 6-bit bins
+    q = [image_quality(img, r.indices, palette=r.palette, with_ssim=False).psnr for r in (searched, direct)]
+    assert q[0] >= q[1] - 0.05, q
+
+
+def test_swap_search_improves_the_fit(chelsea):
+    # Same seed and start, with and without the search: the search only ever lowers the error.
+    img = _many_colours(chelsea)
+    r = quantize_pixels(img, 64)
+    plain_rounds = px.SWAP_ROUNDS
+    try:
+        px.SWAP_ROUNDS = 0
+        r0 = quantize_pixels(img, 64)
+    finally:
+        px.SWAP_ROUNDS = plain_rounds
+    p = [image_quality(img, x.indices, palette=x.palette, with_ssim=False).psnr for x in (r, r0)]
+    assert p[0] > p[1], p

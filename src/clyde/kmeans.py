@@ -18,6 +18,10 @@ References
        in scikit-learn.)
 .. [2] D. Sculley, "Web-scale k-means clustering", WWW 2010 (mini-batch
        k-means with per-centre learning rates ``1 / count``).
+.. [3] P. Fränti, "Efficiency of random swap clustering", Journal of Big
+       Data 5, 13 (2018) (a centre moved elsewhere, then a few Lloyd steps,
+       kept only if the error falls). :func:`swap_search` scores many swaps
+       at once, exactly, before choosing one.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ __all__ = [
     "random_init",
     "lloyd",
     "minibatch",
+    "swap_search",
+    "SwapResult",
     "bucket_size",
     "INITS",
     "ALGOS",
@@ -163,6 +169,32 @@ def assign(x: jax.Array, centers: jax.Array, *, chunk: int = CHUNK) -> tuple[jax
     blocks = jnp.transpose(xp.reshape(n_chunks, chunk, d), (0, 2, 1))
     labels, d2 = jax.lax.map(lambda b: _nearest_t(b, centers), blocks)
     return labels.reshape(-1)[:n], d2.reshape(-1)[:n]
+
+
+def _two_nearest_t(xt: jax.Array, centers: jax.Array):
+    """Nearest centre of each column of ``xt (d, m)``, its squared distance, and
+    the squared distance to the second nearest centre."""
+    d2 = _sqdist_t(xt, centers)
+    best = jnp.min(d2, axis=0)
+    k = centers.shape[0]
+    iota = jnp.arange(k, dtype=jnp.int32)[:, None]
+    labels = jnp.min(jnp.where(d2 <= best[None, :], iota, k), axis=0)
+    second = jnp.min(jnp.where(iota == labels[None, :], jnp.inf, d2), axis=0)
+    return labels.astype(jnp.int32), best, second
+
+
+def _chunked(fn, x: jax.Array, chunk: int):
+    """Apply ``fn`` to the ``(d, m)`` transposes of ``chunk``-point blocks of ``x (n, d)``
+    and join the per-point outputs (a tuple of ``(m,)`` arrays) back to ``(n,)``."""
+    n, d = x.shape
+    if n <= chunk:
+        return fn(x.T)
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    xp = jnp.pad(x, ((0, pad), (0, 0))) if pad else x
+    blocks = jnp.transpose(xp.reshape(n_chunks, chunk, d), (0, 2, 1))
+    outs = jax.lax.map(fn, blocks)
+    return tuple(o.reshape(-1)[:n] for o in outs)
 
 
 # ----------------------------------------------------------------------------
@@ -377,6 +409,125 @@ def minibatch(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, *,
     centers, _, n_iter, calm, _ = jax.lax.while_loop(cond, body, state)
     labels, d2 = assign(x, centers, chunk=chunk)
     return KMeansResult(centers, labels, jnp.sum(w * d2), n_iter, calm >= 3)
+
+
+# ----------------------------------------------------------------------------
+# swap search (better local optima than Lloyd alone)
+
+
+class SwapResult(NamedTuple):
+    """Result of :func:`swap_search`.
+
+    Attributes
+    ----------
+    centers : (k, d) float32 array
+    labels : (n,) int32 array, nearest centre of every point
+    inertia : () float32 array, weighted sum of squared distances
+    n_swaps : () int32 array, swaps kept (each lowered the inertia)
+    """
+
+    centers: jax.Array
+    labels: jax.Array
+    inertia: jax.Array
+    n_swaps: jax.Array
+
+
+def swap_costs(x: jax.Array, w: jax.Array, labels: jax.Array, d1: jax.Array, d2: jax.Array,
+               remove: jax.Array, add: jax.Array, *, chunk: int = CHUNK) -> jax.Array:
+    """Exact inertia after each swap "remove centre ``r``, add a centre at ``a``".
+
+    Every point goes to its nearest remaining centre: the new one, or its
+    current centre unless that is the one removed, in which case its
+    second-nearest (``d2``).
+
+    Parameters
+    ----------
+    x : (n, d) float32 array; w : (n,) weights
+    labels, d1, d2 : (n,) nearest centre, squared distances to the nearest
+        and second-nearest centre (from the current centres)
+    remove : (R,) int array of centre indices
+    add : (A, d) float32 array of candidate centres
+    chunk : int (static), points per block
+
+    Returns
+    -------
+    (R, A) float32 array of inertias
+    """
+    data = jnp.concatenate([x, w[:, None], labels[:, None].astype(x.dtype),
+                            d1[:, None], d2[:, None]], axis=1)
+
+    def block(t):  # t: (d + 4, m)
+        xt, wb, lb, b1, b2 = t[:-4], t[-4], t[-3].astype(jnp.int32), t[-2], t[-1]
+        base = jnp.where(lb[None, :] == remove[:, None], b2[None, :], b1[None, :])  # (R, m)
+        dn = _sqdist_t(xt, add)  # (A, m)
+        return (jnp.sum(wb * jnp.minimum(base[:, None, :], dn[None, :, :]), axis=-1),)
+
+    n = x.shape[0]
+    if n <= chunk:
+        return block(data.T)[0]
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    dp = jnp.pad(data, ((0, pad), (0, 0))) if pad else data  # padding rows have weight 0
+    blocks = jnp.transpose(dp.reshape(n_chunks, chunk, -1), (0, 2, 1))
+    return jnp.sum(jax.lax.map(lambda b: block(b)[0], blocks), axis=0)
+
+
+def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, *,
+                rounds: int = 50, n_remove: int = 8, n_add: int = 16, steps: int = 2,
+                chunk: int = CHUNK) -> SwapResult:
+    """Improve converged centres by swaps that Lloyd iterations cannot make.
+
+    Lloyd stops in a local optimum: a centre that covers two groups of
+    colours cannot split, and two centres sharing one group cannot leave.
+    Each round scores ``n_remove x n_add`` swaps exactly with
+    :func:`swap_costs`: the ``n_remove`` centres whose removal costs least,
+    against ``n_add`` points drawn with probability proportional to
+    ``w * d^2`` (the k-means++ rule). The best swap is followed by ``steps``
+    Lloyd steps and kept only if the inertia fell. The inertia never rises.
+
+    Parameters
+    ----------
+    key : PRNG key
+    x : (n, d) float32 array; w : (n,) non-negative weights (0 for padding)
+    centers : (k, d) float32 array, ``k >= 2``
+    rounds, n_remove, n_add, steps, chunk : int (static)
+
+    Returns
+    -------
+    SwapResult
+    """
+    x = jnp.asarray(x, jnp.float32)
+    w = jnp.asarray(w, jnp.float32)
+    k = centers.shape[0]
+    n_remove = min(n_remove, k)
+    n = x.shape[0]
+
+    def nearest2(c):
+        return _chunked(lambda t: _two_nearest_t(t, c), x, chunk)
+
+    def body(i, state):
+        c, labels, d1, d2, sse, kept, key = state
+        key, sub = jax.random.split(key)
+        cost = jax.ops.segment_sum(w * (d2 - d1), labels, num_segments=k)
+        _, remove = jax.lax.top_k(-cost, n_remove)
+        wd = w * d1
+        p = _safe_probs(wd, w / jnp.maximum(jnp.sum(w), 1e-12))
+        add_idx = jax.random.choice(sub, n, shape=(n_add,), p=p)
+        scores = swap_costs(x, w, labels, d1, d2, remove, x[add_idx], chunk=chunk)
+        best = jnp.argmin(scores.reshape(-1))
+        trial = c.at[remove[best // n_add]].set(x[add_idx[best % n_add]])
+        trial = jax.lax.fori_loop(0, steps, lambda _, t: _lloyd_step(x, w, t, chunk), trial)
+        tl, t1, t2 = nearest2(trial)
+        tsse = jnp.sum(w * t1)
+        better = tsse < sse
+        pick = lambda a, b: jnp.where(better, a, b)  # noqa: E731
+        return (pick(trial, c), pick(tl, labels), pick(t1, d1), pick(t2, d2),
+                pick(tsse, sse), kept + better.astype(jnp.int32), key)
+
+    labels, d1, d2 = nearest2(centers)
+    state = (centers, labels, d1, d2, jnp.sum(w * d1), jnp.int32(0), key)
+    c, labels, _, _, sse, kept, _ = jax.lax.fori_loop(0, rounds, body, state)
+    return SwapResult(c, labels, sse, kept)
 
 
 # ----------------------------------------------------------------------------
