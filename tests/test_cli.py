@@ -136,3 +136,13 @@ def test_python_dash_m(photo, tmp_path):
     p = subprocess.run([sys.executable, "-m", "clyde", "pixel", str(tmp_path / "none.png")],
                        capture_output=True, text=True, env=env)
     assert p.returncode == 1 and p.stderr == f"Error: {tmp_path / 'none.png'}: no such file\n"
+
+
+def test_two_outputs_on_one_path_are_refused(tmp_path, photo):
+    out = tmp_path / "out.png"
+    r = run("pixel", photo, "-o", out, "--compare", out)
+    assert (r.exit_code, r.stderr) == (1, f"Error: {out}: already names another output of this command\n")
+    mask = tmp_path / "mask.png"
+    r = run("adaptive", photo, "-o", out, "--mask", mask, "--compare", mask)
+    assert (r.exit_code, r.stderr) == (1, f"Error: {mask}: already names another output of this command\n")
+    assert not out.exists() and not mask.exists()  # refused before any work

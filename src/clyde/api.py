@@ -92,7 +92,7 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
     if compare:
-        compare = io.check_output(compare, force=force, inputs=(src, dst))
+        compare = io.check_output(compare, force=force, inputs=(src,), outputs=(dst,))
     loaded = _load_while_importing(src)
     from .metrics import image_quality_async
     from .pixel import quantize_pixels
@@ -151,7 +151,7 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
     if compare:
-        compare = io.check_output(compare, force=force, inputs=(src, dst))
+        compare = io.check_output(compare, force=force, inputs=(src,), outputs=(dst,))
     from .codebook import load_codebook
 
     cb = load_codebook(means)
@@ -218,11 +218,11 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
     """
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
-    mask_path = io.check_output(mask, force=force, inputs=(src, dst)) if mask else None
+    mask_path = io.check_output(mask, force=force, inputs=(src,), outputs=(dst,)) if mask else None
     compare_path = None
     if compare:
-        taken = (src, dst) + ((mask_path,) if mask_path else ())
-        compare_path = io.check_output(compare, force=force, inputs=taken)
+        taken = (dst,) + ((mask_path,) if mask_path else ())
+        compare_path = io.check_output(compare, force=force, inputs=(src,), outputs=taken)
     loaded = _load_while_importing(src, modules=(".adaptive", ".metrics"))
     from .adaptive import quantize_adaptive
     from .metrics import image_quality

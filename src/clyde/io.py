@@ -186,22 +186,31 @@ def output_format(path: str | os.PathLike) -> str:
     return fmt
 
 
+def _same_file(a: Path, b: str | os.PathLike) -> bool:
+    try:
+        if a.exists() and os.path.samefile(a, b):
+            return True
+    except FileNotFoundError:
+        pass
+    return a.resolve() == Path(b).resolve()
+
+
 def check_output(path: str | os.PathLike, *, force: bool = False,
-                 inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+                 inputs: tuple[str | os.PathLike, ...] = (),
+                 outputs: tuple[str | os.PathLike, ...] = ()) -> Path:
     """Validate an output path before any work is done.
 
-    Refuses to overwrite an input (even with ``force``), an existing file
+    Refuses to overwrite an input (even with ``force``), a path that another
+    output of the same command (``outputs``) already names, an existing file
     without ``force``, a missing folder, and an extension with no writer.
     """
     path = Path(path)
     for src in inputs:
-        try:
-            if path.exists() and os.path.samefile(path, src):
-                raise ClydeError(f"{path}: refusing to overwrite the input")
-        except FileNotFoundError:
-            pass
-        if path.resolve() == Path(src).resolve():
+        if _same_file(path, src):
             raise ClydeError(f"{path}: refusing to overwrite the input")
+    for other in outputs:
+        if _same_file(path, other):
+            raise ClydeError(f"{path}: already names another output of this command")
     if path.exists() and not force:
         raise ClydeError(f"{path}: already exists (use --force to replace it)")
     if not path.parent.exists():
