@@ -46,6 +46,7 @@ COARSE_BITS = 5  # ... started from the best of COARSE_RUNS fits on 5-bit-per-ch
 COARSE_RUNS = 4
 COARSE_MIN_COLORS = 4096  # below this many distinct colours the runs fit them directly
 SWAP_ROUNDS = 50  # swap-search rounds on the 5-bit bins (half that above k=128)
+SWAP_STEPS = 2  # Lloyd steps after each swap
 COARSE_MAX_SHARE = 0.5  # the 5-bit start is used while the bins carry at most this share of
 #                         the error (within-bin error / (that + the 5-bit fit's inertia))
 
@@ -253,7 +254,7 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
         if spread <= COARSE_MAX_SHARE * (spread + inertia):
             rounds = SWAP_ROUNDS if k <= 128 else SWAP_ROUNDS // 2  # a round costs ~k
             centers = _swap_search(jax.random.fold_in(key, 1), cxs, cw, res.centers,
-                                   rounds=rounds).centers
+                                   rounds=rounds, steps=SWAP_STEPS).centers
         elif small:
             centers = res.centers
         # else: binning alone would carry most of the error; fit the finer points below.
