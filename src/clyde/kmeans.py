@@ -160,15 +160,7 @@ def assign(x: jax.Array, centers: jax.Array, *, chunk: int = CHUNK) -> tuple[jax
     d2 : (n,) float32 array
         Squared distance to that centre.
     """
-    n, d = x.shape
-    if n <= chunk:
-        return _nearest_t(x.T, centers)
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-    xp = jnp.pad(x, ((0, pad), (0, 0))) if pad else x
-    blocks = jnp.transpose(xp.reshape(n_chunks, chunk, d), (0, 2, 1))
-    labels, d2 = jax.lax.map(lambda b: _nearest_t(b, centers), blocks)
-    return labels.reshape(-1)[:n], d2.reshape(-1)[:n]
+    return _chunked(lambda t: _nearest_t(t, centers), x, chunk)
 
 
 def _two_nearest_t(xt: jax.Array, centers: jax.Array):
