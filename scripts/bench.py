@@ -3,7 +3,7 @@
     pip install ".[bench]"           # scikit-learn, imagequant (benchmark-only extra)
     apt-get install pngquant         # Debian's pngquant, run as a command
     python scripts/bench.py          # full run -> docs/benchmarks.md
-    python scripts/bench.py --quick  # one photo, k=16 and 64, < 2 minutes
+    python scripts/bench.py --quick  # one photo, k=16 and 64, pixel + command rows, < 2 minutes
 
 Photos come from ../shared/photos (or --photos DIR). Each photo is first
 decoded once and written as a PNG under a temporary folder, so every tool
@@ -193,8 +193,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sklearn-timeout", type=float, default=180.0,
                     help="stop a scikit-learn run after this many seconds")
-    ap.add_argument("--only", default="pixel,command,patch,adaptive,batch,train",
-                    help="comma-separated sections to run")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated sections to run (default: all of "
+                         "pixel,command,patch,adaptive,batch,train; with --quick: pixel,command)")
     ap.add_argument("--check", type=Path, default=None, metavar="FILE",
                     help="only print the target check for an existing benchmarks.md")
     ap.add_argument("--out", type=Path, default=None,
@@ -213,7 +214,8 @@ def main(argv=None):
     lines = []
     tmp = tempfile.mkdtemp(prefix="clyde-bench-")
 
-    sections = set(args.only.split(","))
+    only = args.only or ("pixel,command" if args.quick else "pixel,command,patch,adaptive,batch,train")
+    sections = set(only.split(","))
     if "pixel" in sections:
         # ---- in-process quantization step
         lines += ["## Quantization step, in-process", "",
