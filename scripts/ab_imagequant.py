@@ -31,7 +31,8 @@ for path in args.photos:
     img = np.asarray(Image.open(path).convert("RGB"))
     for k in args.k:
         fc, fi = bench.t_clyde(img, k), bench.t_imagequant(img, k)
-        fc(), fi()  # warm-up (compiles)
+        fc()  # warm-up (compiles)
+        fi()
         tc, ti = [], []
         for _ in range(args.reps):
             t = time.perf_counter(); fc(); tc.append(time.perf_counter() - t)

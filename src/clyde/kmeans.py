@@ -175,17 +175,22 @@ def _two_nearest_t(xt: jax.Array, centers: jax.Array):
     return labels.astype(jnp.int32), best, second
 
 
-def _chunked(fn, x: jax.Array, chunk: int):
-    """Apply ``fn`` to the ``(d, m)`` transposes of ``chunk``-point blocks of ``x (n, d)``
-    and join the per-point outputs (a tuple of ``(m,)`` arrays) back to ``(n,)``."""
+def _blocks(x: jax.Array, chunk: int) -> jax.Array:
+    """``x (n, d)`` zero-padded to whole chunks, as ``(n_chunks, d, chunk)`` transposed blocks."""
     n, d = x.shape
-    if n <= chunk:
-        return fn(x.T)
     n_chunks = -(-n // chunk)
     pad = n_chunks * chunk - n
     xp = jnp.pad(x, ((0, pad), (0, 0))) if pad else x
-    blocks = jnp.transpose(xp.reshape(n_chunks, chunk, d), (0, 2, 1))
-    outs = jax.lax.map(fn, blocks)
+    return jnp.transpose(xp.reshape(n_chunks, chunk, d), (0, 2, 1))
+
+
+def _chunked(fn, x: jax.Array, chunk: int):
+    """Apply ``fn`` to the ``(d, m)`` transposes of ``chunk``-point blocks of ``x (n, d)``
+    and join the per-point outputs (a tuple of ``(m,)`` arrays) back to ``(n,)``."""
+    n = x.shape[0]
+    if n <= chunk:
+        return fn(x.T)
+    outs = jax.lax.map(fn, _blocks(x, chunk))
     return tuple(o.reshape(-1)[:n] for o in outs)
 
 
@@ -452,16 +457,12 @@ def swap_costs(x: jax.Array, w: jax.Array, labels: jax.Array, d1: jax.Array, d2:
         xt, wb, lb, b1, b2 = t[:-4], t[-4], t[-3].astype(jnp.int32), t[-2], t[-1]
         base = jnp.where(lb[None, :] == remove[:, None], b2[None, :], b1[None, :])  # (R, m)
         dn = _sqdist_t(xt, add)  # (A, m)
-        return (jnp.sum(wb * jnp.minimum(base[:, None, :], dn[None, :, :]), axis=-1),)
+        return jnp.sum(wb * jnp.minimum(base[:, None, :], dn[None, :, :]), axis=-1)
 
-    n = x.shape[0]
-    if n <= chunk:
-        return block(data.T)[0]
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-    dp = jnp.pad(data, ((0, pad), (0, 0))) if pad else data  # padding rows have weight 0
-    blocks = jnp.transpose(dp.reshape(n_chunks, chunk, -1), (0, 2, 1))
-    return jnp.sum(jax.lax.map(lambda b: block(b)[0], blocks), axis=0)
+    if x.shape[0] <= chunk:
+        return block(data.T)
+    # padding rows have weight 0, so they add nothing
+    return jnp.sum(jax.lax.map(block, _blocks(data, chunk)), axis=0)
 
 
 def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, *,

@@ -41,10 +41,10 @@ __all__ = ["PixelResult", "quantize_pixels", "color_histogram", "color_histogram
 
 SPACES = ("rgb", "oklab")
 
-SMALL_K = 16  # up to this many colours the fit is on the exact colours (see quantize_pixels)
-COARSE_BITS = 5  # ... started from the best of COARSE_RUNS fits on 5-bit-per-channel bins
-COARSE_RUNS = 4
-COARSE_MIN_COLORS = 4096  # below this many distinct colours the runs fit them directly
+SMALL_K = 16  # up to this many colours the fit converges on the exact colours (see _fit)
+COARSE_BITS = 5  # the coarse start fits 5-bit-per-channel bins ...
+COARSE_RUNS = 4  # ... taking the best of this many runs at k <= SMALL_K
+COARSE_MIN_COLORS = 4096  # no coarse start on fewer points (fitting them directly is cheap)
 SWAP_ROUNDS = 50  # swap-search rounds on the 5-bit bins (half that above k=128)
 SWAP_STEPS = 2  # Lloyd steps after each swap
 COARSE_MAX_SHARE = 0.5  # the 5-bit start is used while the bins carry at most this share of
