@@ -57,6 +57,73 @@ def test_lloyd_matches_numpy_lloyd(rng, jit):
     np.testing.assert_allclose(float(res.inertia), (w * d2).sum(), rtol=1e-4)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_lloyd_bounded_matches_numpy_lloyd(rng, jit):
+    n = 6000
+    x = _points(rng, n, 3, 12)
+    w = rng.uniform(0.5, 3.0, n).astype(np.float32)
+    w[-700:] = 0.0  # padding rows
+    c0 = x[rng.choice(n - 700, 12, replace=False)]
+    f = functools.partial(km.lloyd_bounded, max_iter=8, tol=0.0, chunk=512)
+    if jit:
+        f = jax.jit(f)
+    res = f(jnp.asarray(x), jnp.asarray(w), jnp.asarray(c0))
+    want = ref.lloyd(x[:-700], w[:-700], c0, 8)
+    assert int(res.n_iter) == 8
+    np.testing.assert_allclose(np.asarray(res.centers), want, rtol=1e-4, atol=1e-2)
+    lab, d2 = ref.nearest(x[:-700], np.asarray(res.centers))
+    np.testing.assert_array_equal(np.asarray(res.labels)[:-700], lab)
+    np.testing.assert_allclose(float(res.inertia), (w[:-700] * d2).sum(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-4])
+def test_lloyd_bounded_runs_the_same_iterations_as_lloyd(rng, tol):
+    x = _points(rng, 20000, 3, 40)
+    w = rng.uniform(0.0, 2.0, 20000).astype(np.float32)
+    c0 = x[rng.choice(20000, 40, replace=False)]
+    args = (jnp.asarray(x), jnp.asarray(w), jnp.asarray(c0))
+    a = jax.jit(functools.partial(km.lloyd, max_iter=300, tol=tol))(*args)
+    b = jax.jit(functools.partial(km.lloyd_bounded, max_iter=300, tol=tol))(*args)
+    assert int(a.n_iter) == int(b.n_iter) and bool(a.converged) == bool(b.converged)
+    np.testing.assert_allclose(np.asarray(b.centers), np.asarray(a.centers), atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(b.labels), np.asarray(a.labels))
+    np.testing.assert_allclose(float(b.inertia), float(a.inertia), rtol=1e-5)
+
+
+def _needs_search(x, old, new, labels, lower):
+    """How many points Hamerly's test sends to a search (the rule, in float64)."""
+    moved = np.sqrt(((new - old) ** 2).sum(1))
+    order = np.argsort(-moved)
+    other = np.where(labels == order[0], moved[order[1]], moved[order[0]])
+    upper = np.sqrt(((x - new[labels]) ** 2).sum(1))
+    return int((upper >= lower - other).sum())
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("scale,regime", [(0.05, "n/16"), (0.8, "n/4"), (40.0, "all")])
+def test_move_centers_matches_a_full_search(rng, jit, scale, regime):
+    n, k = 8192, 24
+    x = _points(rng, n, 3, k)
+    w = np.ones(n, np.float32)
+    old = (x[rng.choice(n, k, replace=False)] + rng.normal(0, 1, (k, 3))).astype(np.float32)
+    new = (old + rng.normal(0, scale, (k, 3))).astype(np.float32)
+    b0 = km.nearest_bounds(jnp.asarray(x), jnp.asarray(old), chunk=1024)
+    # Every gather size is used: check which one this move needs.
+    need = _needs_search(x, old, new, np.asarray(b0.labels), np.asarray(b0.lower, np.float64))
+    lo, hi = {"n/16": (1, n // 16), "n/4": (n // 16 + 1, n // 4), "all": (n // 4 + 1, n)}[regime]
+    assert lo <= need <= hi, need
+    f = functools.partial(km.move_centers, chunk=1024)
+    if jit:
+        f = jax.jit(f)
+    b = f(jnp.asarray(x), jnp.asarray(w), b0, jnp.asarray(old), jnp.asarray(new))
+    lab, d2 = ref.nearest(x, new)
+    np.testing.assert_array_equal(np.asarray(b.labels), lab)
+    np.testing.assert_allclose(np.asarray(b.upper), np.sqrt(d2), rtol=1e-5, atol=1e-3)
+    full = np.sqrt(((x[:, None, :].astype(np.float64) - new[None]) ** 2).sum(-1))
+    full[np.arange(n), lab] = np.inf
+    assert (np.asarray(b.lower) <= full.min(1) + 1e-3).all()  # a lower bound on every other centre
+
+
 def test_weights_equal_repeated_points(rng):
     x = _points(rng, 300, 3, 5)
     reps = rng.integers(1, 5, 300)
@@ -79,10 +146,11 @@ def test_zero_weight_padding_changes_nothing(rng):
     assert not np.isin(np.asarray(b.centers), xp[1000:]).all(axis=1).any()
 
 
-def test_empty_cluster_is_reseeded_on_worst_point():
+@pytest.mark.parametrize("lloyd", [km.lloyd, km.lloyd_bounded])
+def test_empty_cluster_is_reseeded_on_worst_point(lloyd):
     x = np.array([[0, 0, 0], [1, 0, 0], [100, 0, 0], [250, 250, 250]], np.float32)
     c0 = np.array([[0.5, 0, 0], [1000, 1000, 1000], [100, 0, 0]], np.float32)  # centre 1 gets nothing
-    res = km.lloyd(jnp.asarray(x), jnp.ones(4), jnp.asarray(c0), max_iter=10, tol=0.0)
+    res = lloyd(jnp.asarray(x), jnp.ones(4), jnp.asarray(c0), max_iter=10, tol=0.0)
     centers = np.asarray(res.centers)
     assert any(np.allclose(c, [250, 250, 250]) for c in centers)
     assert float(res.inertia) == pytest.approx(0.5, abs=1e-4)

@@ -137,6 +137,11 @@ def test_refine_steps_improve_the_binned_fit(chelsea):
     # Exact Lloyd steps never raise the error; after the swap-searched coarse start and Lloyd on
     # the 6-bit bins, the 10 steps gain 0.008 dB here (0.01-0.04 dB on photos at k=64-256).
     assert p1 > p0
+    # After the steps, every colour goes to its nearest palette entry as written, found from
+    # the steps' bounds (kmeans.move_centers) rather than a full search.
+    colors, _, inverse = color_histogram(img.reshape(-1, 3))
+    want, _ = ref.nearest(colors, default.palette)
+    np.testing.assert_array_equal(default.indices.ravel(), want[inverse])
 
 
 def test_alpha_kept(chelsea):

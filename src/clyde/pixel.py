@@ -170,16 +170,25 @@ def _bin_spread(colors: np.ndarray, counts: np.ndarray, means: np.ndarray, w: np
 
 
 def _bin_colors(colors: np.ndarray, counts: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge colours into ``bits``-per-channel bins: weighted mean colour and summed count."""
+    """Merge colours into ``bits``-per-channel bins: weighted mean colour and summed count.
+
+    Bins come out in key order (``r``, then ``g``, then ``b`` bits, then alpha).
+    """
     c = colors.shape[1]
     shift = 8 - bits
     q = (colors >> shift).astype(np.int64)
     key = np.zeros(len(colors), np.int64)
     for j in range(c):
         key = (key << bits) | q[:, j]
-    uniq, inv = np.unique(key, return_inverse=True)
-    w = np.bincount(inv, weights=counts, minlength=len(uniq))
-    means = np.stack([np.bincount(inv, weights=counts * colors[:, j], minlength=len(uniq))
+    if bits * c <= 20:  # a table of at most 2**20 bins: count into it, no sort
+        w = np.bincount(key, weights=counts, minlength=1 << (bits * c))
+        occupied = np.flatnonzero(w)
+        inv = np.searchsorted(occupied, key)
+        w = w[occupied]
+    else:
+        _, inv = np.unique(key, return_inverse=True)
+        w = np.bincount(inv, weights=counts)
+    means = np.stack([np.bincount(inv, weights=counts * colors[:, j], minlength=len(w))
                       for j in range(c)], axis=1) / w[:, None]
     return means, w
 
@@ -211,11 +220,34 @@ def _from_space(x, space):
     return x
 
 
-_assign = jax.jit(lambda x, c: km.assign(x, c)[0])
-_lloyd = jax.jit(km.lloyd, static_argnames=("max_iter", "chunk"))
+_lloyd = jax.jit(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))
 _inertia = jax.jit(lambda x, w, c: jnp.sum(w * km.assign(x, c)[1]))
 _swap_search = jax.jit(km.swap_search, static_argnames=("rounds", "n_remove", "n_add", "steps",
                                                         "chunk"))
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "space"))
+def _finish(xs, w, centers, tol, steps, space):
+    """Up to ``steps`` Lloyd steps on the exact colours ``xs`` (in ``space``),
+    then the palette as written (sRGB rounded to uint8) and every colour's
+    nearest palette entry: what is written is what is measured.
+
+    Returns the palette, the labels, the iterations run and whether they
+    converged. After the steps, the labels come from the steps' bounds
+    (:func:`clyde.kmeans.move_centers`): rounding moves a centre by at most
+    0.87, so few colours need a search.
+    """
+    def palette_of(c):
+        rgb = jnp.clip(jnp.rint(_from_space(c, space)), 0.0, 255.0)
+        return rgb, _to_space(rgb, space)
+
+    if steps == 0:
+        rgb, pal = palette_of(centers)
+        return rgb.astype(jnp.uint8), km.assign(xs, pal)[0], jnp.int32(0), jnp.bool_(True)
+    res, bounds = km.lloyd_bounded(xs, w, centers, max_iter=steps, tol=tol, return_bounds=True)
+    rgb, pal = palette_of(res.centers)
+    labels = km.move_centers(xs, w, bounds, res.centers, pal).labels
+    return rgb.astype(jnp.uint8), labels, res.n_iter, res.converged
 
 
 def _padded(points: np.ndarray, weights: np.ndarray, space: str):
@@ -225,11 +257,11 @@ def _padded(points: np.ndarray, weights: np.ndarray, space: str):
 
 def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_points, refine,
          space):
-    """Fit ``k`` centres (in ``space``) to weighted distinct colours; see :func:`quantize_pixels`.
+    """Fit ``k`` colours to weighted distinct colours; see :func:`quantize_pixels`.
 
-    Returns the centres, the iterations run, whether the last Lloyd run
-    converged, the number of points it ran on, and the padded exact colours
-    in ``space`` (for the final assignment).
+    Returns the uint8 palette, every colour's palette index, the iterations
+    run, whether the last Lloyd run converged, and the number of points it
+    ran on.
     """
     points, weights, binned, bits = colors, counts, False, 6
     while len(points) > max_points and bits >= 3:
@@ -238,6 +270,13 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
     uxs, uw = _padded(colors, counts, space)
     small = algo == "lloyd" and k <= SMALL_K
     n_init = COARSE_RUNS if small else 1
+
+    def finish(centers, steps, tol_, n_iter, converged, n_points):
+        palette, labels, it, conv = _finish(uxs, uw, centers, tol_, steps=steps, space=space)
+        if steps and not binned:  # the steps were the fit itself
+            converged = bool(conv)
+        return (np.asarray(palette), np.asarray(labels)[:len(colors)], n_iter + int(it), converged,
+                n_points)
 
     if algo == "lloyd" and (binned or small) and len(points) > COARSE_MIN_COLORS:
         # Coarse start: fit on 5-bit bins (a few thousand points, so cheap) and improve that
@@ -263,22 +302,15 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
             if binned:  # converge on the 6-bit bins, then a few exact steps
                 fxs, fw = _padded(points, weights, space)
                 r2 = _lloyd(fxs, fw, centers, max_iter=max_iter, tol=tol)
-                centers, n_iter = r2.centers, n_iter + int(r2.n_iter)
-                if refine > 0:
-                    r3 = _lloyd(uxs, uw, centers, max_iter=refine, tol=0.0)
-                    centers, n_iter = r3.centers, n_iter + int(r3.n_iter)
-                return centers, n_iter, bool(r2.converged), len(points), uxs
-            r2 = _lloyd(uxs, uw, centers, max_iter=max_iter, tol=tol)
-            return r2.centers, n_iter + int(r2.n_iter), bool(r2.converged), len(colors), uxs
+                return finish(r2.centers, refine, 0.0, n_iter + int(r2.n_iter),
+                              bool(r2.converged), len(points))
+            return finish(centers, max_iter, tol, n_iter, True, len(colors))
 
     xs, wp = (uxs, uw) if not binned else _padded(points, weights, space)
     res = km.kmeans(key, xs, wp, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
                     batch_size=batch_size, n_init=n_init)
-    centers, n_iter, converged = res.centers, int(res.n_iter), bool(res.converged)
-    if binned and refine > 0:
-        r2 = _lloyd(uxs, uw, centers, max_iter=refine, tol=0.0)
-        centers, n_iter = r2.centers, n_iter + int(r2.n_iter)
-    return centers, n_iter, converged, len(points), uxs
+    return finish(res.centers, refine if binned else 0, 0.0, int(res.n_iter),
+                  bool(res.converged), len(points))
 
 
 def _validate(image, k, init, algo, space, max_iter, tol):
@@ -374,14 +406,9 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
         palette = vis_colors.copy()
         labels_vis = np.arange(len(vis_colors), dtype=np.int32)
     else:
-        fit = _fit(key, vis_colors, vis_counts, k_fit, init=init, algo=algo, max_iter=max_iter,
-                   tol=tol, batch_size=batch_size, max_points=max_points, refine=refine,
-                   space=space)
-        centers, n_iter, converged, n_points, uxs = fit
-        palette = np.clip(np.rint(np.asarray(_from_space(centers, space))), 0, 255).astype(np.uint8)
-        # Assign the exact colours to the palette as written (rounded).
-        labels_vis = np.asarray(_assign(uxs, _to_space(palette.astype(np.float32), space)))
-        labels_vis = labels_vis[:len(vis_colors)]
+        palette, labels_vis, n_iter, converged, n_points = _fit(
+            key, vis_colors, vis_counts, k_fit, init=init, algo=algo, max_iter=max_iter, tol=tol,
+            batch_size=batch_size, max_points=max_points, refine=refine, space=space)
 
     if keep is not None:
         labels = np.empty(len(colors), np.int32)
