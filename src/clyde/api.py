@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import io
+from . import _cache, io
 from .errors import ClydeError
 
 
@@ -32,6 +32,7 @@ def _load_while_importing(src, modules=(".pixel", ".metrics")):
         try:
             for m in modules:
                 importlib.import_module(m, __package__)
+            _cache.prepare_exports()
         except BaseException as e:  # pragma: no cover - re-raised below
             errors.append(e)
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _cache
 from .kmeans import bucket_size
 
 __all__ = ["psnr", "ssim", "Quality", "image_quality", "image_quality_async"]
@@ -192,7 +193,7 @@ class Quality(NamedTuple):
 _STRIP = 64
 
 
-@functools.partial(jax.jit, static_argnames=("data_range", "with_ssim"))
+@functools.partial(_cache.exported, static_argnames=("data_range", "with_ssim"))
 def _quality(a, b, palette, valid_hw, data_range, with_ssim):
     se, ss = _sums_in_strips(a, b, palette, valid_hw, data_range, _STRIP, with_ssim)
     c = a.shape[-1]

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _cache
 from . import kmeans as km
 from .color import oklab_to_srgb, srgb_to_oklab
 from .errors import ClydeError
@@ -105,7 +106,7 @@ class _Histogram(NamedTuple):
         return lut[self.codes]
 
 
-@jax.jit
+@_cache.exported
 def _rgb_histogram(pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Packed 24-bit codes ``(N,)`` and counts ``(2**24,)`` of ``(N, 3)`` uint8 pixels.
 
@@ -204,7 +205,7 @@ def _pad(x: np.ndarray, w: np.ndarray | None, n: int):
     return xp, wp
 
 
-@functools.partial(jax.jit, static_argnames=("space",))
+@functools.partial(_cache.exported, static_argnames=("space",))
 def _to_space(x, space):
     x = jnp.asarray(x, jnp.float32)
     if space == "oklab":
@@ -213,20 +214,24 @@ def _to_space(x, space):
     return x
 
 
-@functools.partial(jax.jit, static_argnames=("space",))
+@functools.partial(_cache.exported, static_argnames=("space",))
 def _from_space(x, space):
     if space == "oklab":
         return jnp.concatenate([oklab_to_srgb(x[:, :3]), x[:, 3:] * 255.0], axis=1)
     return x
 
 
-_lloyd = jax.jit(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))
-_inertia = jax.jit(lambda x, w, c: jnp.sum(w * km.assign(x, c)[1]))
-_swap_search = jax.jit(km.swap_search, static_argnames=("rounds", "n_remove", "n_add", "steps",
-                                                        "chunk"))
+# The jit boundaries of a fit; _cache.exported is jax.jit whose lowered programs are kept on
+# disk with the compilation cache, so that a new process does not trace them again.
+_kmeans = _cache.exported(km.kmeans, static_argnames=("k", "init", "algo", "max_iter",
+                                                      "batch_size", "chunk", "n_init"))
+_lloyd = _cache.exported(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))
+_inertia = _cache.exported(lambda x, w, c: jnp.sum(w * km.assign(x, c)[1]))
+_swap_search = _cache.exported(km.swap_search, static_argnames=("rounds", "n_remove", "n_add",
+                                                                "steps", "chunk"))
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "space"))
+@functools.partial(_cache.exported, static_argnames=("steps", "space"))
 def _finish(xs, w, centers, tol, steps, space):
     """Up to ``steps`` Lloyd steps on the exact colours ``xs`` (in ``space``),
     then the palette as written (sRGB rounded to uint8) and every colour's
@@ -285,7 +290,7 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
         cpoints, cweights = _bin_colors(colors, counts, COARSE_BITS)
         spread = _bin_spread(colors, counts, cpoints, cweights)
         cxs, cw = _padded(cpoints, cweights, space)
-        res = km.kmeans(key, cxs, cw, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
+        res = _kmeans(key, cxs, cw, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
                         n_init=n_init)
         rgb = cxs if space == "rgb" else _pad(cpoints.astype(np.float32), None, len(cw))
         inertia = float(_inertia(rgb, cw, _from_space(res.centers, space)))
@@ -307,7 +312,7 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
             return finish(centers, max_iter, tol, n_iter, True, len(colors))
 
     xs, wp = (uxs, uw) if not binned else _padded(points, weights, space)
-    res = km.kmeans(key, xs, wp, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
+    res = _kmeans(key, xs, wp, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
                     batch_size=batch_size, n_init=n_init)
     return finish(res.centers, refine if binned else 0, 0.0, int(res.n_iter),
                   bool(res.converged), len(points))
