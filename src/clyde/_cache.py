@@ -1,4 +1,5 @@
-"""JAX's persistent compilation cache, set up for clyde's small programs."""
+"""JAX's persistent compilation cache, set up for clyde's small programs, and
+clyde's lowered kernels kept beside it (:func:`exported`)."""
 
 from __future__ import annotations
 
