@@ -220,7 +220,8 @@ def main(argv=None):
         # ---- in-process quantization step
         lines += ["## Quantization step, in-process", "",
                   "Time to turn decoded pixels into indices + palette (median of "
-                  f"{args.repeats} runs after one warm-up; scikit-learn KMeans: 1 run). "
+                  f"{args.repeats} runs after one warm-up, the tools taking turns run by run; "
+                  "scikit-learn: 1 run, in a child process). "
                   "PSNR/SSIM of the palette image against the original; bytes of its indexed PNG "
                   "(Pillow, zlib level 6). Ratio: time relative to clyde.", "",
                   fmt_row(["photo", "k", "tool", "seconds", "x clyde", "PSNR dB", "SSIM", "PNG bytes"]),
@@ -239,10 +240,19 @@ def main(argv=None):
                           ("Pillow fast octree", t_pillow(img, k, Image.Quantize.FASTOCTREE), args.repeats)]
                 if have_iq:
                     tools.append(("libimagequant (imagequant)", t_imagequant(img, k), args.repeats))
+                # The in-process tools run round-robin: a warm-up each (clyde compiles or loads
+                # its programs), then each round times every tool once, so a slow spell of this
+                # shared machine lands on all of them, not on one tool's block of runs.
+                timed = [(label, fn) for label, fn, _ in tools if not label.startswith("sklearn")]
+                outs = {label: fn() for label, fn in timed}
+                times = {label: [] for label, _ in timed}
+                for _ in range(args.repeats):
+                    for label, fn in timed:
+                        t = time.perf_counter()
+                        fn()
+                        times[label].append(time.perf_counter() - t)
                 base = None
-                for label, fn, reps in tools:
-                    if label.startswith("clyde"):
-                        fn()  # warm-up: compile (or load from the cache)
+                for label, fn, _ in tools:
                     if label.startswith("sklearn"):
                         res = in_child(fn, args.sklearn_timeout)
                         if res is None:
@@ -252,7 +262,7 @@ def main(argv=None):
                             continue
                         dt, (idx, pal) = res
                     else:
-                        dt, (idx, pal) = median_time(fn, reps)
+                        dt, (idx, pal) = statistics.median(times[label]), outs[label]
                     q = clyde.image_quality(img, pal[idx])
                     nbytes = png_bytes(idx, pal, tmp)
                     base = base or dt
@@ -270,28 +280,34 @@ def main(argv=None):
         lines += ["", "## Whole command, PNG in, indexed PNG out", "",
                   f"`{big}` as PNG ({original.shape[1]}x{original.shape[0]}), k={k}: the whole process "
                   "(start, import, decode, quantize, encode; clyde also computes PSNR and SSIM). Median of "
-                  f"{args.repeats} runs; cold = empty compilation cache (1 run).", "",
+                  f"{args.repeats} runs, the commands taking turns; cold = empty compilation cache (1 run).", "",
                   fmt_row(["command", "seconds", "x pngquant --speed 4", "peak MiB", "PSNR dB", "SSIM", "bytes"]),
                   fmt_row(["---"] * 7)]
         cache = Path(tmp) / "cache"
         env = dict(os.environ, CLYDE_CACHE_DIR=str(cache))
         clyde_bin = [sys.executable, "-m", "clyde"]
         rows = []
-        out = Path(tmp) / "o.png"
-        runs = [("clyde pixel (cold cache)", clyde_bin + ["pixel", str(src), "-k", str(k), "-o", str(out), "--force"], 1),
-                ("clyde pixel (warm cache)", clyde_bin + ["pixel", str(src), "-k", str(k), "-o", str(out), "--force"],
-                 args.repeats)]
+        outs = {name: Path(tmp) / f"{name}.png" for name in ("cold", "warm", "s4", "s10")}
+        pixel = clyde_bin + ["pixel", str(src), "-k", str(k), "--force", "-o"]
+        runs = [("clyde pixel (warm cache)", pixel + [str(outs["warm"])], "warm")]
         if pngquant:
-            runs += [("pngquant --nofs --speed 4", [pngquant, "--nofs", "--speed", "4", str(k), "--force", "-o", str(out), str(src)], args.repeats),
-                     ("pngquant --speed 10", [pngquant, "--speed", "10", str(k), "--force", "-o", str(out), str(src)], args.repeats)]
+            runs += [("pngquant --nofs --speed 4", [pngquant, "--nofs", "--speed", "4", str(k), "--force",
+                                                    "-o", str(outs["s4"]), str(src)], "s4"),
+                     ("pngquant --speed 10", [pngquant, "--speed", "10", str(k), "--force",
+                                              "-o", str(outs["s10"]), str(src)], "s10")]
+        # cold: one run on an empty cache, which fills it; then the warm runs and pngquant's
+        # take turns, run by run, as in the in-process table
+        res = {"cold": [run_process(pixel + [str(outs["cold"])], env)]}
+        for _ in range(args.repeats):
+            for _label, cmd, key in runs:
+                res.setdefault(key, []).append(run_process(cmd, env))
         ref = None
-        for label, cmd, reps in runs:
-            res = [run_process(cmd, env) for _ in range(reps)]
-            dt = statistics.median(r[0] for r in res)
-            rss = max(r[1] for r in res)
-            q = clyde.image_quality(original, clyde.load_image(out).array)
-            rows.append((label, dt, rss, q, out.stat().st_size))
-            if label.startswith("pngquant --nofs"):
+        for label, key in [("clyde pixel (cold cache)", "cold")] + [(lab, key) for lab, _, key in runs]:
+            dt = statistics.median(r[0] for r in res[key])
+            rss = max(r[1] for r in res[key])
+            q = clyde.image_quality(original, clyde.load_image(outs[key]).array)
+            rows.append((label, dt, rss, q, outs[key].stat().st_size))
+            if key == "s4":
                 ref = dt
         for label, dt, rss, q, nbytes in rows:
             ratio = f"{dt / ref:.2f}" if ref else "n/a"

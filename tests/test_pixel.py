@@ -25,19 +25,24 @@ def test_histogram_matches_numpy_unique(rng):
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_rgb_histogram_kernel_matches_bincount(rng, jit):
-    from clyde.pixel import _rgb_histogram
+    from clyde.pixel import _OCC, _rgb_histogram
 
     px = rng.integers(0, 256, (7000, 3)).astype(np.uint8)
     px[:500] = px[500:1000]  # repeats
     if jit:
-        codes, counts = _rgb_histogram(px)
+        codes, counts, occupied = _rgb_histogram(px)
     else:
         with jax.disable_jit():
-            codes, counts = _rgb_histogram(px)
+            codes, counts, occupied = _rgb_histogram(px)
     p64 = px.astype(np.int64)
     want_codes = p64[:, 0] + 256 * p64[:, 1] + 65536 * p64[:, 2]
+    want_counts = np.bincount(want_codes, minlength=1 << 24)
     np.testing.assert_array_equal(np.asarray(codes), want_codes)
-    np.testing.assert_array_equal(np.asarray(counts), np.bincount(want_codes, minlength=1 << 24))
+    np.testing.assert_array_equal(np.asarray(counts), want_counts)
+    blocks = np.unique(want_codes // _OCC)  # the blocks of _OCC codes that hold a colour
+    want_occupied = np.zeros((1 << 24) // _OCC, bool)
+    want_occupied[blocks] = True
+    np.testing.assert_array_equal(np.asarray(occupied), want_occupied)
 
 
 @pytest.mark.parametrize("n_black", [0, 1, 37, 4099])

@@ -46,7 +46,10 @@ SMALL_K = 16  # up to this many colours the fit converges on the exact colours (
 COARSE_BITS = 5  # the coarse start fits 5-bit-per-channel bins ...
 COARSE_RUNS = 4  # ... taking the best of this many runs at k <= SMALL_K
 COARSE_MIN_COLORS = 4096  # no coarse start on fewer points (fitting them directly is cheap)
-SWAP_ROUNDS = 50  # swap-search rounds on the 5-bit bins (half that above k=128)
+SWAP_ROUNDS = 50  # swap-search rounds on the 5-bit bins (half that above k=128) ...
+SWAP_ROUNDS_SMALL = 25  # ... and at k <= SMALL_K, where the best of 4 starts leaves less to
+#                         swap: 25 rounds match 50 within 0.003 dB in 25 of 26 fits (11 images,
+#                         k=4-16; the cat at k=12 loses 0.04 dB); 16 rounds lose up to 0.045 dB
 SWAP_STEPS = 2  # Lloyd steps after each swap
 COARSE_MAX_SHARE = 0.5  # the 5-bit start is used while the bins carry at most this share of
 #                         the error (within-bin error / (that + the 5-bit fit's inertia))
@@ -106,17 +109,23 @@ class _Histogram(NamedTuple):
         return lut[self.codes]
 
 
+_OCC = 16  # codes per occupancy block of the 2**24 table
+
+
 @_cache.exported
-def _rgb_histogram(pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Packed 24-bit codes ``(N,)`` and counts ``(2**24,)`` of ``(N, 3)`` uint8 pixels.
+def _rgb_histogram(pixels: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Packed 24-bit codes ``(N,)``, counts ``(2**24,)`` of ``(N, 3)`` uint8
+    pixels, and which blocks of ``_OCC`` codes hold any ``(2**24 / _OCC,)``.
 
     A scatter-add into a 2**24 table: 4-6x faster than ``np.bincount``, which
-    first copies the codes to int64 and then counts on one core.
+    first copies the codes to int64 and then counts on one core. The block
+    occupancy lets the caller find the colours without scanning all 2**24
+    counts (a photo's 3x10^5 colours fill about 7% of the blocks).
     """
     p = pixels.astype(jnp.uint32)
     codes = p[:, 0] | (p[:, 1] << 8) | (p[:, 2] << 16)
     counts = jnp.zeros(1 << 24, jnp.int32).at[codes].add(1, mode="promise_in_bounds")
-    return codes, counts
+    return codes, counts, jnp.any(counts.reshape(-1, _OCC) != 0, axis=1)
 
 
 def _histogram(pixels: np.ndarray) -> _Histogram:
@@ -125,10 +134,12 @@ def _histogram(pixels: np.ndarray) -> _Histogram:
     if c == 3:
         nb = km.bucket_size(n)  # padded with black, taken back off below: no compile per size
         padded = pixels if nb == n else np.concatenate([pixels, np.zeros((nb - n, 3), np.uint8)])
-        codes, counts = _rgb_histogram(padded)
-        counts = np.asarray(counts)
-        uniq = np.flatnonzero(counts)
-        cnt = counts[uniq].astype(np.int64)
+        codes, counts, occupied = _rgb_histogram(padded)
+        blocks = np.flatnonzero(np.asarray(occupied))
+        sub = np.asarray(counts).reshape(-1, _OCC)[blocks]
+        nz = np.flatnonzero(sub)
+        uniq = blocks[nz // _OCC] * _OCC + nz % _OCC  # == np.flatnonzero(counts), 2x faster
+        cnt = sub.reshape(-1)[nz].astype(np.int64)
         if nb > n:
             cnt[0] -= nb - n  # code 0 is black, which the padding added
             if cnt[0] == 0:
@@ -296,7 +307,8 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
         inertia = float(_inertia(rgb, cw, _from_space(res.centers, space)))
         centers = None
         if spread <= COARSE_MAX_SHARE * (spread + inertia):
-            rounds = SWAP_ROUNDS if k <= 128 else SWAP_ROUNDS // 2  # a round costs ~k
+            rounds = (SWAP_ROUNDS_SMALL if small else SWAP_ROUNDS if k <= 128
+                      else SWAP_ROUNDS // 2)  # a round costs ~k
             centers = _swap_search(jax.random.fold_in(key, 1), cxs, cw, res.centers,
                                    rounds=rounds, steps=SWAP_STEPS).centers
         elif small:
