@@ -212,14 +212,30 @@ def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(chelsea, m
     assert len(calls) == 1  # mini-batch is the fast choice: no search
     px.quantize_pixels(img, 300)
     assert calls[1:] == [px.SWAP_ROUNDS // 2]  # a round costs ~k: half the rounds above 128
+    px.quantize_pixels(img, 16)
+    assert calls[2:] == [px.SWAP_ROUNDS_SMALL]  # after the best of 4 starts, fewer rounds
+    calls.clear()
     # Where the bins would carry more than COARSE_MAX_SHARE of the error (at k=256 on photos
     # above ~41 dB, where starting from them cost 0.2 dB), the fit is on the 6-bit bins directly.
     monkeypatch.setattr(px, "COARSE_MAX_SHARE", 0.0)
     direct = px.quantize_pixels(img, 32)
-    assert len(calls) == 2
+    assert len(calls) == 0
     assert direct.n_points == searched.n_points  # both converged on the 6-bit bins
     q = [image_quality(img, r.indices, palette=r.palette, with_ssim=False).psnr for r in (searched, direct)]
     assert q[0] >= q[1] - 0.05, q
+
+
+def test_minibatch_refines_two_steps_by_default(chelsea, monkeypatch):
+    steps = []
+    real = px._finish
+    monkeypatch.setattr(px, "_finish", lambda *a, **kw: steps.append(kw["steps"]) or real(*a, **kw))
+    img = _many_colours(chelsea)  # binned: the exact refine steps run after the fit
+    default = px.quantize_pixels(img, 32, algo="minibatch")
+    two = px.quantize_pixels(img, 32, algo="minibatch", refine=2)
+    px.quantize_pixels(img, 32)
+    assert steps == [2, 2, 10]
+    np.testing.assert_array_equal(default.indices, two.indices)
+    np.testing.assert_array_equal(default.palette, two.palette)
 
 
 def test_swap_search_improves_the_fit(chelsea, monkeypatch):
