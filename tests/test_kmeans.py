@@ -100,7 +100,7 @@ def _needs_search(x, old, new, labels, lower):
 
 
 @pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("scale,regime", [(0.05, "n/16"), (0.8, "n/4"), (40.0, "all")])
+@pytest.mark.parametrize("scale,regime", [(0.05, "short list"), (0.8, "long list"), (40.0, "most")])
 def test_move_centers_matches_a_full_search(rng, jit, scale, regime):
     n, k = 8192, 24
     x = _points(rng, n, 3, k)
@@ -108,9 +108,10 @@ def test_move_centers_matches_a_full_search(rng, jit, scale, regime):
     old = (x[rng.choice(n, k, replace=False)] + rng.normal(0, 1, (k, 3))).astype(np.float32)
     new = (old + rng.normal(0, scale, (k, 3))).astype(np.float32)
     b0 = km.nearest_bounds(jnp.asarray(x), jnp.asarray(old), chunk=1024)
-    # Every gather size is used: check which one this move needs.
+    # Both index lists are used (n/16 entries, or n), partly and mostly filled: check which.
     need = _needs_search(x, old, new, np.asarray(b0.labels), np.asarray(b0.lower, np.float64))
-    lo, hi = {"n/16": (1, n // 16), "n/4": (n // 16 + 1, n // 4), "all": (n // 4 + 1, n)}[regime]
+    lo, hi = {"short list": (1, n // km.SMALL_FRAC), "long list": (n // 16 + 1, n // 4),
+              "most": (n // 4 + 1, n)}[regime]
     assert lo <= need <= hi, need
     f = functools.partial(km.move_centers, chunk=1024)
     if jit:
@@ -122,6 +123,22 @@ def test_move_centers_matches_a_full_search(rng, jit, scale, regime):
     full = np.sqrt(((x[:, None, :].astype(np.float64) - new[None]) ** 2).sum(-1))
     full[np.arange(n), lab] = np.inf
     assert (np.asarray(b.lower) <= full.min(1) + 1e-3).all()  # a lower bound on every other centre
+
+
+def test_move_centers_under_vmap_matches_single_calls(rng):
+    # The branch and the loop depend on each member's count; under vmap both run for all.
+    n, k = 4096, 12
+    x = jnp.asarray(_points(rng, n, 3, k))
+    w = jnp.ones(n, jnp.float32)
+    old = x[rng.choice(n, k, replace=False)]
+    news = jnp.stack([old + 0.05, old + jnp.asarray(rng.normal(0, 20, (k, 3)), jnp.float32)])
+    b0 = km.nearest_bounds(x, old, chunk=512)
+    f = functools.partial(km.move_centers, chunk=512)
+    both = jax.vmap(lambda new: f(x, w, b0, old, new))(news)
+    for i in range(2):
+        one = f(x, w, b0, old, news[i])
+        np.testing.assert_array_equal(np.asarray(both.labels[i]), np.asarray(one.labels))
+        np.testing.assert_allclose(np.asarray(both.lower[i]), np.asarray(one.lower), rtol=1e-6)
 
 
 def test_weights_equal_repeated_points(rng):
