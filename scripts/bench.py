@@ -167,11 +167,11 @@ def versions():
     import PIL
     out = [f"clyde {clyde.__version__}", f"jax {jax.__version__}", f"numpy {np.__version__}",
            f"pillow {PIL.__version__}"]
-    for mod in ("sklearn", "imagequant"):
-        try:
-            m = __import__(mod)
-            out.append(f"{mod} {getattr(m, '__version__', '?')}")
-        except ImportError:
+    from importlib import metadata
+    for mod, dist in (("sklearn", "scikit-learn"), ("imagequant", "imagequant")):
+        try:  # the installed distribution's version (imagequant has no __version__)
+            out.append(f"{mod} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
             out.append(f"{mod} missing")
     pq = shutil.which("pngquant")
     if pq:
