@@ -76,3 +76,16 @@ def test_inside_jit_and_with_the_cache_off_it_is_plain_jit(cache_on, rng, monkey
     monkeypatch.setattr(_cache, "_enabled", None)
     np.testing.assert_allclose(np.asarray(f(x, w, power=2)), (x ** 2).sum(0), rtol=1e-5)
     assert not (cache_on / "exported").exists()
+
+
+def test_lambdas_and_closures_are_refused():
+    # Programs are stored under the function's module and name; two lambdas would share one,
+    # and a closure's captured values are not part of the key.
+    with pytest.raises(ValueError, match=r"exported needs a module-level function .*<lambda>"):
+        _cache.exported(lambda x: x + 1)
+
+    def scaled(x):
+        return 2.0 * x
+
+    with pytest.raises(ValueError, match=r"exported needs a module-level function .*<locals>"):
+        _cache.exported(scaled)

@@ -111,7 +111,9 @@ def exported(fun, *, static_argnames: tuple[str, ...] = ()):
     """``jax.jit(fun)``, whose lowered programs are stored in the cache folder.
 
     Calls made while tracing another function, or with the cache off, go to
-    ``jax.jit`` directly.
+    ``jax.jit`` directly. Stored programs are keyed by ``fun``'s module and
+    qualified name (with the static settings and argument types), so ``fun``
+    must be a module-level function: not a lambda, not a closure.
     """
     import functools
     import inspect
@@ -121,6 +123,9 @@ def exported(fun, *, static_argnames: tuple[str, ...] = ()):
     jitted = jax.jit(fun, static_argnames=static_argnames)
     signature = inspect.signature(fun)
     name = f"{getattr(fun, '__module__', '')}.{getattr(fun, '__qualname__', repr(fun))}"
+    if "<lambda>" in name or "<locals>" in name:  # a closure's captured values are not in the key
+        raise ValueError(f"exported needs a module-level function (its programs are stored by "
+                         f"name), got {name}")
 
     @functools.wraps(fun)
     def call(*args, **kwargs):

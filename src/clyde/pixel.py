@@ -237,7 +237,13 @@ def _from_space(x, space):
 _kmeans = _cache.exported(km.kmeans, static_argnames=("k", "init", "algo", "max_iter",
                                                       "batch_size", "chunk", "n_init"))
 _lloyd = _cache.exported(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))
-_inertia = _cache.exported(lambda x, w, c: jnp.sum(w * km.assign(x, c)[1]))
+
+
+@_cache.exported  # a named function: stored programs are keyed by module and name
+def _inertia(x, w, c):
+    return jnp.sum(w * km.assign(x, c)[1])
+
+
 _swap_search = _cache.exported(km.swap_search, static_argnames=("rounds", "n_remove", "n_add",
                                                                 "steps", "chunk"))
 
