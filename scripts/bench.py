@@ -229,21 +229,21 @@ def main(argv=None):
         for name in photos:
             img = clyde.load_image(args.photos / name).array
             for k in ks:
-                tools = [("clyde (lloyd)", t_clyde(img, k), args.repeats),
-                         ("clyde (minibatch)", t_clyde(img, k, algo="minibatch"), args.repeats)]
+                tools = [("clyde (lloyd)", t_clyde(img, k)),
+                         ("clyde (minibatch)", t_clyde(img, k, algo="minibatch"))]
                 if have_sklearn and not args.quick:
-                    tools.append(("sklearn KMeans n_init=1", t_sklearn(img, k), 1))
+                    tools.append(("sklearn KMeans n_init=1", t_sklearn(img, k)))
                 if have_sklearn:
-                    tools.append(("sklearn MiniBatchKMeans", t_sklearn(img, k, minibatch=True), args.repeats))
-                tools += [("Pillow median cut", t_pillow(img, k, Image.Quantize.MEDIANCUT), args.repeats),
-                          ("Pillow max coverage", t_pillow(img, k, Image.Quantize.MAXCOVERAGE), args.repeats),
-                          ("Pillow fast octree", t_pillow(img, k, Image.Quantize.FASTOCTREE), args.repeats)]
+                    tools.append(("sklearn MiniBatchKMeans", t_sklearn(img, k, minibatch=True)))
+                tools += [("Pillow median cut", t_pillow(img, k, Image.Quantize.MEDIANCUT)),
+                          ("Pillow max coverage", t_pillow(img, k, Image.Quantize.MAXCOVERAGE)),
+                          ("Pillow fast octree", t_pillow(img, k, Image.Quantize.FASTOCTREE))]
                 if have_iq:
-                    tools.append(("libimagequant (imagequant)", t_imagequant(img, k), args.repeats))
+                    tools.append(("libimagequant (imagequant)", t_imagequant(img, k)))
                 # The in-process tools run round-robin: a warm-up each (clyde compiles or loads
                 # its programs), then each round times every tool once, so a slow spell of this
                 # shared machine lands on all of them, not on one tool's block of runs.
-                timed = [(label, fn) for label, fn, _ in tools if not label.startswith("sklearn")]
+                timed = [(label, fn) for label, fn in tools if not label.startswith("sklearn")]
                 outs = {label: fn() for label, fn in timed}
                 times = {label: [] for label, _ in timed}
                 for _ in range(args.repeats):
@@ -252,7 +252,7 @@ def main(argv=None):
                         fn()
                         times[label].append(time.perf_counter() - t)
                 base = None
-                for label, fn, _ in tools:
+                for label, fn in tools:
                     if label.startswith("sklearn"):
                         res = in_child(fn, args.sklearn_timeout)
                         if res is None:

@@ -295,18 +295,23 @@ def _reseed_empty(centers, counts, x, w, d2):
     return jnp.where(empty[:, None], x[worst[rank]], centers)
 
 
-def _lloyd_step(x, w, centers, chunk):
+def _update_centers(x, w, centers, labels, d2):
+    """Weighted mean of every cluster; empty ones re-seeded (``d2``: squared
+    distance of each point to its centre)."""
     k = centers.shape[0]
-    labels, d2 = assign(x, centers, chunk=chunk)
     # One scatter for sums and counts together (scatter-add is the slow part on CPU).
     acc = jax.ops.segment_sum(jnp.concatenate([x * w[:, None], w[:, None]], axis=1),
                               labels, num_segments=k)
     sums, counts = acc[:, :-1], acc[:, -1]
     new = sums / jnp.maximum(counts, 1e-12)[:, None]
     new = jnp.where((counts > 0)[:, None], new, centers)
-    new = jax.lax.cond(jnp.any(counts <= 0), _reseed_empty, lambda c, *_: c,
-                       new, counts, x, w, d2)
-    return new
+    return jax.lax.cond(jnp.any(counts <= 0), _reseed_empty, lambda c, *_: c,
+                        new, counts, x, w, d2)
+
+
+def _lloyd_step(x, w, centers, chunk):
+    labels, d2 = assign(x, centers, chunk=chunk)
+    return _update_centers(x, w, centers, labels, d2)
 
 
 def _tol_abs(x, w, tol):
@@ -464,7 +469,6 @@ def lloyd_bounded(x: jax.Array, w: jax.Array, centers: jax.Array, *, max_iter: i
     """
     x = jnp.asarray(x, jnp.float32)
     w = jnp.asarray(w, jnp.float32)
-    k = centers.shape[0]
     tol_abs = _tol_abs(x, w, tol)
 
     def cond(state):
@@ -473,12 +477,7 @@ def lloyd_bounded(x: jax.Array, w: jax.Array, centers: jax.Array, *, max_iter: i
 
     def body(state):
         c, b, it, _ = state
-        acc = jax.ops.segment_sum(jnp.concatenate([x * w[:, None], w[:, None]], axis=1),
-                                  b.labels, num_segments=k)
-        sums, counts = acc[:, :-1], acc[:, -1]
-        new = jnp.where((counts > 0)[:, None], sums / jnp.maximum(counts, 1e-12)[:, None], c)
-        new = jax.lax.cond(jnp.any(counts <= 0), _reseed_empty, lambda c_, *_: c_,
-                           new, counts, x, w, b.upper ** 2)
+        new = _update_centers(x, w, c, b.labels, b.upper ** 2)
         return new, move_centers(x, w, b, c, new, chunk=chunk), it + 1, jnp.sum((new - c) ** 2)
 
     state = (centers, nearest_bounds(x, centers, chunk=chunk), jnp.int32(0), jnp.float32(jnp.inf))
