@@ -446,8 +446,6 @@ def move_centers(x: jax.Array, w: jax.Array, bounds: Bounds, old: jax.Array, new
         return run
 
     small = max(n // SMALL_FRAC, 1)
-    if small >= n:
-        return search(n)(None)
     # The short index list is cheaper to build (at k <= 16 most steps fit in it).
     return jax.lax.cond(count <= small, search(small), search(n), None)
 
