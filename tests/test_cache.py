@@ -1,5 +1,9 @@
 """The stored lowered programs (_cache.exported): same numbers, from disk, robust to damage."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +11,7 @@ import pytest
 
 from clyde import _cache
 from clyde import kmeans as km
+from clyde.errors import ClydeError
 
 
 @pytest.fixture
@@ -89,3 +94,87 @@ def test_lambdas_and_closures_are_refused():
 
     with pytest.raises(ValueError, match=r"exported needs a module-level function .*<locals>"):
         _cache.exported(scaled)
+
+
+@pytest.mark.parametrize("raw, want", [("", 512 << 20), ("0", None), ("1.5", 3 << 19),
+                                       (" 64 ", 64 << 20)])
+def test_the_bound_comes_from_the_environment(monkeypatch, raw, want):
+    monkeypatch.setenv("CLYDE_CACHE_MAX_MB", raw)
+    assert _cache.cache_limit() == want
+
+
+@pytest.mark.parametrize("raw", ["abc", "-3", "nan", "inf"])
+def test_a_bad_bound_is_refused(monkeypatch, raw):
+    monkeypatch.setenv("CLYDE_CACHE_MAX_MB", raw)
+    with pytest.raises(ClydeError, match=r"^CLYDE_CACHE_MAX_MB must be a number of megabytes >= 0 "
+                                         r"\(0: no limit\), got '" + raw + "'$"):
+        _cache.cache_limit()
+
+
+def _stored(folder):
+    return {p.name: p.stat().st_size for p in (folder / "exported").iterdir()}
+
+
+def test_stored_programs_stay_under_their_bound_least_recently_used_first(cache_on, rng,
+                                                                         monkeypatch):
+    f = _cache.exported(_scaled_sum, static_argnames=("power",))
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    w = np.ones(64, np.float32)
+    names = []
+    for i, n in enumerate((8, 16, 24)):  # three programs, stored at t = 1000, 2000, 3000 s
+        f(x[:n], w[:n], power=2)
+        (new,) = set(_stored(cache_on)) - set(names)
+        names.append(new)
+        os.utime(cache_on / "exported" / new, (1000.0 * (i + 1),) * 2)
+    _cache._EXPORTS.clear()  # a new process uses the oldest program again: it becomes the newest
+    f(x[:8], w[:8], power=2)
+    assert (cache_on / "exported" / names[0]).stat().st_mtime > 3000
+    sizes = _stored(cache_on)
+    # Room for about three programs: storing a fourth removes the least recently used (the second).
+    monkeypatch.setattr(_cache, "_export_limit", sum(sizes.values()) + min(sizes.values()) // 2)
+    want = (x[:32] ** 2).sum(0)
+    np.testing.assert_allclose(np.asarray(f(x[:32], w[:32], power=2)), want, rtol=1e-5)
+    after = _stored(cache_on)
+    assert len(after) == 3 and names[1] not in after and {names[0], names[2]} <= set(after)
+    assert sum(after.values()) <= _cache._export_limit
+
+
+def test_prune_never_removes_the_program_just_written(tmp_path):
+    for i, name in enumerate(["a", "b", "c"]):
+        p = tmp_path / f"{name}.jaxexport"
+        p.write_bytes(b"x" * 100)
+        os.utime(p, (1000.0 * (3 - i),) * 2)  # c is the oldest
+    (tmp_path / "other.txt").write_bytes(b"y" * 1000)  # not a program: not counted, not removed
+    removed = _cache.prune_exports(tmp_path, 150, keep=tmp_path / "c.jaxexport")
+    assert [p.name for p in removed] == ["b.jaxexport", "a.jaxexport"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jaxexport", "other.txt"]
+
+
+_COMPILE_MANY = """
+from clyde._cache import enable_compilation_cache
+enable_compilation_cache()
+import jax, jax.numpy as jnp
+print(jax.config.jax_compilation_cache_max_size)
+for i in range(12):
+    f = jax.jit(lambda x, i=i: jnp.sin(x) * i + jnp.cumsum(x) ** (i % 3 + 1))
+    f(jnp.arange(100 + i, dtype=jnp.float32)).block_until_ready()
+"""
+
+
+def test_compiled_programs_stay_under_their_bound_with_older_entries_present(tmp_path):
+    # An entry stored by a clyde that set no bound has no access-time file; JAX's eviction needs
+    # one, and without it every later write failed with a warning. Stamped, it is evicted first.
+    old = tmp_path / "jit_old-0123abcd-cache"
+    old.write_bytes(b"\0" * 30000)
+    os.utime(old, (1e9, 1e9))
+    env = {**os.environ, "CLYDE_CACHE_DIR": str(tmp_path), "CLYDE_CACHE_MAX_MB": "0.1"}
+    env.pop("CLYDE_NO_CACHE", None)
+    r = subprocess.run([sys.executable, "-W", "always", "-c", _COMPILE_MANY], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    bound = int(int(0.1 * (1 << 20)) * (1 - _cache.EXPORT_SHARE))
+    assert r.stdout.split() == [str(bound)]
+    assert "persistent compilation cache" not in r.stderr
+    entries = list(tmp_path.glob("*-cache"))
+    assert not old.exists() and len(entries) >= 5
+    assert sum(p.stat().st_size for p in entries) <= bound

@@ -146,3 +146,15 @@ def test_two_outputs_on_one_path_are_refused(tmp_path, photo):
     r = run("adaptive", photo, "-o", out, "--mask", mask, "--compare", mask)
     assert (r.exit_code, r.stderr) == (1, f"Error: {mask}: already names another output of this command\n")
     assert not out.exists() and not mask.exists()  # refused before any work
+
+
+def test_a_bad_cache_bound_is_one_line(photo):
+    r = runner.invoke(app, ["pixel", str(photo)], env={"CLYDE_CACHE_MAX_MB": "lots"})
+    assert r.exit_code == 1
+    assert r.stderr == ("Error: CLYDE_CACHE_MAX_MB must be a number of megabytes >= 0 "
+                        "(0: no limit), got 'lots'\n")
+    assert not photo.with_name("cat.pixel-k16.png").exists()
+    # Without the cache the bound is not read.
+    r = runner.invoke(app, ["--no-cache", "pixel", str(photo), "-k", "4"],
+                      env={"CLYDE_CACHE_MAX_MB": "lots"})
+    assert r.exit_code == 0, r.output

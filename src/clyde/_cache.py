@@ -8,6 +8,54 @@ import sys
 from pathlib import Path
 
 _enabled: str | None = None
+_export_limit: int | None = None  # bytes the stored programs may take (None: no limit)
+
+CACHE_MAX_MB = 512  # default bound of the whole folder; CLYDE_CACHE_MAX_MB overrides (0: none)
+EXPORT_SHARE = 0.25  # of which the stored programs (``exported``) may take this share
+
+
+def cache_limit() -> int | None:
+    """The cache folder's size bound in bytes: ``$CLYDE_CACHE_MAX_MB`` megabytes
+    (default :data:`CACHE_MAX_MB`); ``None`` when it is 0 (no bound)."""
+    raw = os.environ.get("CLYDE_CACHE_MAX_MB", "").strip()
+    if not raw:
+        return CACHE_MAX_MB << 20
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = float("nan")
+    if not 0 <= mb < float("inf"):
+        from .errors import ClydeError
+
+        raise ClydeError(f"CLYDE_CACHE_MAX_MB must be a number of megabytes >= 0 (0: no limit), "
+                         f"got {raw!r}")
+    return None if mb == 0 else int(mb * (1 << 20))
+
+
+def _can_bound_compiled() -> bool:
+    """JAX evicts from its compilation cache only with ``filelock`` installed."""
+    try:
+        import filelock  # noqa: F401
+    except ImportError:  # pragma: no cover - a clyde dependency
+        return False
+    return True
+
+
+def _stamp_entries(folder: Path) -> None:
+    """Give compiled programs stored without a bound (older clyde) the access
+    time JAX's eviction reads, from their modification time; without one, JAX
+    fails to write any new program into the folder."""
+    try:
+        names = {e.name for e in os.scandir(folder)}
+    except OSError:
+        return
+    for name in names:
+        if name.endswith("-cache") and name[:-6] + "-atime" not in names:
+            try:
+                stamp = os.stat(folder / name).st_mtime_ns
+                (folder / (name[:-6] + "-atime")).write_bytes(stamp.to_bytes(8, "little"))
+            except OSError:
+                pass
 
 
 def default_cache_dir() -> Path:
@@ -25,10 +73,23 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
     kernels (they compile in 0.1-1 s each), so the minimum is lowered to 0
     and every compiled program is kept. Set ``CLYDE_NO_CACHE=1`` (or pass
     ``--no-cache`` on the command line) to turn it off. Safe to call twice.
+
+    The folder is bounded (:func:`cache_limit`, 512 MB by default): each
+    clyde or JAX version stores programs of its own, and those of older
+    versions would otherwise stay forever. When a new program would go over
+    the bound, the least recently used ones are removed: JAX does that for
+    the compiled programs (``jax_compilation_cache_max_size``, 3/4 of the
+    bound), :func:`exported` for the lowered ones (the other 1/4).
+
+    Raises
+    ------
+    ClydeError
+        If ``$CLYDE_CACHE_MAX_MB`` is not a number >= 0.
     """
-    global _enabled
+    global _enabled, _export_limit
     if os.environ.get("CLYDE_NO_CACHE", "") not in ("", "0"):
         return None
+    limit = cache_limit()
     folder = Path(path) if path is not None else default_cache_dir()
     if _enabled == str(folder):
         return _enabled
@@ -41,6 +102,11 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
         "jax_persistent_cache_min_compile_time_secs": 0.0,
         "jax_persistent_cache_min_entry_size_bytes": 0,
     }
+    _export_limit = None
+    if limit is not None and _can_bound_compiled():
+        _stamp_entries(folder)
+        settings["jax_compilation_cache_max_size"] = int(limit * (1 - EXPORT_SHARE))
+        _export_limit = int(limit * EXPORT_SHARE)
     if "jax" in sys.modules:
         import jax
 
@@ -161,6 +227,7 @@ def _load_or_export(jitted, statics, sig, kwargs):
     bound = functools.partial(jitted, **statics)
     try:
         exp = export.deserialize(bytearray(path.read_bytes()))
+        os.utime(path)  # used now: the last to go when the folder is pruned
     except Exception:  # noqa: BLE001  (missing or damaged: export again, replace it)
         exp = None
     if exp is None:
@@ -176,10 +243,44 @@ def _load_or_export(jitted, statics, sig, kwargs):
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
+            if _export_limit is not None:
+                prune_exports(path.parent, _export_limit, keep=path)
         except OSError:  # not writable: this process still uses what it exported
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
     return jax.jit(exp.call)
+
+
+def prune_exports(folder: Path, limit: int, *, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used stored programs in ``folder`` until
+    they take at most ``limit`` bytes; return the removed paths.
+
+    A program's modification time is its last use (a load touches it).
+    ``keep`` (the program just written) is never removed. Runs only when a
+    new program is stored, which is when the folder grows.
+    """
+    entries = []
+    for e in os.scandir(folder):
+        if e.name.endswith(".jaxexport"):
+            try:
+                st = e.stat()
+            except OSError:  # removed meanwhile by another process
+                continue
+            entries.append((st.st_mtime_ns, st.st_size, Path(e.path)))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, p in sorted(entries, key=lambda t: t[0]):
+        if total <= limit:
+            break
+        if keep is not None and p == keep:
+            continue
+        try:
+            p.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed.append(p)
+    return removed
 
 
 _REGISTERED: list[bool] = []

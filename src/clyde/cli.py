@@ -81,7 +81,9 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use JAX's persistent "
-                                  "compilation cache (also: CLYDE_NO_CACHE=1)."),
+                                  "compilation cache (also: CLYDE_NO_CACHE=1). It lives in "
+                                  "~/.cache/clyde/jax, bounded by CLYDE_CACHE_MAX_MB "
+                                  "(default 512)."),
 ):
     """JAX-accelerated image quantization.
 
