@@ -66,6 +66,8 @@ def test_force_needed_to_replace(photo, tmp_path):
     (["-k", "1"], 2, "Error: Invalid value for '-k' / '--colors': "),
     (["-k", "x"], 2, "Error: Invalid value for '-k' / '--colors': "),
     (["--init", "foo"], 2, "Error: Invalid value for '--init': "),
+    (["--refine", "-1"], 2,
+     "Error: Invalid value for '--refine': Input should be greater than or equal to 0"),
 ])
 def test_bad_options(photo, args, code, message):
     r = run("pixel", photo, *args)
@@ -158,3 +160,20 @@ def test_a_bad_cache_bound_is_one_line(photo):
     r = runner.invoke(app, ["--no-cache", "pixel", str(photo), "-k", "4"],
                       env={"CLYDE_CACHE_MAX_MB": "lots"})
     assert r.exit_code == 0, r.output
+
+
+def test_refine_option_reaches_the_fit(tmp_path, chelsea, monkeypatch):
+    from clyde import pixel as px
+
+    steps = []
+    real = px._finish
+    monkeypatch.setattr(px, "_finish", lambda *a, **kw: steps.append(kw["steps"]) or real(*a, **kw))
+    big = np.repeat(np.repeat(chelsea.astype(np.int16), 2, 0), 2, 1)  # > 65,536 colours: binned
+    noisy = np.clip(big + np.random.default_rng(7).integers(-6, 7, big.shape), 0, 255)
+    src = tmp_path / "noisy.png"
+    Image.fromarray(noisy.astype(np.uint8)).save(src)
+    r = run("pixel", src, "-k", "32", "--refine", "3", "-o", tmp_path / "a.png")
+    assert r.exit_code == 0, r.output
+    r = run("pixel", src, "-k", "32", "-o", tmp_path / "b.png")
+    assert r.exit_code == 0, r.output
+    assert steps == [3, 10]

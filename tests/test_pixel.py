@@ -246,3 +246,17 @@ def test_swap_search_improves_the_fit(chelsea, monkeypatch):
     r0 = quantize_pixels(img, 64)
     p = [image_quality(img, x.indices, palette=x.palette, with_ssim=False).psnr for x in (r, r0)]
     assert p[0] > p[1], p
+
+
+def test_more_refine_steps_come_closer_to_the_optimum(chelsea):
+    img = _many_colours(chelsea)  # binned: the refine steps run on the exact colours
+    rs = [quantize_pixels(img, 32, refine=n) for n in (10, 40)]
+    assert rs[1].n_iter > rs[0].n_iter
+    p = [image_quality(img, r.indices, palette=r.palette, with_ssim=False).psnr for r in rs]
+    assert p[1] >= p[0] - 0.001, p  # exact Lloyd steps never raise the error (up to rounding)
+
+
+@pytest.mark.parametrize("refine", [-1, 2.5])
+def test_bad_refine_is_refused(chelsea, refine):
+    with pytest.raises(ClydeError, match=rf"^refine must be an integer >= 0, got {refine}$"):
+        quantize_pixels(chelsea, 8, refine=refine)

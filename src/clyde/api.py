@@ -77,7 +77,8 @@ def index_bits(n_colors: int) -> int:
 
 
 def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: str = "kmeans++",
-               max_iter: int = 300, tol: float = 1e-4, algo: str = "lloyd", seed: int = 0,
+               max_iter: int = 300, tol: float = 1e-4, algo: str = "lloyd",
+               refine: int | None = None, seed: int = 0,
                space: str = "rgb", dither: bool = False, force: bool = False,
                compare: str | os.PathLike | None = None,
                on_note: Callable[[str], None] | None = None) -> dict:
@@ -105,7 +106,7 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     if dither and img.shape[-1] == 4:
         raise ClydeError("--dither does not support images with transparency")
     res = quantize_pixels(img, k, init=init, algo=algo, max_iter=max_iter, tol=tol, seed=seed,
-                          space=space)
+                          space=space, refine=refine)
     indices, palette = res.indices, res.palette
     if dither:
         indices = io.dither_to_palette(img, palette) if len(palette) <= 256 else indices

@@ -141,6 +141,12 @@ def pixel(
     tol: float = typer.Option(1e-4, "--tol", min=0.0,
                               help="Stop when centres move less than this (relative to the colour variance)."),
     algo: Algo = typer.Option(Algo.lloyd, "--algo", help="Full Lloyd k-means or mini-batch k-means."),
+    refine: Optional[int] = typer.Option(
+        None, "--refine", min=0, show_default=False,
+        help="Exact Lloyd steps after a fit on binned colours (photos with more than 65,536 "
+             "colours, k > 16): more come closer to the k-means optimum, slower. At k=256 on "
+             "2-4 MP photos, 50 instead of 10 gain 0.02-0.03 dB for 0.5 s. "
+             "[default: 10; 2 with --algo minibatch]"),
     seed: int = typer.Option(0, "--seed", help="Seed of the jax.random key."),
     space: Space = typer.Option(Space.rgb, "--space", help="Colour space for distances (output is sRGB)."),
     dither: bool = typer.Option(False, "--dither", help="Floyd-Steinberg remap onto the learnt palette."),
@@ -161,8 +167,8 @@ def pixel(
     if output is None:
         output = image.with_name(f"{image.stem}.pixel-k{colors}.png")
     result = pixel_file(image, output, k=colors, init=init.value, max_iter=iters, tol=tol,
-                        algo=algo.value, seed=seed, space=space.value, dither=dither, force=force,
-                        compare=compare, on_note=_note)
+                        algo=algo.value, refine=refine, seed=seed, space=space.value,
+                        dither=dither, force=force, compare=compare, on_note=_note)
     result["seconds"] = round(time.perf_counter() - t0, 4)
     typer.echo(json.dumps(result) if as_json else summary_line(result))
 
