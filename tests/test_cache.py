@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -145,9 +146,30 @@ def test_prune_never_removes_the_program_just_written(tmp_path):
         p.write_bytes(b"x" * 100)
         os.utime(p, (1000.0 * (3 - i),) * 2)  # c is the oldest
     (tmp_path / "other.txt").write_bytes(b"y" * 1000)  # not a program: not counted, not removed
+    for name, age in [("old.tmp", 7200), ("new.tmp", 60)]:  # writes killed midway
+        (tmp_path / name).write_bytes(b"z")
+        os.utime(tmp_path / name, (time.time() - age,) * 2)
     removed = _cache.prune_exports(tmp_path, 150, keep=tmp_path / "c.jaxexport")
     assert [p.name for p in removed] == ["b.jaxexport", "a.jaxexport"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jaxexport", "other.txt"]
+    # an hour-old temporary file is a dead write; a newer one may be another process writing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jaxexport", "new.tmp", "other.txt"]
+
+
+def test_a_read_only_cache_is_still_read(cache_on, rng, monkeypatch):
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    w = np.ones(64, np.float32)
+    f = _cache.exported(_scaled_sum, static_argnames=("power",))
+    want = np.asarray(f(x, w, power=2))
+    _cache._EXPORTS.clear()
+
+    def refuse(*a, **kw):
+        raise PermissionError("read-only")
+
+    exports = []
+    monkeypatch.setattr(_cache.os, "utime", refuse)
+    monkeypatch.setattr(jax.export, "export", lambda *a, **kw: exports.append(a) or refuse())
+    np.testing.assert_array_equal(np.asarray(f(x, w, power=2)), want)
+    assert exports == []  # loaded, not traced again
 
 
 _COMPILE_MANY = """

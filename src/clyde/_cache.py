@@ -227,9 +227,13 @@ def _load_or_export(jitted, statics, sig, kwargs):
     bound = functools.partial(jitted, **statics)
     try:
         exp = export.deserialize(bytearray(path.read_bytes()))
-        os.utime(path)  # used now: the last to go when the folder is pruned
     except Exception:  # noqa: BLE001  (missing or damaged: export again, replace it)
         exp = None
+    else:
+        try:
+            os.utime(path)  # used now: the last to go when the folder is pruned
+        except OSError:  # a read-only cache is still read
+            pass
     if exp is None:
         try:
             exp = export.export(jax.jit(bound))(**kwargs)
@@ -257,11 +261,20 @@ def prune_exports(folder: Path, limit: int, *, keep: Path | None = None) -> list
 
     A program's modification time is its last use (a load touches it).
     ``keep`` (the program just written) is never removed. Runs only when a
-    new program is stored, which is when the folder grows.
+    new program is stored, which is when the folder grows. Temporary files
+    of writes that never finished (a killed process) go once an hour old.
     """
+    import time
+
     entries = []
     for e in os.scandir(folder):
-        if e.name.endswith(".jaxexport"):
+        if e.name.endswith(".tmp"):
+            try:
+                if e.stat().st_mtime < time.time() - 3600:
+                    os.unlink(e.path)
+            except OSError:
+                pass
+        elif e.name.endswith(".jaxexport"):
             try:
                 st = e.stat()
             except OSError:  # removed meanwhile by another process
