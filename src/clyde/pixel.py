@@ -394,7 +394,7 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
         with 200-300k colours. They skip the colours that cannot change
         centre (:func:`clyde.kmeans.lloyd_bounded`), so at k=256 ten steps
         cost 0.2-0.3 s on 2 CPU cores. More come closer to the k-means
-        optimum: at k=256, 50 steps gained another 0.02-0.03 dB for 0.5 s
+        optimum: at k=256, 50 steps gained another 0.02-0.03 dB for 0.4-0.7 s
         more (two photos x 3 seeds). Mini-batch centres are further from
         a Lloyd optimum, more colours change centre at each step, and ten
         steps took as long as the whole Lloyd fit; two keep it the faster
