@@ -19,6 +19,17 @@ def chelsea() -> np.ndarray:
     return np.asarray(Image.open(EXAMPLES / "chelsea.png").convert("RGB"))
 
 
+@pytest.fixture(scope="session")
+def many_colours(chelsea) -> np.ndarray:
+    """The cat upscaled 2x with noise: about 150k distinct colours, more than 65,536, so that
+    pixel mode bins them and then refines on the exact ones. (600, 902, 3) uint8."""
+    big = np.repeat(np.repeat(chelsea.astype(np.int16), 2, 0), 2, 1)
+    noise = np.random.default_rng(7).integers(-6, 7, big.shape)
+    img = np.clip(big + noise, 0, 255).astype(np.uint8)
+    img.setflags(write=False)  # shared by the session's tests: none may change it
+    return img
+
+
 @pytest.fixture
 def rng():
     """A fresh random generator per test, seeded from the test's name for reproducibility."""

@@ -162,16 +162,14 @@ def test_a_bad_cache_bound_is_one_line(photo):
     assert r.exit_code == 0, r.output
 
 
-def test_refine_option_reaches_the_fit(tmp_path, chelsea, monkeypatch):
+def test_refine_option_reaches_the_fit(tmp_path, many_colours, monkeypatch):
     from clyde import pixel as px
 
     steps = []
     real = px._finish
     monkeypatch.setattr(px, "_finish", lambda *a, **kw: steps.append(kw["steps"]) or real(*a, **kw))
-    big = np.repeat(np.repeat(chelsea.astype(np.int16), 2, 0), 2, 1)  # > 65,536 colours: binned
-    noisy = np.clip(big + np.random.default_rng(7).integers(-6, 7, big.shape), 0, 255)
     src = tmp_path / "noisy.png"
-    Image.fromarray(noisy.astype(np.uint8)).save(src)
+    Image.fromarray(many_colours).save(src)  # > 65,536 colours: binned, then refined
     r = run("pixel", src, "-k", "32", "--refine", "3", "-o", tmp_path / "a.png")
     assert r.exit_code == 0, r.output
     r = run("pixel", src, "-k", "32", "-o", tmp_path / "b.png")

@@ -114,17 +114,10 @@ def test_binned_path_close_to_exact(chelsea):
     assert pb >= pe - 0.3
 
 
-def _many_colours(chelsea):
-    """The cat upscaled 2x with noise: about 150k distinct colours, more than 65,536."""
-    big = np.repeat(np.repeat(chelsea.astype(np.int16), 2, 0), 2, 1)
-    noise = np.random.default_rng(7).integers(-6, 7, big.shape)
-    return np.clip(big + noise, 0, 255).astype(np.uint8)
-
-
-def test_default_fit_exact_for_small_k_binned_above(chelsea):
+def test_default_fit_exact_for_small_k_binned_above(many_colours):
     # The documented defaults: k <= 16 fits the exact distinct colours (up to 2**20 of them),
     # larger k fits at most 65,536 bins and then refines on the exact colours.
-    img = _many_colours(chelsea)
+    img = many_colours
     n_distinct = len(color_histogram(img.reshape(-1, 3))[0])
     assert n_distinct > 65536
     assert quantize_pixels(img, 16).n_points == n_distinct
@@ -132,8 +125,8 @@ def test_default_fit_exact_for_small_k_binned_above(chelsea):
     assert r32.n_points <= 65536
 
 
-def test_refine_steps_improve_the_binned_fit(chelsea):
-    img = _many_colours(chelsea)
+def test_refine_steps_improve_the_binned_fit(many_colours):
+    img = many_colours
     plain = quantize_pixels(img, 32, refine=0)
     default = quantize_pixels(img, 32)  # 10 exact Lloyd steps for k <= 128
     assert default.n_iter > plain.n_iter  # same seed, so the extra iterations are the refine steps
@@ -201,11 +194,11 @@ def test_bin_spread_matches_brute_force(rng):
     assert px._bin_spread(colors, counts, means, w) == pytest.approx(want, rel=1e-9)
 
 
-def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(chelsea, monkeypatch):
+def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(many_colours, monkeypatch):
     calls = []
     real = px._swap_search
     monkeypatch.setattr(px, "_swap_search", lambda *a, **kw: calls.append(kw["rounds"]) or real(*a, **kw))
-    img = _many_colours(chelsea)
+    img = many_colours
     searched = px.quantize_pixels(img, 32)
     assert calls == [px.SWAP_ROUNDS]  # 5-bit bins carry little of a 32-colour fit's error
     px.quantize_pixels(img, 32, algo="minibatch")
@@ -225,11 +218,11 @@ def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(chelsea, m
     assert q[0] >= q[1] - 0.05, q
 
 
-def test_minibatch_refines_two_steps_by_default(chelsea, monkeypatch):
+def test_minibatch_refines_two_steps_by_default(many_colours, monkeypatch):
     steps = []
     real = px._finish
     monkeypatch.setattr(px, "_finish", lambda *a, **kw: steps.append(kw["steps"]) or real(*a, **kw))
-    img = _many_colours(chelsea)  # binned: the exact refine steps run after the fit
+    img = many_colours  # binned: the exact refine steps run after the fit
     default = px.quantize_pixels(img, 32, algo="minibatch")
     two = px.quantize_pixels(img, 32, algo="minibatch", refine=2)
     px.quantize_pixels(img, 32)
@@ -238,9 +231,9 @@ def test_minibatch_refines_two_steps_by_default(chelsea, monkeypatch):
     np.testing.assert_array_equal(default.palette, two.palette)
 
 
-def test_swap_search_improves_the_fit(chelsea, monkeypatch):
+def test_swap_search_improves_the_fit(many_colours, monkeypatch):
     # Same seed and coarse start, with and without the search rounds.
-    img = _many_colours(chelsea)
+    img = many_colours
     r = quantize_pixels(img, 64)
     monkeypatch.setattr(px, "SWAP_ROUNDS", 0)
     r0 = quantize_pixels(img, 64)
@@ -248,8 +241,8 @@ def test_swap_search_improves_the_fit(chelsea, monkeypatch):
     assert p[0] > p[1], p
 
 
-def test_more_refine_steps_come_closer_to_the_optimum(chelsea):
-    img = _many_colours(chelsea)  # binned: the refine steps run on the exact colours
+def test_more_refine_steps_come_closer_to_the_optimum(many_colours):
+    img = many_colours  # binned: the refine steps run on the exact colours
     rs = [quantize_pixels(img, 32, refine=n) for n in (10, 40)]
     assert rs[1].n_iter > rs[0].n_iter
     p = [image_quality(img, r.indices, palette=r.palette, with_ssim=False).psnr for r in rs]

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import ClydeError
+
 _enabled: str | None = None
 _export_limit: int | None = None  # bytes the stored programs may take (None: no limit)
 
@@ -25,8 +27,6 @@ def cache_limit() -> int | None:
     except ValueError:
         mb = float("nan")
     if not 0 <= mb < float("inf"):
-        from .errors import ClydeError
-
         raise ClydeError(f"CLYDE_CACHE_MAX_MB must be a number of megabytes >= 0 (0: no limit), "
                          f"got {raw!r}")
     return None if mb == 0 else int(mb * (1 << 20))
