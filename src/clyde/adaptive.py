@@ -99,7 +99,7 @@ def _block_ids(n: int, block: int) -> tuple[np.ndarray, int]:
 @functools.partial(jax.jit, static_argnames=("gh", "gw", "metric"))
 def _stats(image, row_ids, col_ids, *, gh, gw, metric):
     x = image[..., :3].astype(jnp.float32)
-    g = x @ jnp.asarray(_LUMA, jnp.float32)
+    g = jnp.matmul(x, jnp.asarray(_LUMA, jnp.float32), precision=jax.lax.Precision.HIGHEST)
     ones = jnp.ones_like(g)
     if metric == "eig":
         chans = [x[..., 0], x[..., 1], x[..., 2], x[..., 0] ** 2, x[..., 1] ** 2, x[..., 2] ** 2]

@@ -7,7 +7,12 @@ its colours where eyes see differences. ``L`` lies in ``[0, 1]``; ``a`` and
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+
+# Full float32 products: JAX's default lets GPUs use TF32 (10-bit mantissa), which moved
+# Oklab values by ~1e-3 on an H100.
+_HIGHEST = jax.lax.Precision.HIGHEST
 
 __all__ = ["srgb_to_oklab", "oklab_to_srgb"]
 
@@ -37,11 +42,11 @@ def _to_gamma(c):
 def srgb_to_oklab(rgb: jnp.ndarray) -> jnp.ndarray:
     """``(..., 3)`` sRGB in ``[0, 255]`` to ``(..., 3)`` Oklab, float32."""
     lin = _to_linear(jnp.asarray(rgb, jnp.float32) / 255.0)
-    lms = lin @ _M1.T
-    return jnp.cbrt(lms) @ _M2.T
+    lms = jnp.matmul(lin, _M1.T, precision=_HIGHEST)
+    return jnp.matmul(jnp.cbrt(lms), _M2.T, precision=_HIGHEST)
 
 
 def oklab_to_srgb(lab: jnp.ndarray) -> jnp.ndarray:
     """``(..., 3)`` Oklab to ``(..., 3)`` sRGB in ``[0, 255]`` (float32, clipped, not rounded)."""
-    lms = (jnp.asarray(lab, jnp.float32) @ _M2_INV.T) ** 3
-    return _to_gamma(lms @ _M1_INV.T) * 255.0
+    lms = jnp.matmul(jnp.asarray(lab, jnp.float32), _M2_INV.T, precision=_HIGHEST) ** 3
+    return _to_gamma(jnp.matmul(lms, _M1_INV.T, precision=_HIGHEST)) * 255.0

@@ -113,12 +113,22 @@ def normalize(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def _f16(a):
-    return a.astype(jnp.float16).astype(jnp.float32)
+    """Round float32 values to the nearest float16, kept as float32.
+
+    Not ``astype(float16).astype(float32)``: XLA on GPUs may drop that pair of
+    conversions (excess precision is allowed by default), and an H100 then
+    rebuilt patches from unrounded gains. ``reduce_precision`` is kept; it
+    flushes float16's subnormal range (below 2**-14) to zero, which is
+    rounded here to multiples of 2**-24 instead, as float16 stores it.
+    """
+    tiny = jnp.round(a * 2.0 ** 24) * 2.0 ** -24
+    return jnp.where(jnp.abs(a) < 2.0 ** -14, tiny,
+                     jax.lax.reduce_precision(a, exponent_bits=5, mantissa_bits=10))
 
 
 def _encode_chunk(x, codebook, fit):
     u, mn, nrm = normalize(x)
-    idx = jnp.argmax(u @ codebook.T, axis=1).astype(jnp.int32)
+    idx = jnp.argmax(jnp.matmul(u, codebook.T, precision=jax.lax.Precision.HIGHEST), axis=1).astype(jnp.int32)
     s = codebook[idx]
     if fit == "original":
         gain, offset = nrm, mn

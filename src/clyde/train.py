@@ -233,7 +233,7 @@ def _best(x, centers, chunk):
     xs = x.reshape(n // chunk, chunk, d)
 
     def one(c):
-        s = c @ centers.T
+        s = jnp.matmul(c, centers.T, precision=jax.lax.Precision.HIGHEST)
         return jnp.argmax(s, axis=1).astype(jnp.int32), jnp.max(s, axis=1)
 
     idx, best = jax.lax.map(one, xs)

@@ -1,0 +1,71 @@
+"""Numerics that differ between CPUs and GPUs, checked where CI runs (a CPU).
+
+An H100 run of the suite (2026-11-22) found three: float32 matrix products
+defaulting to TF32, XLA dropping a float32 -> float16 -> float32 round trip,
+and scatter-add sums in thread order. These tests pin the fixes on any
+backend: the programs themselves are inspected, not the hardware's numbers.
+"""
+
+import jax
+import jax.extend  # noqa: F401  (jax.extend.core: Jaxpr types)
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clyde import adaptive, kmeans, patch, train
+from clyde.color import oklab_to_srgb, srgb_to_oklab
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _dot_precisions(jaxpr):
+    """precision of every dot_general in a (closed) jaxpr, sub-programs included."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            out.append(eqn.params["precision"])
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (tuple, list)) else (v,):
+                if isinstance(sub, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
+                    out += _dot_precisions(sub)
+    return out
+
+
+def _kernels():
+    rgb = jnp.zeros((64, 3), jnp.float32)
+    vecs = jnp.zeros((32, 64), jnp.float32)
+    book = jnp.ones((8, 64), jnp.float32) / 8.0
+    img = jnp.zeros((8, 8, 3), jnp.uint8)
+    ids = jnp.zeros(8, jnp.int32)
+    return {
+        "srgb_to_oklab": (srgb_to_oklab, (rgb,)),
+        "oklab_to_srgb": (oklab_to_srgb, (rgb,)),
+        "patch lsq": (lambda x, c: patch._encode_chunk(x, c, "lsq"), (vecs, book)),
+        "patch original": (lambda x, c: patch._encode_chunk(x, c, "original"), (vecs, book)),
+        "adaptive var": (lambda i, r, c: adaptive._stats(i, r, c, gh=2, gw=2, metric="var"),
+                         (img, ids, ids)),
+        "train _best": (lambda x, c: train._best(x, c, 16), (vecs, book)),
+        "kmeans assign, patch vectors": (lambda x, c: kmeans.assign(x, c, chunk=16), (vecs, book)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_kernels()))
+def test_every_matrix_product_asks_for_full_float32(name):
+    # JAX's default precision lets a GPU multiply float32 in TF32 (10-bit mantissa): on an
+    # H100 that moved Oklab values by 1e-3 and changed patch reconstructions.
+    fn, args = _kernels()[name]
+    precisions = _dot_precisions(jax.make_jaxpr(fn)(*args))
+    assert precisions, f"{name}: no matrix product found; the test looks at the wrong program"
+    assert all(p == (HIGHEST, HIGHEST) for p in precisions), precisions
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_float16_rounding_matches_numpy(rng, jit):
+    f = jax.jit(patch._f16) if jit else patch._f16
+    for scale in (1e-9, 1e-6, 1e-4, 1.0, 300.0, 5e4):  # subnormal to overflow
+        a = (rng.standard_normal(20000) * scale).astype(np.float32)
+        a[:5] = [0.0, -0.0, 2.0 ** -14, -(2.0 ** -25), 65520.0]  # edges: ties, overflow to inf
+        with np.errstate(over="ignore"):
+            want = a.astype(np.float16).astype(np.float32)
+        np.testing.assert_array_equal(np.asarray(f(a)), want)
