@@ -6,6 +6,10 @@ and scatter-add sums in thread order. These tests pin the fixes on any
 backend: the programs themselves are inspected, not the hardware's numbers.
 """
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.extend  # noqa: F401  (jax.extend.core: Jaxpr types)
 import jax.numpy as jnp
@@ -69,3 +73,21 @@ def test_float16_rounding_matches_numpy(rng, jit):
         with np.errstate(over="ignore"):
             want = a.astype(np.float16).astype(np.float32)
         np.testing.assert_array_equal(np.asarray(f(a)), want)
+
+
+def _xla_flags_after_import(flags):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if flags is not None:
+        env["XLA_FLAGS"] = flags
+    r = subprocess.run([sys.executable, "-c", "import os, clyde; print(os.environ['XLA_FLAGS'])"],
+                       env=env, capture_output=True, text=True, check=True)
+    return r.stdout.strip()
+
+
+def test_import_asks_xla_for_deterministic_gpu_kernels():
+    assert _xla_flags_after_import(None) == "--xla_gpu_deterministic_ops=true"
+    assert (_xla_flags_after_import("--xla_cpu_enable_fast_math=false")
+            == "--xla_cpu_enable_fast_math=false --xla_gpu_deterministic_ops=true")
+    # the user's choice stands
+    assert (_xla_flags_after_import("--xla_gpu_deterministic_ops=false")
+            == "--xla_gpu_deterministic_ops=false")
