@@ -66,8 +66,7 @@ def test_force_needed_to_replace(photo, tmp_path):
     (["-k", "1"], 2, "Error: Invalid value for '-k' / '--colors': "),
     (["-k", "x"], 2, "Error: Invalid value for '-k' / '--colors': "),
     (["--init", "foo"], 2, "Error: Invalid value for '--init': "),
-    (["--refine", "-1"], 2,
-     "Error: Invalid value for '--refine': Input should be greater than or equal to 0"),
+    (["--refine", "-1"], 2, "Error: Invalid value for '--refine': "),  # the rest is typer's
 ])
 def test_bad_options(photo, args, code, message):
     r = run("pixel", photo, *args)
