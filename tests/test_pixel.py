@@ -253,3 +253,16 @@ def test_more_refine_steps_come_closer_to_the_optimum(many_colours):
 def test_bad_refine_is_refused(chelsea, refine):
     with pytest.raises(ClydeError, match=rf"^refine must be an integer >= 0, got {refine}$"):
         quantize_pixels(chelsea, 8, refine=refine)
+
+
+def test_default_refine_follows_the_backend(many_colours, monkeypatch):
+    from clyde import pixel
+    assert pixel.default_refine("minibatch") == 2
+    assert pixel.default_refine("lloyd") == 10  # CI and this suite run on a CPU
+    monkeypatch.setattr(pixel.jax, "default_backend", lambda: "gpu")
+    assert pixel.default_refine("lloyd") == 50
+    assert pixel.default_refine("minibatch") == 2
+    got = quantize_pixels(many_colours, 32)  # binned: the default steps run
+    want = quantize_pixels(many_colours, 32, refine=50)
+    np.testing.assert_array_equal(got.palette, want.palette)
+    assert got.n_iter == want.n_iter

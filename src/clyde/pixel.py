@@ -51,6 +51,10 @@ SWAP_ROUNDS_SMALL = 25  # ... and at k <= SMALL_K, where the best of 4 starts le
 #                         swap: 25 rounds match 50 within 0.003 dB in 25 of 26 fits (11 images,
 #                         k=4-16; the cat at k=12 loses 0.04 dB); 16 rounds lose up to 0.045 dB
 SWAP_STEPS = 2  # Lloyd steps after each swap
+#: Exact Lloyd steps after a binned fit (``refine``), by where JAX runs. Steps cost little
+#: on a GPU: on an H100, 50 instead of 10 at k=256 took 0.0-0.11 s more (+0.03 dB on
+#: EveningGlow and LadyBird), on 2 CPU cores 0.4-0.7 s more (docs/benchmarks*.md).
+REFINE_CPU, REFINE_ACCELERATOR, REFINE_MINIBATCH = 10, 50, 2
 COARSE_MAX_SHARE = 0.5  # the 5-bit start is used while the bins carry at most this share of
 #                         the error (within-bin error / (that + the 5-bit fit's inertia))
 
@@ -336,6 +340,14 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
                   bool(res.converged), len(points))
 
 
+def default_refine(algo: str) -> int:
+    """``refine`` when none is given: 2 for mini-batch; for Lloyd, 10 on a CPU and 50
+    where JAX runs on an accelerator (``jax.default_backend()``)."""
+    if algo != "lloyd":
+        return REFINE_MINIBATCH
+    return REFINE_CPU if jax.default_backend() == "cpu" else REFINE_ACCELERATOR
+
+
 def _validate(image, k, init, algo, space, max_iter, tol, refine):
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
             or image.shape[-1] not in (3, 4):
@@ -388,8 +400,10 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
         Lloyd then runs on the exact colours to convergence (one exact run
         from one seed varied by 0.1-0.2 dB across seeds).
     refine : int, optional
-        Exact Lloyd steps after a binned fit (0 to skip). Default 10 for
-        ``algo="lloyd"``, 2 for ``"minibatch"``. After the swap-search start
+        Exact Lloyd steps after a binned fit (0 to skip). Default
+        (:func:`default_refine`) for ``algo="lloyd"``: 10 on a CPU, 50 on a
+        GPU or other accelerator, where 50 cost 0.1 s more at k=256 on an
+        H100; 2 for ``"minibatch"``. After the swap-search start
         they gain 0.01-0.02 dB at k=64 and 0.04-0.07 dB at k=256 on photos
         with 200-300k colours. They skip the colours that cannot change
         centre (:func:`clyde.kmeans.lloyd_bounded`), so at k=256 ten steps
@@ -412,7 +426,7 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
     if max_points is None:
         max_points = 1 << 20 if k <= 16 else 65536
     if refine is None:
-        refine = 10 if algo == "lloyd" else 2
+        refine = default_refine(algo)
     key = jax.random.key(seed) if key is None else key
     h, w, c = image.shape
     pixels = image.reshape(-1, c)
