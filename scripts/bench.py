@@ -70,6 +70,7 @@ def refine_other():
     from clyde.pixel import default_refine
     return 50 if default_refine("lloyd") == 10 else 10
 
+
 def t_clyde(img, k, **kw):
     def run():
         r = clyde.quantize_pixels(img, k, **kw)
@@ -554,7 +555,7 @@ def target_check(lines):
         else:
             cells += ["n/a", "n/a"]
         out.append(fmt_row(cells))
-    extra = []
+    extra, steps = [], None
     for (photo, k, tool), (t, p) in rows.items():
         iq = rows.get((photo, k, "libimagequant (imagequant)"))
         if tool.startswith("clyde (lloyd, --refine") and t is not None and iq and iq[0]:

@@ -128,7 +128,8 @@ def _f16(a):
 
 def _encode_chunk(x, codebook, fit):
     u, mn, nrm = normalize(x)
-    idx = jnp.argmax(jnp.matmul(u, codebook.T, precision=jax.lax.Precision.HIGHEST), axis=1).astype(jnp.int32)
+    cos = jnp.matmul(u, codebook.T, precision=jax.lax.Precision.HIGHEST)  # not TF32 on GPUs
+    idx = jnp.argmax(cos, axis=1).astype(jnp.int32)
     s = codebook[idx]
     if fit == "original":
         gain, offset = nrm, mn
