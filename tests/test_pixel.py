@@ -257,14 +257,15 @@ def test_bad_refine_is_refused(chelsea, refine):
 
 def test_default_refine_follows_the_backend(many_colours, monkeypatch):
     from clyde import pixel
-    assert pixel.default_refine("minibatch") == 2
-    assert pixel.default_refine("lloyd") == (10 if pixel.jax.default_backend() == "cpu" else 50)
-    monkeypatch.setattr(pixel.jax, "default_backend", lambda: "cpu")
-    assert pixel.default_refine("lloyd") == 10
-    monkeypatch.setattr(pixel.jax, "default_backend", lambda: "gpu")
-    assert pixel.default_refine("lloyd") == 50
-    assert pixel.default_refine("minibatch") == 2
+    assert pixel.default_refine("lloyd", "cpu") == 10
+    assert pixel.default_refine("lloyd", "gpu") == 50
+    assert pixel.default_refine("minibatch", "cpu") == pixel.default_refine("minibatch", "gpu") == 2
+    assert pixel.default_refine("lloyd") == pixel.default_refine("lloyd", jax.default_backend())
+    # quantize_pixels takes its default from there (jax.default_backend itself is not patched:
+    # the stored-program cache keys on it)
+    here = jax.default_backend()
+    monkeypatch.setattr(pixel, "REFINE_CPU" if here == "cpu" else "REFINE_ACCELERATOR", 37)
     got = quantize_pixels(many_colours, 32)  # binned: the default steps run
-    want = quantize_pixels(many_colours, 32, refine=50)
+    want = quantize_pixels(many_colours, 32, refine=37)
     np.testing.assert_array_equal(got.palette, want.palette)
     assert got.n_iter == want.n_iter

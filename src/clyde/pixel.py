@@ -340,12 +340,13 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
                   bool(res.converged), len(points))
 
 
-def default_refine(algo: str) -> int:
+def default_refine(algo: str, backend: str | None = None) -> int:
     """``refine`` when none is given: 2 for mini-batch; for Lloyd, 10 on a CPU and 50
-    where JAX runs on an accelerator (``jax.default_backend()``)."""
+    on an accelerator. ``backend``: ``jax.default_backend()`` unless given."""
     if algo != "lloyd":
         return REFINE_MINIBATCH
-    return REFINE_CPU if jax.default_backend() == "cpu" else REFINE_ACCELERATOR
+    backend = jax.default_backend() if backend is None else backend
+    return REFINE_CPU if backend == "cpu" else REFINE_ACCELERATOR
 
 
 def _validate(image, k, init, algo, space, max_iter, tol, refine):
