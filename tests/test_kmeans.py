@@ -90,39 +90,91 @@ def test_lloyd_bounded_runs_the_same_iterations_as_lloyd(rng, tol):
     np.testing.assert_allclose(float(b.inertia), float(a.inertia), rtol=1e-5)
 
 
-def _needs_search(x, old, new, labels, lower):
-    """How many points Hamerly's test sends to a search (the rule, in float64)."""
+def _needs_search(x, old, new, near, lower):
+    """How many points the tracked-centres test sends to a search (the rule, in float64,
+    without the float32 margins)."""
     moved = np.sqrt(((new - old) ** 2).sum(1))
-    order = np.argsort(-moved)
-    other = np.where(labels == order[0], moved[order[1]], moved[order[0]])
-    upper = np.sqrt(((x - new[labels]) ** 2).sum(1))
-    return int((upper >= lower - other).sum())
+    untracked = np.ones((len(x), len(new)), bool)
+    np.put_along_axis(untracked, near, False, axis=1)
+    other = np.where(untracked, moved[None, :], 0.0).max(1)
+    ex = np.sqrt(((x[:, None, :].astype(np.float64) - new[near]) ** 2).sum(-1))
+    return int((ex.min(1) >= lower - other).sum())
+
+
+def _check_bounds(x, centers, b):
+    """``b`` is exact for ``centers``: labels and distances, tracked centres, lower bound."""
+    n = len(x)
+    lab, d2 = ref.nearest(x, centers)
+    np.testing.assert_array_equal(np.asarray(b.labels), lab)
+    np.testing.assert_allclose(np.asarray(b.upper), np.sqrt(d2), rtol=1e-5, atol=1e-3)
+    near = np.asarray(b.near).T
+    assert (near == lab[:, None]).any(1).all()  # the label is tracked
+    full = np.sqrt(((x[:, None, :].astype(np.float64) - centers[None]) ** 2).sum(-1))
+    np.put_along_axis(full, near, np.inf, axis=1)
+    # a lower bound on every centre not tracked
+    assert (np.asarray(b.lower) <= full.min(1) + 1e-3).all()
+
+
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_nearest_bounds_tracks_the_m_nearest(rng, m):
+    n, k = 3000, 10
+    x = _points(rng, n, 3, k)
+    c = x[rng.choice(n, k, replace=False)]
+    b = km.nearest_bounds(jnp.asarray(x), jnp.asarray(c), chunk=512, near=m)
+    full = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
+    order = np.argsort(full, axis=1, kind="stable")
+    np.testing.assert_array_equal(np.sort(np.asarray(b.near).T, 1), np.sort(order[:, :m], 1))
+    np.testing.assert_allclose(np.asarray(b.lower), np.sqrt(full[np.arange(n), order[:, m]]),
+                               rtol=1e-5, atol=1e-3)
+    _check_bounds(x, c, b)
 
 
 @pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("scale,regime", [(0.05, "short list"), (0.8, "long list"), (40.0, "most")])
-def test_move_centers_matches_a_full_search(rng, jit, scale, regime):
+@pytest.mark.parametrize("regime", ["short list", "long list", "most"])
+def test_move_centers_matches_a_full_search(rng, jit, regime):
     n, k = 8192, 24
     x = _points(rng, n, 3, k)
     w = np.ones(n, np.float32)
     old = (x[rng.choice(n, k, replace=False)] + rng.normal(0, 1, (k, 3))).astype(np.float32)
-    new = (old + rng.normal(0, scale, (k, 3))).astype(np.float32)
     b0 = km.nearest_bounds(jnp.asarray(x), jnp.asarray(old), chunk=1024)
-    # Both index lists are used (n/16 entries, or n), partly and mostly filled: check which.
-    need = _needs_search(x, old, new, np.asarray(b0.labels), np.asarray(b0.lower, np.float64))
+    # Both index lists are used (n/16 entries, or n), partly and mostly filled: the move's
+    # size is chosen so that the rule sends the regime's number of points to a search.
     lo, hi = {"short list": (1, n // km.SMALL_FRAC), "long list": (n // 16 + 1, n // 4),
               "most": (n // 4 + 1, n)}[regime]
+    step = rng.normal(0, 1, (k, 3))
+    for scale in np.geomspace(1, 80, 60):
+        new = (old + scale * step).astype(np.float32)
+        need = _needs_search(x, old, new, np.asarray(b0.near).T, np.asarray(b0.lower, np.float64))
+        if lo <= need <= hi:
+            break
     assert lo <= need <= hi, need
     f = functools.partial(km.move_centers, chunk=1024)
     if jit:
         f = jax.jit(f)
     b = f(jnp.asarray(x), jnp.asarray(w), b0, jnp.asarray(old), jnp.asarray(new))
-    lab, d2 = ref.nearest(x, new)
-    np.testing.assert_array_equal(np.asarray(b.labels), lab)
-    np.testing.assert_allclose(np.asarray(b.upper), np.sqrt(d2), rtol=1e-5, atol=1e-3)
-    full = np.sqrt(((x[:, None, :].astype(np.float64) - new[None]) ** 2).sum(-1))
-    full[np.arange(n), lab] = np.inf
-    assert (np.asarray(b.lower) <= full.min(1) + 1e-3).all()  # a lower bound on every other centre
+    _check_bounds(x, new, b)
+
+
+def test_move_centers_relabels_within_the_tracked_centres(rng):
+    # Two tracked centres trade places: the labels follow without any untracked centre near.
+    x = np.array([[10, 0, 0], [12, 0, 0], [200, 200, 200]], np.float32)
+    old = np.array([[9, 0, 0], [14, 0, 0], [200, 200, 200], [0, 250, 0]], np.float32)
+    new = np.array([[13, 0, 0], [9, 0, 0], [200, 200, 200], [0, 250, 0]], np.float32)
+    b0 = km.nearest_bounds(jnp.asarray(x), jnp.asarray(old), near=2)
+    np.testing.assert_array_equal(np.asarray(b0.labels), [0, 1, 2])
+    b = km.move_centers(jnp.asarray(x), jnp.ones(3), b0, jnp.asarray(old), jnp.asarray(new))
+    np.testing.assert_array_equal(np.asarray(b.labels), [1, 0, 2])
+    _check_bounds(x, new, b)
+
+
+def test_move_centers_when_every_centre_is_tracked(rng):
+    x = _points(rng, 2000, 3, 3)
+    old = x[:3]
+    new = old + rng.normal(0, 30, (3, 3)).astype(np.float32)
+    b0 = km.nearest_bounds(jnp.asarray(x), jnp.asarray(old))
+    assert b0.near.shape == (3, 2000) and np.isinf(np.asarray(b0.lower)).all()
+    b = km.move_centers(jnp.asarray(x), jnp.ones(2000), b0, jnp.asarray(old), jnp.asarray(new))
+    _check_bounds(x, new, b)
 
 
 def test_move_centers_under_vmap_matches_single_calls(rng):

@@ -180,7 +180,11 @@ def test_validation(chelsea, kwargs, message):
 def test_bin_spread_matches_brute_force(rng):
     colors = rng.integers(0, 256, (5000, 3)).astype(np.uint8)
     counts = rng.integers(1, 50, 5000)
-    means, w = px._bin_colors(colors, counts, 5)
+    means, w, bins = px._bin_colors(colors, counts, 5)
+    # every colour's bin holds exactly the colours of its 5-bit key
+    codes = (colors >> 3).astype(np.int64) @ np.array([1024, 32, 1])
+    assert len(np.unique(np.stack([bins, codes]), axis=1)[0]) == len(w) == len(np.unique(codes))
+    np.testing.assert_allclose(np.bincount(bins, counts), w)
     key = [tuple(c >> 3) for c in colors]
     groups = {}
     for c, n, kk in zip(colors.astype(np.float64), counts, key):

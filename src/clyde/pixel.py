@@ -185,8 +185,10 @@ def _bin_spread(colors: np.ndarray, counts: np.ndarray, means: np.ndarray, w: np
     return float(np.sum(counts[:, None] * x * x) - np.sum(w[:, None] * means.astype(np.float64) ** 2))
 
 
-def _bin_colors(colors: np.ndarray, counts: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge colours into ``bits``-per-channel bins: weighted mean colour and summed count.
+def _bin_colors(colors: np.ndarray, counts: np.ndarray,
+                bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge colours into ``bits``-per-channel bins: weighted mean colour, summed
+    count, and every colour's bin (an index into the first two).
 
     Bins come out in key order (``r``, then ``g``, then ``b`` bits, then alpha).
     """
@@ -206,7 +208,7 @@ def _bin_colors(colors: np.ndarray, counts: np.ndarray, bits: int) -> tuple[np.n
         w = np.bincount(inv, weights=counts)
     means = np.stack([np.bincount(inv, weights=counts * colors[:, j], minlength=len(w))
                       for j in range(c)], axis=1) / w[:, None]
-    return means, w
+    return means, w, inv.astype(np.int32)
 
 
 def _pad(x: np.ndarray, w: np.ndarray | None, n: int):
@@ -241,6 +243,7 @@ def _from_space(x, space):
 _kmeans = _cache.exported(km.kmeans, static_argnames=("k", "init", "algo", "max_iter",
                                                       "batch_size", "chunk", "n_init"))
 _lloyd = _cache.exported(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))
+_nearest_bounds = _cache.exported(km.nearest_bounds, static_argnames=("chunk", "near"))
 
 
 @_cache.exported  # a named function: stored programs are keyed by module and name
@@ -253,10 +256,14 @@ _swap_search = _cache.exported(km.swap_search, static_argnames=("rounds", "n_rem
 
 
 @functools.partial(_cache.exported, static_argnames=("steps", "space"))
-def _finish(xs, w, centers, tol, steps, space):
+def _finish(xs, w, centers, tol, steps, space, inherit=None):
     """Up to ``steps`` Lloyd steps on the exact colours ``xs`` (in ``space``),
     then the palette as written (sRGB rounded to uint8) and every colour's
     nearest palette entry: what is written is what is measured.
+
+    ``inherit``, optional: ``(groups, means, bounds)``, each colour's bin, the
+    bins (in ``space``) and their bounds for ``centers``; the colours start
+    from them (:func:`clyde.kmeans.inherit_bounds`) instead of a full search.
 
     Returns the palette, the labels, the iterations run and whether they
     converged. After the steps, the labels come from the steps' bounds
@@ -270,7 +277,9 @@ def _finish(xs, w, centers, tol, steps, space):
     if steps == 0:
         rgb, pal = palette_of(centers)
         return rgb.astype(jnp.uint8), km.assign(xs, pal)[0], jnp.int32(0), jnp.bool_(True)
-    res, bounds = km.lloyd_bounded(xs, w, centers, max_iter=steps, tol=tol, return_bounds=True)
+    start = None if inherit is None else km.inherit_bounds(xs, *inherit)
+    res, bounds = km.lloyd_bounded(xs, w, centers, max_iter=steps, tol=tol, return_bounds=True,
+                                   bounds=start)
     rgb, pal = palette_of(res.centers)
     labels = km.move_centers(xs, w, bounds, res.centers, pal).labels
     return rgb.astype(jnp.uint8), labels, res.n_iter, res.converged
@@ -289,16 +298,22 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
     run, whether the last Lloyd run converged, and the number of points it
     ran on.
     """
-    points, weights, binned, bits = colors, counts, False, 6
+    points, weights, binned, bits, groups = colors, counts, False, 6, None
     while len(points) > max_points and bits >= 3:
-        points, weights = _bin_colors(colors, counts, bits)
+        points, weights, groups = _bin_colors(colors, counts, bits)
         binned, bits = True, bits - 1
     uxs, uw = _padded(colors, counts, space)
     small = algo == "lloyd" and k <= SMALL_K
     n_init = COARSE_RUNS if small else 1
 
-    def finish(centers, steps, tol_, n_iter, converged, n_points):
-        palette, labels, it, conv = _finish(uxs, uw, centers, tol_, steps=steps, space=space)
+    def finish(centers, steps, tol_, n_iter, converged, n_points, inherit=None):
+        if inherit is not None and steps:  # colours start from their bins' bounds
+            g, gxs, gb = inherit
+            inherit = (np.pad(g, (0, len(uw) - len(g))), gxs, gb)
+        else:
+            inherit = None
+        palette, labels, it, conv = _finish(uxs, uw, centers, tol_, steps=steps, space=space,
+                                            inherit=inherit)
         if steps and not binned:  # the steps were the fit itself
             converged = bool(conv)
         return (np.asarray(palette), np.asarray(labels)[:len(colors)], n_iter + int(it), converged,
@@ -308,7 +323,7 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
         # Coarse start: fit on 5-bit bins (a few thousand points, so cheap) and improve that
         # fit by swap search, which escapes Lloyd's local optima (+0.03-0.11 dB at k=64 on
         # photos); then Lloyd on the finer points. Unless the bins are too coarse for this k.
-        cpoints, cweights = _bin_colors(colors, counts, COARSE_BITS)
+        cpoints, cweights, cgroups = _bin_colors(colors, counts, COARSE_BITS)
         spread = _bin_spread(colors, counts, cpoints, cweights)
         cxs, cw = _padded(cpoints, cweights, space)
         res = _kmeans(key, cxs, cw, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
@@ -329,9 +344,13 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
             if binned:  # converge on the 6-bit bins, then a few exact steps
                 fxs, fw = _padded(points, weights, space)
                 r2 = _lloyd(fxs, fw, centers, max_iter=max_iter, tol=tol)
+                # Fresh bin bounds (the fit's own were loosened by every step): 16x fewer
+                # colours to search when they inherit them (k=256, 6-bit bins).
                 return finish(r2.centers, refine, 0.0, n_iter + int(r2.n_iter),
-                              bool(r2.converged), len(points))
-            return finish(centers, max_iter, tol, n_iter, True, len(colors))
+                              bool(r2.converged), len(points),
+                              (groups, fxs, _nearest_bounds(fxs, r2.centers)))
+            return finish(centers, max_iter, tol, n_iter, True, len(colors),
+                          (cgroups, cxs, _nearest_bounds(cxs, centers)))
 
     xs, wp = (uxs, uw) if not binned else _padded(points, weights, space)
     res = _kmeans(key, xs, wp, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
@@ -405,12 +424,12 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
         (:func:`default_refine`) for ``algo="lloyd"``: 10 on a CPU, 50 on a
         GPU or other accelerator, where 50 cost 0.1 s more at k=256 on an
         H100; 2 for ``"minibatch"``. After the swap-search start
-        they gain 0.01-0.02 dB at k=64 and 0.04-0.07 dB at k=256 on photos
+        ten gain 0.01-0.02 dB at k=64 and 0.04-0.07 dB at k=256 on photos
         with 200-300k colours. They skip the colours that cannot change
-        centre (:func:`clyde.kmeans.lloyd_bounded`), so at k=256 ten steps
-        cost 0.2-0.3 s on 2 CPU cores. More come closer to the k-means
-        optimum: at k=256, 50 steps gained another 0.02-0.03 dB for 0.4-0.7 s
-        more (two photos x 3 seeds). Mini-batch centres are further from
+        centre (:func:`clyde.kmeans.lloyd_bounded`; the colours start from
+        their bins' bounds), so at k=256 a step costs about 10 ms on 2 CPU
+        cores. More come closer to the k-means optimum: at k=256, 50 steps
+        gained another 0.02-0.03 dB (two photos x 3 seeds). Mini-batch centres are further from
         a Lloyd optimum, more colours change centre at each step, and ten
         steps took as long as the whole Lloyd fit; two keep it the faster
         choice (0.4-0.55 s against 0.7 s at k=256, 0.08-0.14 dB lower, on
