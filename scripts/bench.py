@@ -66,9 +66,9 @@ def pil_result(q):
 
 
 def refine_other():
-    """The --refine that is not this backend's default (10 on a CPU, 50 on a GPU)."""
-    from clyde.pixel import default_refine
-    return 50 if default_refine("lloyd") == 10 else 10
+    """The --refine that is not this backend's default (20 on a CPU, 50 on a GPU)."""
+    from clyde.pixel import REFINE_ACCELERATOR, REFINE_CPU, default_refine
+    return REFINE_ACCELERATOR if default_refine("lloyd") == REFINE_CPU else REFINE_CPU
 
 
 def t_clyde(img, k, **kw):

@@ -173,4 +173,4 @@ def test_refine_option_reaches_the_fit(tmp_path, many_colours, monkeypatch):
     assert r.exit_code == 0, r.output
     r = run("pixel", src, "-k", "32", "-o", tmp_path / "b.png")
     assert r.exit_code == 0, r.output
-    assert steps == [3, px.default_refine("lloyd")]  # 10 on a CPU, 50 on a GPU
+    assert steps == [3, px.default_refine("lloyd")]  # 20 on a CPU, 50 on a GPU

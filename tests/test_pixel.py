@@ -230,7 +230,7 @@ def test_minibatch_refines_two_steps_by_default(many_colours, monkeypatch):
     default = px.quantize_pixels(img, 32, algo="minibatch")
     two = px.quantize_pixels(img, 32, algo="minibatch", refine=2)
     px.quantize_pixels(img, 32)
-    assert steps == [2, 2, px.default_refine("lloyd")]  # 10 on a CPU, 50 on a GPU
+    assert steps == [2, 2, px.default_refine("lloyd")]  # 20 on a CPU, 50 on a GPU
     np.testing.assert_array_equal(default.indices, two.indices)
     np.testing.assert_array_equal(default.palette, two.palette)
 
@@ -261,7 +261,7 @@ def test_bad_refine_is_refused(chelsea, refine):
 
 def test_default_refine_follows_the_backend(many_colours, monkeypatch):
     from clyde import pixel
-    assert pixel.default_refine("lloyd", "cpu") == 10
+    assert pixel.default_refine("lloyd", "cpu") == 20
     assert pixel.default_refine("lloyd", "gpu") == 50
     assert pixel.default_refine("minibatch", "cpu") == pixel.default_refine("minibatch", "gpu") == 2
     assert pixel.default_refine("lloyd") == pixel.default_refine("lloyd", jax.default_backend())

@@ -53,8 +53,10 @@ SWAP_ROUNDS_SMALL = 25  # ... and at k <= SMALL_K, where the best of 4 starts le
 SWAP_STEPS = 2  # Lloyd steps after each swap
 #: Exact Lloyd steps after a binned fit (``refine``), by where JAX runs. Steps cost little
 #: on a GPU: on an H100, 50 instead of 10 at k=256 took 0.0-0.11 s more (+0.03 dB on
-#: EveningGlow and LadyBird), on 2 CPU cores 0.4-0.7 s more (docs/benchmarks*.md).
-REFINE_CPU, REFINE_ACCELERATOR, REFINE_MINIBATCH = 10, 50, 2
+#: EveningGlow and LadyBird). On 2 CPU cores a step at k=256 costs about 10 ms since the
+#: colours start from their bins' bounds; 20 instead of 10 gain 0.013-0.018 dB there (two
+#: photos x 3 seeds), 50 another 0.01-0.02 dB for 0.3-0.4 s more.
+REFINE_CPU, REFINE_ACCELERATOR, REFINE_MINIBATCH = 20, 50, 2
 COARSE_MAX_SHARE = 0.5  # the 5-bit start is used while the bins carry at most this share of
 #                         the error (within-bin error / (that + the 5-bit fit's inertia))
 
@@ -360,7 +362,7 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
 
 
 def default_refine(algo: str, backend: str | None = None) -> int:
-    """``refine`` when none is given: 2 for mini-batch; for Lloyd, 10 on a CPU and 50
+    """``refine`` when none is given: 2 for mini-batch; for Lloyd, 20 on a CPU and 50
     on an accelerator. ``backend``: ``jax.default_backend()`` unless given."""
     if algo != "lloyd":
         return REFINE_MINIBATCH
@@ -421,15 +423,16 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
         from one seed varied by 0.1-0.2 dB across seeds).
     refine : int, optional
         Exact Lloyd steps after a binned fit (0 to skip). Default
-        (:func:`default_refine`) for ``algo="lloyd"``: 10 on a CPU, 50 on a
+        (:func:`default_refine`) for ``algo="lloyd"``: 20 on a CPU, 50 on a
         GPU or other accelerator, where 50 cost 0.1 s more at k=256 on an
         H100; 2 for ``"minibatch"``. After the swap-search start
         ten gain 0.01-0.02 dB at k=64 and 0.04-0.07 dB at k=256 on photos
         with 200-300k colours. They skip the colours that cannot change
         centre (:func:`clyde.kmeans.lloyd_bounded`; the colours start from
         their bins' bounds), so at k=256 a step costs about 10 ms on 2 CPU
-        cores. More come closer to the k-means optimum: at k=256, 50 steps
-        gained another 0.02-0.03 dB (two photos x 3 seeds). Mini-batch centres are further from
+        cores. More come closer to the k-means optimum: at k=256, 20 instead
+        of 10 gain 0.013-0.018 dB, and 50 another 0.01-0.02 dB for 0.3-0.4 s
+        more (two photos x 3 seeds). Mini-batch centres are further from
         a Lloyd optimum, more colours change centre at each step, and ten
         steps took as long as the whole Lloyd fit; two keep it the faster
         choice (0.4-0.55 s against 0.7 s at k=256, 0.08-0.14 dB lower, on
