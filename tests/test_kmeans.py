@@ -155,6 +155,30 @@ def test_move_centers_matches_a_full_search(rng, jit, regime):
     _check_bounds(x, new, b)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_inherited_bounds_are_valid_and_move_centers_makes_them_exact(rng, jit):
+    n, k = 6000, 30
+    x = np.round(_points(rng, n, 3, k)).clip(0, 255).astype(np.float32)
+    groups = (x // 8).astype(np.int64) @ np.array([1024, 32, 1])  # 5-bit bins
+    _, groups = np.unique(groups, return_inverse=True)
+    means = np.stack([np.bincount(groups, x[:, j]) for j in range(3)], 1) / np.bincount(groups)[:, None]
+    means = means.astype(np.float32)
+    c = x[rng.choice(n, k, replace=False)]
+    gb = km.nearest_bounds(jnp.asarray(means), jnp.asarray(c))
+    f = km.inherit_bounds
+    if jit:
+        f = jax.jit(f)
+    b = f(jnp.asarray(x), jnp.asarray(groups), jnp.asarray(means), gb)
+    full = np.sqrt(((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1))
+    near = np.asarray(b.near).T
+    np.testing.assert_array_equal(near, np.asarray(gb.near).T[groups])
+    assert (np.asarray(b.upper) >= full[np.arange(n), np.asarray(b.labels)] - 1e-3).all()
+    np.put_along_axis(full, near, np.inf, axis=1)
+    assert (np.asarray(b.lower) <= full.min(1) + 1e-3).all()  # valid for every untracked centre
+    exact = km.move_centers(jnp.asarray(x), jnp.ones(n), b, jnp.asarray(c), jnp.asarray(c))
+    _check_bounds(x, c, exact)
+
+
 def test_move_centers_relabels_within_the_tracked_centres(rng):
     # Two tracked centres trade places: the labels follow without any untracked centre near.
     x = np.array([[10, 0, 0], [12, 0, 0], [200, 200, 200]], np.float32)

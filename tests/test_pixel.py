@@ -273,3 +273,28 @@ def test_default_refine_follows_the_backend(many_colours, monkeypatch):
     want = quantize_pixels(many_colours, 32, refine=37)
     np.testing.assert_array_equal(got.palette, want.palette)
     assert got.n_iter == want.n_iter
+
+
+@pytest.mark.parametrize("k", [12, 40])
+def test_colours_starting_from_their_bins_bounds_change_nothing(many_colours, monkeypatch, k):
+    # The exact colours inherit their bins' bounds (k=40: 6-bit bins after a binned fit; k=12:
+    # the 5-bit start) instead of a full search; the fit must be the same, step for step.
+    seen = []
+    real = px._finish
+
+    def spy(*a, **kw):
+        seen.append(kw.get("inherit") is not None)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(px, "_finish", spy)
+    got = px.quantize_pixels(many_colours, k)
+
+    def no_inherit(*a, **kw):
+        return real(*a, **{**kw, "inherit": None})
+
+    monkeypatch.setattr(px, "_finish", no_inherit)
+    want = px.quantize_pixels(many_colours, k)
+    assert seen == [True]
+    np.testing.assert_array_equal(got.palette, want.palette)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    assert got.n_iter == want.n_iter
