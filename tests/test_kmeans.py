@@ -348,6 +348,39 @@ def test_swap_costs_match_numpy(rng, jit, n, chunk):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("grid", [False, True])
+def test_swap_assign_matches_a_search_of_the_new_centres(rng, jit, grid):
+    """After centre r moves to y, the labels from the two nearest before equal a full search.
+
+    ``grid``: integer points and centres, so that many points are equidistant
+    from two centres and the ties must go to the lowest index, as in ``assign``.
+    """
+    n, k = 2000, 9
+    if grid:
+        x = rng.integers(0, 6, (n, 3)).astype(np.float32)
+        c = rng.integers(0, 6, (k, 3)).astype(np.float32)
+    else:
+        x = _points(rng, n, 3, k)
+        c = x[rng.choice(n, k, replace=False)]
+    lab, d1, second, d2 = (np.asarray(a) for a in km._two_nearest_t(jnp.asarray(x.T), jnp.asarray(c)))
+    full = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(lab, ref.nearest(x, c)[0])
+    masked = np.where(np.arange(k)[None, :] == lab[:, None], np.inf, full)
+    np.testing.assert_array_equal(second, masked.argmin(1))  # argmin: first of ties
+    np.testing.assert_allclose(d2, masked.min(1), rtol=1e-6)
+    f = jax.jit(km.swap_assign) if jit else km.swap_assign
+    for r in range(k):  # every centre, moved onto a point or to a fresh place
+        y = x[rng.integers(n)] if r % 2 else rng.uniform(0, 6 if grid else 255, 3).astype(np.float32)
+        moved = c.copy()
+        moved[r] = y
+        got_l, got_d = f(jnp.asarray(x), jnp.asarray(lab), jnp.asarray(d1), jnp.asarray(second),
+                         jnp.asarray(d2), jnp.int32(r), jnp.asarray(y))
+        want_l, want_d = ref.nearest(x, moved)
+        np.testing.assert_array_equal(np.asarray(got_l), want_l)
+        np.testing.assert_allclose(np.asarray(got_d), want_d, rtol=1e-6)
+
+
 def _three_blobs(rng):
     """Three tight blobs on a line at 0, 100 and 200; centres two in the first, one between the others."""
     x = np.concatenate([rng.normal(m, 3.0, (200, 3)) for m in ((0, 0, 0), (100, 0, 0), (200, 0, 0))])

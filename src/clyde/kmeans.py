@@ -175,15 +175,18 @@ def assign(x: jax.Array, centers: jax.Array, *, chunk: int = CHUNK) -> tuple[jax
 
 
 def _two_nearest_t(xt: jax.Array, centers: jax.Array):
-    """Nearest centre of each column of ``xt (d, m)``, its squared distance, and
-    the squared distance to the second nearest centre."""
+    """Nearest and second-nearest centre of each column of ``xt (d, m)`` and
+    their squared distances: ``labels, d1, second, d2`` (ties to the lowest
+    index, as in :func:`assign`)."""
     d2 = _sqdist_t(xt, centers)
     best = jnp.min(d2, axis=0)
     k = centers.shape[0]
     iota = jnp.arange(k, dtype=jnp.int32)[:, None]
     labels = jnp.min(jnp.where(d2 <= best[None, :], iota, k), axis=0)
-    second = jnp.min(jnp.where(iota == labels[None, :], jnp.inf, d2), axis=0)
-    return labels.astype(jnp.int32), best, second
+    rest = jnp.where(iota == labels[None, :], jnp.inf, d2)
+    d_second = jnp.min(rest, axis=0)
+    second = jnp.min(jnp.where(rest <= d_second[None, :], iota, k), axis=0)
+    return labels.astype(jnp.int32), best, second.astype(jnp.int32), d_second
 
 
 def _blocks(x: jax.Array, chunk: int) -> jax.Array:
@@ -707,6 +710,37 @@ def swap_costs(x: jax.Array, w: jax.Array, labels: jax.Array, d1: jax.Array, d2:
     return jnp.sum(jax.lax.map(block, _blocks(data, chunk)), axis=0)
 
 
+def swap_assign(x: jax.Array, labels: jax.Array, d1: jax.Array, second: jax.Array,
+                d2: jax.Array, r: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Nearest centres after centre ``r`` moves to ``y``, from the two nearest
+    before, at ``O(n d)`` cost instead of a search.
+
+    A point's nearest centre afterwards is its nearest before, or its second
+    nearest if that was ``r``, unless ``y`` is nearer (ties to the lowest
+    index, as in :func:`assign`).
+
+    Parameters
+    ----------
+    x : (n, d) float32 array
+    labels, second : (n,) int arrays, nearest and second-nearest centre before
+    d1, d2 : (n,) float32 arrays, their squared distances
+    r : int scalar, the centre moved; y : (d,) float32 array, where it moved
+
+    Returns
+    -------
+    labels : (n,) int32 array; d2 : (n,) float32 array, squared distance to it
+    """
+    x = jnp.asarray(x, jnp.float32)
+    lost = labels == r
+    base = jnp.where(lost, second, labels)
+    base_d = jnp.where(lost, d2, d1)
+    dy = (y[0] - x[:, 0]) ** 2  # summed in _sqdist_t's order
+    for j in range(1, x.shape[1]):
+        dy = dy + (y[j] - x[:, j]) ** 2
+    to_y = (dy < base_d) | ((dy == base_d) & (r < base))
+    return jnp.where(to_y, r, base).astype(jnp.int32), jnp.where(to_y, dy, base_d)
+
+
 def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, *,
                 rounds: int = 50, n_remove: int = 8, n_add: int = 16, steps: int = 2,
                 chunk: int = CHUNK) -> SwapResult:
@@ -741,7 +775,7 @@ def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, 
         return _chunked(lambda t: _two_nearest_t(t, c), x, chunk)
 
     def body(i, state):
-        c, labels, d1, d2, sse, kept, key = state
+        c, labels, d1, l2, d2, sse, kept, key = state
         key, sub = jax.random.split(key)
         cost = jax.ops.segment_sum(w * (d2 - d1), labels, num_segments=k)
         _, remove = jax.lax.top_k(-cost, n_remove)
@@ -750,18 +784,21 @@ def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, 
         add_idx = jax.random.choice(sub, n, shape=(n_add,), p=p)
         scores = swap_costs(x, w, labels, d1, d2, remove, x[add_idx], chunk=chunk)
         best = jnp.argmin(scores.reshape(-1))
-        trial = c.at[remove[best // n_add]].set(x[add_idx[best % n_add]])
-        trial = jax.lax.fori_loop(0, steps, lambda _, t: _lloyd_step(x, w, t, chunk), trial)
-        tl, t1, t2 = nearest2(trial)
+        r, y = remove[best // n_add], x[add_idx[best % n_add]]
+        trial = c.at[r].set(y)
+        if steps:  # the first step's assignment follows from the swap: no search
+            trial = _update_centers(x, w, trial, *swap_assign(x, labels, d1, l2, d2, r, y))
+            trial = jax.lax.fori_loop(1, steps, lambda _, t: _lloyd_step(x, w, t, chunk), trial)
+        tl, t1, tl2, t2 = nearest2(trial)
         tsse = jnp.sum(w * t1)
         better = tsse < sse
         pick = lambda a, b: jnp.where(better, a, b)  # noqa: E731
-        return (pick(trial, c), pick(tl, labels), pick(t1, d1), pick(t2, d2),
+        return (pick(trial, c), pick(tl, labels), pick(t1, d1), pick(tl2, l2), pick(t2, d2),
                 pick(tsse, sse), kept + better.astype(jnp.int32), key)
 
-    labels, d1, d2 = nearest2(centers)
-    state = (centers, labels, d1, d2, jnp.sum(w * d1), jnp.int32(0), key)
-    c, labels, _, _, sse, kept, _ = jax.lax.fori_loop(0, rounds, body, state)
+    labels, d1, l2, d2 = nearest2(centers)
+    state = (centers, labels, d1, l2, d2, jnp.sum(w * d1), jnp.int32(0), key)
+    c, labels, _, _, _, sse, kept, _ = jax.lax.fori_loop(0, rounds, body, state)
     return SwapResult(c, labels, sse, kept)
 
 
