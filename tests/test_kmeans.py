@@ -239,6 +239,31 @@ def test_zero_weight_padding_changes_nothing(rng):
     assert not np.isin(np.asarray(b.centers), xp[1000:]).all(axis=1).any()
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_kmeans_matches_numpy_lloyd_and_labels_every_row(rng, jit):
+    """kmeans runs the bounded Lloyd (one run) or the plain one (n_init > 1): both are
+    NumPy's Lloyd from the k-means++ start, and every row, zero weights included, gets
+    its nearest centre."""
+    k = 30  # a random start at k=30 moves the centres far: zero-weight rows change centre
+    x = _points(rng, 3000, 3, k)
+    w = rng.uniform(0.5, 2.0, 3000).astype(np.float32)
+    w[rng.random(3000) < 0.2] = 0.0
+    key = jax.random.key(5)
+    c0 = np.asarray(km.random_init(jax.random.split(key)[0], jnp.asarray(x), jnp.asarray(w), k))
+    for n_init in (1, 2):
+        f = functools.partial(km.kmeans, k=k, init="random", tol=0.0, max_iter=30, n_init=n_init)
+        if jit:
+            res = f(key, x, w)
+        else:
+            with jax.disable_jit():
+                res = f(key, x, w)
+        lab, _ = ref.nearest(x, np.asarray(res.centers))
+        np.testing.assert_array_equal(np.asarray(res.labels), lab)
+        if n_init == 1:
+            want = ref.lloyd(x, w, c0, int(res.n_iter))
+            np.testing.assert_allclose(np.asarray(res.centers), want, atol=1e-3)
+
+
 @pytest.mark.parametrize("lloyd", [km.lloyd, km.lloyd_bounded])
 def test_empty_cluster_is_reseeded_on_worst_point(lloyd):
     x = np.array([[0, 0, 0], [1, 0, 0], [100, 0, 0], [250, 250, 250]], np.float32)

