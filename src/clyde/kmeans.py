@@ -752,7 +752,8 @@ def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, 
     :func:`swap_costs`: the ``n_remove`` centres whose removal costs least,
     against ``n_add`` points drawn with probability proportional to
     ``w * d^2`` (the k-means++ rule). The best swap is followed by ``steps``
-    Lloyd steps and kept only if the inertia fell. The inertia never rises.
+    Lloyd steps (the first one's labels by :func:`swap_assign`, without a
+    search) and kept only if the inertia fell. The inertia never rises.
 
     Parameters
     ----------
@@ -837,6 +838,13 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
     Returns
     -------
     KMeansResult
+
+    Notes
+    -----
+    One run (``n_init=1``) iterates with :func:`lloyd_bounded`, several with
+    :func:`lloyd`: the same iterations, but the bounded loops run for the
+    slowest member under ``vmap``. Wrapping this function in ``vmap`` yourself
+    is correct but wastes that work.
     """
     if n_init < 1:
         raise ValueError(f"n_init must be >= 1, got {n_init}")
