@@ -45,6 +45,32 @@ def test_rgb_histogram_kernel_matches_bincount(rng, jit):
     np.testing.assert_array_equal(np.asarray(occupied), want_occupied)
 
 
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_lookup_and_block_counts_kernels_match_numpy(rng, jit, dtype):
+    from clyde.pixel import _OCC, _block_counts, _lookup
+
+    codes = rng.integers(0, 1 << 24, 6000).astype(np.uint32)
+    uniq = np.unique(codes[:4000]).astype(np.int32)  # codes[4000:] mostly not in the table
+    values = rng.integers(1, np.iinfo(dtype).max, len(uniq)).astype(dtype)
+    pad = np.full(100, 1 << 24, np.int32)  # padding entries: past the table, dropped
+    counts = np.zeros(1 << 24, np.int32)
+    np.add.at(counts, codes, 1)
+    blocks = rng.integers(0, (1 << 24) // _OCC, 300).astype(np.int32)
+    args = ((np.concatenate([uniq, pad]), np.concatenate([values, np.zeros(100, dtype)]), codes),
+            (counts, blocks))
+    if jit:
+        got, sub = _lookup(*args[0]), _block_counts(*args[1])
+    else:
+        with jax.disable_jit():
+            got, sub = _lookup(*args[0]), _block_counts(*args[1])
+    lut = dict(zip(uniq.tolist(), values.tolist()))
+    want = np.array([lut.get(int(c), 0) for c in codes], dtype)
+    assert np.asarray(got).dtype == dtype
+    np.testing.assert_array_equal(np.asarray(got), want)
+    np.testing.assert_array_equal(np.asarray(sub), counts.reshape(-1, _OCC)[blocks])
+
 @pytest.mark.parametrize("n_black", [0, 1, 37, 4099])
 def test_histogram_padding_does_not_add_black(rng, n_black):
     # 4099 pixels are padded to the 5120 bucket with black; the padding must not be counted.

@@ -103,16 +103,24 @@ def _decode(codes: np.ndarray, c: int) -> np.ndarray:
 class _Histogram(NamedTuple):
     colors: np.ndarray  # (U, C) uint8
     counts: np.ndarray  # (U,) int64
-    codes: np.ndarray  # (N,) uint32 packed pixels (C == 3) or inverse indices (C == 4)
+    codes: jax.Array | np.ndarray  # (C == 3) packed pixels on the device, padded to a bucket;
+    #                                (C == 4) (N,) inverse indices
     uniq: np.ndarray | None  # (U,) packed codes of colors (C == 3)
+    n: int = 0  # pixels (C == 3; ``codes`` holds padding after them)
 
     def per_pixel(self, values: np.ndarray) -> np.ndarray:
         """Spread one value per distinct colour to every pixel (one gather)."""
+        values = np.asarray(values)
         if self.uniq is None:
             return values[self.codes]
-        lut = np.zeros(1 << 24, values.dtype)
-        lut[self.uniq] = values
-        return lut[self.codes]
+        # On the device, where the packed codes stay: the (N,) result is all that is
+        # copied back, not N 32-bit codes (what a GPU would otherwise send the host).
+        m = km.bucket_size(len(values))  # padding: a code past the table, dropped
+        uniq = np.full(m, 1 << 24, np.int32)
+        uniq[:len(values)] = self.uniq
+        vals = np.zeros(m, values.dtype)
+        vals[:len(values)] = values
+        return np.asarray(_lookup(uniq, vals, self.codes))[:self.n]
 
 
 _OCC = 16  # codes per occupancy block of the 2**24 table
@@ -134,6 +142,21 @@ def _rgb_histogram(pixels: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return codes, counts, jnp.any(counts.reshape(-1, _OCC) != 0, axis=1)
 
 
+@_cache.exported
+def _block_counts(counts: jax.Array, blocks: jax.Array) -> jax.Array:
+    """The counts ``(B, _OCC)`` of the table's blocks ``blocks (B,)``: only the
+    occupied blocks leave the device, not the 64 MB table."""
+    return counts.reshape(-1, _OCC)[blocks]
+
+
+@_cache.exported
+def _lookup(uniq: jax.Array, values: jax.Array, codes: jax.Array) -> jax.Array:
+    """``values[i]`` for every code equal to ``uniq[i]`` (codes outside ``uniq``:
+    0), through a 2**24 table; ``uniq`` entries of ``2**24`` are padding."""
+    lut = jnp.zeros(1 << 24, values.dtype).at[uniq].set(values, mode="drop")
+    return lut[codes]
+
+
 def _histogram(pixels: np.ndarray) -> _Histogram:
     pixels = np.asarray(pixels, np.uint8)
     n, c = pixels.shape
@@ -141,8 +164,10 @@ def _histogram(pixels: np.ndarray) -> _Histogram:
         nb = km.bucket_size(n)  # padded with black, taken back off below: no compile per size
         padded = pixels if nb == n else np.concatenate([pixels, np.zeros((nb - n, 3), np.uint8)])
         codes, counts, occupied = _rgb_histogram(padded)
-        blocks = np.flatnonzero(np.asarray(occupied))
-        sub = np.asarray(counts).reshape(-1, _OCC)[blocks]
+        blocks = np.flatnonzero(np.asarray(occupied)).astype(np.int32)
+        padded_blocks = np.zeros(km.bucket_size(len(blocks)), np.int32)
+        padded_blocks[:len(blocks)] = blocks
+        sub = np.asarray(_block_counts(counts, padded_blocks))[:len(blocks)]
         nz = np.flatnonzero(sub)
         uniq = blocks[nz // _OCC] * _OCC + nz % _OCC  # == np.flatnonzero(counts), 2x faster
         cnt = sub.reshape(-1)[nz].astype(np.int64)
@@ -150,7 +175,7 @@ def _histogram(pixels: np.ndarray) -> _Histogram:
             cnt[0] -= nb - n  # code 0 is black, which the padding added
             if cnt[0] == 0:
                 uniq, cnt = uniq[1:], cnt[1:]
-        return _Histogram(_decode(uniq, 3), cnt, np.asarray(codes)[:n], uniq)
+        return _Histogram(_decode(uniq, 3), cnt, codes, uniq.astype(np.int32), n)
     codes = _codes(pixels)
     uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
     return _Histogram(_decode(uniq, c), counts, inverse.reshape(-1), None)
