@@ -88,3 +88,21 @@ def swap_cost(x, w, centers, remove, add):
                         np.asarray(add, np.float64)[None]])
     _, d2 = nearest(x, c)
     return float((np.asarray(w, np.float64) * d2).sum())
+
+
+def bin_colors(colors, counts, bits):
+    """Colours merged into ``bits``-per-channel bins, float64: the bins' weighted
+    mean colours and summed counts in key order (``r``, ``g``, ``b`` bits, then
+    alpha), every colour's bin, and the weighted squared error of the merge."""
+    colors = np.asarray(colors)
+    counts = np.asarray(counts, np.float64)
+    key = np.zeros(len(colors), np.int64)
+    for j in range(colors.shape[1]):
+        key = (key << bits) | (colors[:, j].astype(np.int64) >> (8 - bits))
+    keys, inv = np.unique(key, return_inverse=True)
+    w = np.bincount(inv, weights=counts)
+    x = colors.astype(np.float64)
+    means = np.stack([np.bincount(inv, weights=counts * x[:, j]) for j in range(x.shape[1])], 1)
+    means /= w[:, None]
+    spread = float(np.sum(counts * np.sum((x - means[inv]) ** 2, axis=1)))
+    return means, w, inv, spread

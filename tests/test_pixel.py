@@ -1,3 +1,5 @@
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ from clyde import pixel as px
 from clyde.pixel import color_histogram
 
 import reference as ref
+from clyde.kmeans import bucket_size as km_bucket
 
 
 def test_histogram_matches_numpy_unique(rng):
@@ -203,25 +206,47 @@ def test_validation(chelsea, kwargs, message):
         quantize_pixels(chelsea.astype(np.float32), 4)
 
 
-def test_bin_spread_matches_brute_force(rng):
-    colors = rng.integers(0, 256, (5000, 3)).astype(np.uint8)
-    counts = rng.integers(1, 50, 5000)
-    means, w, bins = px._bin_colors(colors, counts, 5)
-    # every colour's bin holds exactly the colours of its 5-bit key
-    codes = (colors >> 3).astype(np.int64) @ np.array([1024, 32, 1])
-    assert len(np.unique(np.stack([bins, codes]), axis=1)[0]) == len(w) == len(np.unique(codes))
-    np.testing.assert_allclose(np.bincount(bins, counts), w)
-    key = [tuple(c >> 3) for c in colors]
+def test_reference_bins_match_brute_force(rng):
+    colors = rng.integers(0, 256, (3000, 3)).astype(np.uint8)
+    counts = rng.integers(1, 50, 3000)
+    means, w, bins, spread = ref.bin_colors(colors, counts, 5)
     groups = {}
-    for c, n, kk in zip(colors.astype(np.float64), counts, key):
-        groups.setdefault(kk, []).append((c, n))
-    want = 0.0
-    for members in groups.values():
-        cs = np.array([m[0] for m in members]); ns = np.array([m[1] for m in members], np.float64)
-        mu = (cs * ns[:, None]).sum(0) / ns.sum()
-        want += float((ns[:, None] * (cs - mu) ** 2).sum())
+    for c, n in zip(colors.astype(np.float64), counts):
+        groups.setdefault(tuple(c.astype(int) >> 3), []).append((c, n))
     assert len(w) == len(groups)
-    assert px._bin_spread(colors, counts, means, w) == pytest.approx(want, rel=1e-9)
+    want = 0.0
+    for i, kk in enumerate(sorted(groups)):  # key order: r bits, then g, then b
+        cs = np.array([m[0] for m in groups[kk]]); ns = np.array([m[1] for m in groups[kk]], float)
+        mu = (cs * ns[:, None]).sum(0) / ns.sum()
+        np.testing.assert_allclose(means[i], mu)
+        assert w[i] == ns.sum()
+        want += float((ns[:, None] * (cs - mu) ** 2).sum())
+    assert spread == pytest.approx(want, rel=1e-9)
+    np.testing.assert_array_equal(colors >> 3, (means[bins].astype(int) >> 3))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("c, bits", [(3, 6), (3, 5), (3, 3), (4, 5), (4, 6)])
+def test_bin_kernels_match_numpy(rng, jit, c, bits):
+    # (4, 6): 24 key bits, the sorted-keys path; the others use a table of keys.
+    n, m = 3000, 4096  # padded to m with zero counts, as _fit does
+    colors = rng.integers(0, 256, (n, c)).astype(np.uint8)
+    colors[:800] = colors[800:1600] // 3  # shared bins, and black-ish colours near key 0
+    counts = rng.integers(1, 1000, n)
+    cols = np.zeros((m, c), np.uint8)
+    cols[:n] = colors
+    cnt = np.zeros(m, np.float32)
+    cnt[:n] = counts
+    with (jax.disable_jit() if not jit else contextlib.nullcontext()):
+        pts = px._bins(cols, cnt, bits)
+    means, w, bins, spread = ref.bin_colors(colors, counts, bits)
+    assert pts.n == len(w)
+    assert pts.rgb.shape == (km_bucket(len(w)), c) and pts.w.shape == (km_bucket(len(w)),)
+    np.testing.assert_allclose(np.asarray(pts.rgb)[:len(w)], means, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(pts.w)[:len(w)], w)
+    assert not np.asarray(pts.rgb)[len(w):].any() and not np.asarray(pts.w)[len(w):].any()
+    np.testing.assert_array_equal(np.asarray(pts.groups)[:n], bins)
+    assert pts.spread == pytest.approx(spread, rel=1e-5)
 
 
 def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(many_colours, monkeypatch):

@@ -7,11 +7,15 @@ Pipeline (no image I/O here; arrays in, arrays out):
    codes); the distinct colours and their counts are the weighted points.
    Photos have 10^4 to 3 * 10^5 distinct colours, against millions of
    pixels, and k-means over the weighted histogram has exactly the same
-   objective as k-means over every pixel.
+   objective as k-means over every pixel. The packed codes stay on the
+   device; only the distinct colours and their counts come back.
 2. **Reduce.** If there are more than ``max_points`` distinct colours, they
    are merged into 6-bit-per-channel bins (bin mean, summed counts), coarser
    if still needed; k-means runs on the bins, then ``refine`` weighted Lloyd
-   steps run on the exact distinct colours.
+   steps run on the exact distinct colours. From here on the points stay on
+   the device (the binning is jitted too); what comes back is a few scalars
+   (numbers of bins, iterations, errors), the palette and one label per
+   distinct colour.
 3. **Cluster** with :func:`clyde.kmeans.kmeans`, padded to a size bucket.
    With ``algo="lloyd"``, when the colours were binned or k <= 16, the fit
    starts on 5-bit bins (a few thousand points): k-means there (best of 4
@@ -21,7 +25,7 @@ Pipeline (no image I/O here; arrays in, arrays out):
    error (high-PSNR fits at large k), where it landed in worse optima.
 4. **Assign** every distinct colour once to the nearest *rounded* palette
    entry (what is written is what is measured), then every pixel through a
-   lookup table indexed by its colour code.
+   lookup table indexed by its colour code, on the device.
 """
 
 from __future__ import annotations
@@ -206,47 +210,85 @@ def color_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return hist.colors, hist.counts, hist.per_pixel(np.arange(len(hist.colors), dtype=np.int32))
 
 
-def _bin_spread(colors: np.ndarray, counts: np.ndarray, means: np.ndarray, w: np.ndarray) -> float:
-    """Weighted squared error of replacing every colour by its bin's mean (float64)."""
-    x = colors.astype(np.float64)
-    return float(np.sum(counts[:, None] * x * x) - np.sum(w[:, None] * means.astype(np.float64) ** 2))
+class _Points(NamedTuple):
+    """Weighted points on the device, padded to a size bucket with zero weights."""
+
+    rgb: jax.Array  # (m, C) float32 colours in sRGB units (0..255), zero rows past n
+    w: jax.Array  # (m,) float32 weights, zero past n
+    n: int  # points
+    groups: jax.Array | None = None  # bins only: (m',) int32, each exact colour's bin
+    spread: float = 0.0  # bins only: weighted squared error of replacing colours by their bins
 
 
-def _bin_colors(colors: np.ndarray, counts: np.ndarray,
-                bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge colours into ``bits``-per-channel bins: weighted mean colour, summed
-    count, and every colour's bin (an index into the first two).
+@functools.partial(_cache.exported, static_argnames=("bits",))
+def _bin_table(colors: jax.Array, counts: jax.Array, bits: int):
+    """Merge colours into ``bits``-per-channel bins.
 
-    Bins come out in key order (``r``, then ``g``, then ``b`` bits, then alpha).
+    Parameters
+    ----------
+    colors : (m, C) uint8 array, ``C`` = 3 or 4
+    counts : (m,) float32 array, 0 for padding rows
+    bits : int, 1..8
+
+    Returns
+    -------
+    w : (s,) float32, each slot's summed count (0: no colour); slots are in
+        key order (``r``, then ``g``, then ``b`` bits, then alpha)
+    means : (s, C) float32, each slot's weighted mean colour
+    groups : (m,) int32, each colour's bin: its slot's rank among the
+        occupied slots (0 for padding rows)
+    n_bins : int32 scalar
+    spread : float32 scalar, the weighted squared error of replacing every
+        colour by its bin's mean
+
+    With ``bits * C <= 20`` the slots are a table of ``2**(bits * C)`` keys
+    (scatter-adds, no sort); above, the sorted distinct keys. Sums are of each
+    colour's offset from its bin's lowest corner (at most ``2**(8 - bits) - 1``
+    per channel), so float32 keeps the means to about 1e-5.
     """
-    c = colors.shape[1]
+    m, c = colors.shape
     shift = 8 - bits
-    q = (colors >> shift).astype(np.int64)
-    key = np.zeros(len(colors), np.int64)
-    for j in range(c):
+    q = (colors >> shift).astype(jnp.int32)
+    key = q[:, 0]
+    for j in range(1, c):
         key = (key << bits) | q[:, j]
-    if bits * c <= 20:  # a table of at most 2**20 bins: count into it, no sort
-        w = np.bincount(key, weights=counts, minlength=1 << (bits * c))
-        occupied = np.flatnonzero(w)
-        inv = np.searchsorted(occupied, key)
-        w = w[occupied]
+    if bits * c <= 20:
+        slot, slot_key = key, jnp.arange(1 << (bits * c), dtype=jnp.int32)
     else:
-        _, inv = np.unique(key, return_inverse=True)
-        w = np.bincount(inv, weights=counts)
-    means = np.stack([np.bincount(inv, weights=counts * colors[:, j], minlength=len(w))
-                      for j in range(c)], axis=1) / w[:, None]
-    return means, w, inv.astype(np.int32)
+        slot_key, slot = jnp.unique(key, return_inverse=True, size=m,
+                                    fill_value=jnp.iinfo(jnp.int32).max)
+        slot = slot.reshape(m)
+    n_slots = len(slot_key)
+    w = jnp.zeros(n_slots, jnp.float32).at[slot].add(counts)
+    off = (colors - (q << shift).astype(colors.dtype)).astype(jnp.float32)
+    sums = jnp.zeros((n_slots, c), jnp.float32).at[slot].add(counts[:, None] * off)
+    occupied = w > 0
+    corner = jnp.stack([(slot_key >> (bits * (c - 1 - j))) & ((1 << bits) - 1)
+                        for j in range(c)], axis=1) << shift
+    means = corner.astype(jnp.float32) + sums / jnp.where(occupied, w, 1.0)[:, None]
+    rank = jnp.cumsum(occupied.astype(jnp.int32)) - 1
+    groups = jnp.where(counts > 0, rank[slot], 0)
+    spread = jnp.sum(counts * jnp.sum((colors.astype(jnp.float32) - means[slot]) ** 2, axis=1))
+    return w, means, groups, jnp.sum(occupied.astype(jnp.int32)), spread
 
 
-def _pad(x: np.ndarray, w: np.ndarray | None, n: int):
-    m = len(x)
-    xp = np.zeros((n,) + x.shape[1:], np.float32)
-    xp[:m] = x
-    if w is None:
-        return xp
-    wp = np.zeros(n, np.float32)
-    wp[:m] = w
-    return xp, wp
+@functools.partial(_cache.exported, static_argnames=("size",))
+def _compact_bins(w: jax.Array, means: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+    """The occupied slots of :func:`_bin_table` in order, padded to ``size``
+    with zero rows and weights."""
+    occupied = w > 0
+    idx = jnp.nonzero(occupied, size=size, fill_value=0)[0]
+    valid = jnp.arange(size) < jnp.sum(occupied.astype(jnp.int32))
+    return jnp.where(valid[:, None], means[idx], 0.0), jnp.where(valid, w[idx], 0.0)
+
+
+def _bins(colors: jax.Array, counts: jax.Array, bits: int) -> _Points:
+    """Colours (padded uint8, float32 counts, on the device) merged into
+    ``bits``-per-channel bins (:func:`_bin_table`), padded to a size bucket."""
+    w, means, groups, n_bins, spread = _bin_table(colors, counts, bits=bits)
+    n = int(n_bins)
+    rgb, wb = _compact_bins(w, means, size=km.bucket_size(n))
+    return _Points(rgb, wb, n, groups, float(spread))
 
 
 @functools.partial(_cache.exported, static_argnames=("space",))
@@ -312,11 +354,6 @@ def _finish(xs, w, centers, tol, steps, space, inherit=None):
     return rgb.astype(jnp.uint8), labels, res.n_iter, res.converged
 
 
-def _padded(points: np.ndarray, weights: np.ndarray, space: str):
-    xp, wp = _pad(points.astype(np.float32), weights.astype(np.float32), km.bucket_size(len(points)))
-    return _to_space(xp, space), wp
-
-
 def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_points, refine,
          space):
     """Fit ``k`` colours to weighted distinct colours; see :func:`quantize_pixels`.
@@ -325,19 +362,21 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
     run, whether the last Lloyd run converged, and the number of points it
     ran on.
     """
-    points, weights, binned, bits, groups = colors, counts, False, 6, None
-    while len(points) > max_points and bits >= 3:
-        points, weights, groups = _bin_colors(colors, counts, bits)
-        binned, bits = True, bits - 1
-    uxs, uw = _padded(colors, counts, space)
+    m = km.bucket_size(len(colors))  # padded with zero weights: no compile per colour count
+    cols = np.zeros((m, colors.shape[1]), np.uint8)
+    cols[:len(colors)] = colors
+    cnt = np.zeros(m, np.float32)
+    cnt[:len(colors)] = counts
+    cols, uw = jax.device_put(cols), jax.device_put(cnt)  # binned on the device from here
+    uxs = _to_space(cols, space)
+    points, binned, bits = _Points(None, uw, len(colors)), False, 6
+    while points.n > max_points and bits >= 3:
+        points, binned, bits = _bins(cols, uw, bits), True, bits - 1
     small = algo == "lloyd" and k <= SMALL_K
     n_init = COARSE_RUNS if small else 1
 
     def finish(centers, steps, tol_, n_iter, converged, n_points, inherit=None):
-        if inherit is not None and steps:  # colours start from their bins' bounds
-            g, gxs, gb = inherit
-            inherit = (np.pad(g, (0, len(uw) - len(g))), gxs, gb)
-        else:
+        if not steps:  # colours start from their bins' bounds only for steps to run
             inherit = None
         palette, labels, it, conv = _finish(uxs, uw, centers, tol_, steps=steps, space=space,
                                             inherit=inherit)
@@ -346,19 +385,17 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
         return (np.asarray(palette), np.asarray(labels)[:len(colors)], n_iter + int(it), converged,
                 n_points)
 
-    if algo == "lloyd" and (binned or small) and len(points) > COARSE_MIN_COLORS:
+    if algo == "lloyd" and (binned or small) and points.n > COARSE_MIN_COLORS:
         # Coarse start: fit on 5-bit bins (a few thousand points, so cheap) and improve that
         # fit by swap search, which escapes Lloyd's local optima (+0.03-0.11 dB at k=64 on
         # photos); then Lloyd on the finer points. Unless the bins are too coarse for this k.
-        cpoints, cweights, cgroups = _bin_colors(colors, counts, COARSE_BITS)
-        spread = _bin_spread(colors, counts, cpoints, cweights)
-        cxs, cw = _padded(cpoints, cweights, space)
+        coarse = _bins(cols, uw, COARSE_BITS)
+        cxs, cw = _to_space(coarse.rgb, space), coarse.w
         res = _kmeans(key, cxs, cw, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
-                        n_init=n_init)
-        rgb = cxs if space == "rgb" else _pad(cpoints.astype(np.float32), None, len(cw))
-        inertia = float(_inertia(rgb, cw, _from_space(res.centers, space)))
+                      n_init=n_init)
+        inertia = float(_inertia(coarse.rgb, cw, _from_space(res.centers, space)))
         centers = None
-        if spread <= COARSE_MAX_SHARE * (spread + inertia):
+        if coarse.spread <= COARSE_MAX_SHARE * (coarse.spread + inertia):
             rounds = (SWAP_ROUNDS_SMALL if small else SWAP_ROUNDS if k <= 128
                       else SWAP_ROUNDS // 2)  # a round costs ~k
             centers = _swap_search(jax.random.fold_in(key, 1), cxs, cw, res.centers,
@@ -369,21 +406,21 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
         if centers is not None:
             n_iter = int(res.n_iter)
             if binned:  # converge on the 6-bit bins, then a few exact steps
-                fxs, fw = _padded(points, weights, space)
-                r2 = _lloyd(fxs, fw, centers, max_iter=max_iter, tol=tol)
+                fxs = _to_space(points.rgb, space)
+                r2 = _lloyd(fxs, points.w, centers, max_iter=max_iter, tol=tol)
                 # Fresh bin bounds (the fit's own were loosened by every step): 16x fewer
                 # colours to search when they inherit them (k=256, 6-bit bins).
                 return finish(r2.centers, refine, 0.0, n_iter + int(r2.n_iter),
-                              bool(r2.converged), len(points),
-                              (groups, fxs, _nearest_bounds(fxs, r2.centers)))
+                              bool(r2.converged), points.n,
+                              (points.groups, fxs, _nearest_bounds(fxs, r2.centers)))
             return finish(centers, max_iter, tol, n_iter, True, len(colors),
-                          (cgroups, cxs, _nearest_bounds(cxs, centers)))
+                          (coarse.groups, cxs, _nearest_bounds(cxs, centers)))
 
-    xs, wp = (uxs, uw) if not binned else _padded(points, weights, space)
-    res = _kmeans(key, xs, wp, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
-                    batch_size=batch_size, n_init=n_init)
+    xs = uxs if not binned else _to_space(points.rgb, space)
+    res = _kmeans(key, xs, points.w, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
+                  batch_size=batch_size, n_init=n_init)
     return finish(res.centers, refine if binned else 0, 0.0, int(res.n_iter),
-                  bool(res.converged), len(points))
+                  bool(res.converged), points.n)
 
 
 def default_refine(algo: str, backend: str | None = None) -> int:
