@@ -213,7 +213,8 @@ def color_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 class _Points(NamedTuple):
     """Weighted points on the device, padded to a size bucket with zero weights."""
 
-    rgb: jax.Array  # (m, C) float32 colours in sRGB units (0..255), zero rows past n
+    rgb: jax.Array | None  # (m, C) float32 colours in sRGB units (0..255), zero rows past n
+    #                        (None for the exact colours, which _fit holds as uint8)
     w: jax.Array  # (m,) float32 weights, zero past n
     n: int  # points
     groups: jax.Array | None = None  # bins only: (m',) int32, each exact colour's bin
