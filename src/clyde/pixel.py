@@ -154,11 +154,22 @@ def _block_counts(counts: jax.Array, blocks: jax.Array) -> jax.Array:
 
 
 @_cache.exported
-def _lookup(uniq: jax.Array, values: jax.Array, codes: jax.Array) -> jax.Array:
-    """``values[i]`` for every code equal to ``uniq[i]`` (codes outside ``uniq``:
-    0), through a 2**24 table; ``uniq`` entries of ``2**24`` are padding."""
-    lut = jnp.zeros(1 << 24, values.dtype).at[uniq].set(values, mode="drop")
-    return lut[codes]
+def _lut(uniq: jax.Array, values: jax.Array) -> jax.Array:
+    """A ``(2**24,)`` table holding ``values[i]`` at ``uniq[i]`` and 0 elsewhere;
+    ``uniq`` entries of ``2**24`` are padding, dropped."""
+    return jnp.zeros(1 << 24, values.dtype).at[uniq].set(values, mode="drop")
+
+
+@_cache.exported
+def _gather(table: jax.Array, codes: jax.Array) -> jax.Array:
+    """``table[codes]``. Separate from :func:`_lut` so that the programs compiled
+    follow the colour buckets plus the pixel buckets, not their product."""
+    return table[codes]
+
+
+def _lookup(uniq, values, codes):
+    """``values[i]`` for every code equal to ``uniq[i]`` (other codes: 0)."""
+    return _gather(_lut(uniq, values), codes)
 
 
 def _histogram(pixels: np.ndarray) -> _Histogram:
