@@ -48,7 +48,6 @@ def test_rgb_histogram_kernel_matches_bincount(rng, jit):
     np.testing.assert_array_equal(np.asarray(occupied), want_occupied)
 
 
-
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
 def test_lookup_and_block_counts_kernels_match_numpy(rng, jit, dtype):
