@@ -158,3 +158,28 @@ def test_mkm_is_a_fixed_number_of_lloyd_steps_and_format_is_kept(folder, tmp_pat
     im = Image.open(tmp_path / "o" / "cat.webp")
     assert im.format == "WEBP" and im.size == (91, 60)
     assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) <= 6  # lossless
+
+
+def test_lossy_format_is_measured_as_written(folder, tmp_path, chelsea):
+    from clyde import image_quality, load_image
+
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["batch", str(folder), str(out), "--algo", "fkm", "-k", "8", "-q",
+                            "--step", "1", "--format", "jpg", "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 1  # the broken image
+    note, *failed = r.stderr.strip().splitlines()
+    assert note == ("Note: --format jpg: JPEG is lossy, so PSNR and SSIM are measured on the files "
+                    "as written")
+    assert [f.split(":")[0] for f in failed] == ["failed"]
+    rows = {row["name"]: row for row in json.load(open(tmp_path / "r.json"))}
+    q = image_quality(load_image(folder / "cat.jpg").array, load_image(out / "cat.jpg").array)
+    assert rows["cat.jpg"]["psnr"] == round(q.psnr, 4) and rows["cat.jpg"]["ssim"] == round(q.ssim, 5)
+
+
+def test_gif_beyond_256_colours_is_refused_before_any_work(folder, tmp_path):
+    r = runner.invoke(app, ["batch", str(folder), str(tmp_path / "o"), "--algo", "fkm", "-k", "300",
+                            "--format", "gif"])
+    assert (r.exit_code, r.stderr.strip()) == (
+        1, "Error: --format gif: GIF holds at most 256 colours, got 300; "
+           "write .png, or ask for 256 colours or fewer")
+    assert not (tmp_path / "o").exists()

@@ -174,3 +174,35 @@ def test_refine_option_reaches_the_fit(tmp_path, many_colours, monkeypatch):
     r = run("pixel", src, "-k", "32", "-o", tmp_path / "b.png")
     assert r.exit_code == 0, r.output
     assert steps == [3, px.default_refine("lloyd")]  # 20 on a CPU, 50 on a GPU
+
+
+def _file_psnr(original, path):
+    from clyde import image_quality, load_image
+
+    return image_quality(original, load_image(path).array)
+
+
+def test_lossy_output_is_measured_as_written(photo, tmp_path):
+    """A JPEG output does not hold the k colours: PSNR and SSIM are the file's, with a note."""
+    original = np.asarray(Image.open(photo))
+    out = tmp_path / "o.jpg"
+    r = run("pixel", photo, "-k", "8", "-o", out, "--json")
+    assert r.exit_code == 0, r.output
+    assert r.stderr == f"Note: {out}: JPEG is lossy, so PSNR and SSIM are measured on the file as written\n"
+    d = json.loads(r.stdout)
+    q = _file_psnr(original, out)
+    assert (d["psnr"], d["ssim"]) == (q.psnr, q.ssim)
+    # Exact formats: no note, and the file gives the same numbers
+    for name in ("o.png", "o.gif"):
+        r = run("pixel", photo, "-k", "8", "-o", tmp_path / name, "--json")
+        assert r.exit_code == 0 and r.stderr == ""
+        q = _file_psnr(original, tmp_path / name)
+        assert json.loads(r.stdout)["psnr"] == pytest.approx(q.psnr, abs=1e-4)
+
+
+def test_gif_beyond_256_colours_is_refused(photo, tmp_path):
+    out = tmp_path / "o.gif"
+    r = run("pixel", photo, "-k", "300", "-o", out)
+    assert (r.exit_code, r.stderr) == (1, f"Error: {out}: GIF holds at most 256 colours, got 300; "
+                                          "write .png, or ask for 256 colours or fewer\n")
+    assert not out.exists()

@@ -129,3 +129,24 @@ def test_train_bad_scales(photo_folder, tmp_path):
     r = run("train", "--dataset", photo_folder, "-o", tmp_path / "cb.npy", "--scales", "1,x")
     assert r.exit_code == 2
     assert r.stderr.strip() == "Error: Invalid value for '--scales': expected integers like 1,2,4, got '1,x'"
+
+
+@pytest.mark.parametrize("mode", ["patch", "adaptive"])
+def test_lossy_output_is_measured_as_written(photo, codebook, tmp_path, mode):
+    from clyde import image_quality, load_image
+
+    out = tmp_path / "o.jpg"
+    extra = ["--means", codebook] if mode == "patch" else ["--k1", "4", "--k2", "8"]
+    r = run(mode, photo, "-o", out, "--json", *extra)
+    assert r.exit_code == 0, r.output
+    assert r.stderr == f"Note: {out}: JPEG is lossy, so PSNR and SSIM are measured on the file as written\n"
+    q = image_quality(np.asarray(Image.open(photo)), load_image(out).array)
+    d = json.loads(r.stdout)
+    assert (d["psnr"], d["ssim"]) == (q.psnr, q.ssim)
+
+
+def test_adaptive_gif_beyond_256_colours_is_refused(photo, tmp_path):
+    r = run("adaptive", photo, "--k1", "100", "--k2", "200", "-o", tmp_path / "o.gif")
+    assert (r.exit_code, r.stderr.strip()) == (
+        1, f"Error: {tmp_path / 'o.gif'}: GIF holds at most 256 colours, got 300; "
+           "write .png, or ask for 256 colours or fewer")

@@ -197,3 +197,40 @@ def test_load_while_importing_restores_the_switch_interval(tmp_path, small):
     with pytest.raises(ClydeError):
         _load_while_importing(tmp_path / "missing.png")
     assert sys.getswitchinterval() == before
+
+
+@pytest.mark.parametrize("ext", [".png", ".webp", ".tiff", ".bmp"])
+def test_read_written_is_none_for_exact_formats(tmp_path, small, ext):
+    p = tmp_path / ("o" + ext)
+    cio.save_image(p, small)
+    assert cio.read_written(p, 3) is None
+    assert np.array_equal(cio.load_image(p).array, small)  # what EXACT_FORMATS promises
+
+
+def test_read_written_decodes_jpeg_and_gif(tmp_path, small, rng):
+    p = tmp_path / "o.jpg"
+    cio.save_image(p, small)
+    got = cio.read_written(p, 3)
+    assert got.shape == small.shape and not np.array_equal(got, small)
+    assert np.array_equal(got, cio.load_image(p).array)
+    # An RGBA palette with one fully transparent entry: the GIF keeps it, opaque as RGB + 255
+    palette = np.concatenate([rng.integers(0, 256, (4, 3)), np.full((4, 1), 255)], 1).astype(np.uint8)
+    palette[2, 3] = 0
+    indices = rng.integers(0, 4, small.shape[:2]).astype(np.uint8)
+    g = tmp_path / "o.gif"
+    cio.save_indexed(g, indices, palette)
+    got = cio.read_written(g, 4)
+    want = palette[indices]
+    assert got.shape == want.shape
+    seen = want[..., 3] > 0
+    assert np.array_equal(got[seen], want[seen]) and np.all(got[~seen][:, 3] == 0)
+
+
+def test_check_colors(tmp_path):
+    cio.check_colors(tmp_path / "a.gif", 256)
+    cio.check_colors(tmp_path / "a.png", 300)
+    with pytest.raises(ClydeError, match=r"a\.gif: GIF holds at most 256 colours, got 257; "
+                                         r"write \.png, or ask for 256 colours or fewer"):
+        cio.check_colors(tmp_path / "a.gif", 257)
+    with pytest.raises(ClydeError, match="^--format gif: GIF holds at most 256 colours, got 300"):
+        cio.check_colors("--format gif", 300, ".gif")

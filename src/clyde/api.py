@@ -66,6 +66,23 @@ def comparable(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def as_written(dst: str | os.PathLike, original: np.ndarray, result: np.ndarray, quality,
+               on_note: Callable[[str], None] | None = None):
+    """Quality of the file ``dst`` as written: ``quality`` (measured on ``result``)
+    when its format stored ``result`` exactly, else measured again on the decoded
+    file, with a note saying so. Returns ``(quality, pixels as written)``."""
+    got = io.read_written(dst, result.shape[-1])
+    if got is None or np.array_equal(comparable(got), comparable(result)):
+        return quality, result
+    from .metrics import image_quality
+
+    if on_note:
+        fmt = io.output_format(dst)
+        on_note(f"{dst}: {io.LOSSY_WHY.get(fmt, fmt + ' changed the pixels')}, so PSNR and "
+                "SSIM are measured on the file as written")
+    return image_quality(comparable(original), comparable(got)), got
+
+
 def _file_fields(src, dst, img) -> dict:
     return {"input": str(src), "output": str(dst), "width": int(img.shape[1]),
             "height": int(img.shape[0]), "channels": int(img.shape[-1])}
@@ -86,13 +103,15 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
 
     Returns a dict with: input, output, width, height, channels, k, colors
     (palette entries used), algo, init, space, iterations, converged, psnr,
-    ssim (both against the decoded original; RGB of fully transparent
+    ssim (both against the decoded original, of the file as written: a lossy
+    format is decoded again, see :func:`as_written`; RGB of fully transparent
     pixels ignored), index_bits_per_pixel (``ceil(log2 colors)``, what the
     indices cost uncompressed), file_bits_per_pixel (8 * output bytes /
     pixels), bytes_in and bytes_out (files on disk), seconds.
     """
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
+    io.check_colors(dst, k)
     if compare:
         compare = io.check_output(compare, force=force, inputs=(src,), outputs=(dst,))
     loaded = _load_while_importing(src)
@@ -115,8 +134,11 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     nbytes = io.save_indexed(dst, indices, palette)
     q = pending()
     h, w = indices.shape
+    shown = None
+    if io.output_format(dst) not in io.EXACT_FORMATS:
+        q, shown = as_written(dst, img, palette[indices], q, on_note)
     if compare:
-        compare_picture(compare, img, palette[indices],
+        compare_picture(compare, img, palette[indices] if shown is None else shown,
                         f"pixel k={k}: PSNR {q.psnr:.2f} dB, SSIM {q.ssim:.3f}")
     return {
         **_file_fields(src, dst, img),
@@ -168,10 +190,10 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
     res = quantize_patches(img, cb.means, shifts=shifts, fit=fit)
     pending = image_quality_async(comparable(img), comparable(res.image))
     nbytes = io.save_image(dst, res.image)
-    q = pending()
+    q, shown = as_written(dst, img, res.image, pending(), on_note)
     h, w = img.shape[:2]
     if compare:
-        compare_picture(compare, img, res.image, f"patch k={len(cb.means)} shifts={shifts} "
+        compare_picture(compare, img, shown, f"patch k={len(cb.means)} shifts={shifts} "
                         f"{fit}: PSNR {q.psnr:.2f} dB, {res.bits_per_pixel:.2f} b/px")
     return {
         **_file_fields(src, dst, img),
@@ -220,6 +242,7 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
     """
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
+    io.check_colors(dst, k1 + k2)
     mask_path = io.check_output(mask, force=force, inputs=(src,), outputs=(dst,)) if mask else None
     compare_path = None
     if compare:
@@ -239,6 +262,7 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
     out = res.image
     q = image_quality(comparable(img), comparable(out))
     nbytes = io.save_indexed(dst, res.indices, res.palette)
+    q, out = as_written(dst, img, out, q, on_note)
     if mask_path:
         io.save_image(mask_path, (res.pixel_mask.astype(np.uint8) * 255))
     r = {

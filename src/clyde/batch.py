@@ -162,7 +162,8 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
               means: str | os.PathLike | None = None, shifts: int = 1, fit: str = "lsq",
               k1: int = 32, k2: int = 96, metric: str = "eig", block: int = 4,
               metrics: bool = True, report: str | os.PathLike | None = None,
-              progress: bool = True, on_result: Callable[[FileResult], None] | None = None) -> BatchSummary:
+              progress: bool = True, on_result: Callable[[FileResult], None] | None = None,
+              on_note: Callable[[str], None] | None = None) -> BatchSummary:
     """Size-reduce and quantize every image of a folder into another folder.
 
     Parameters
@@ -185,6 +186,8 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
     report : .csv or .json file with one row per file
     progress : tqdm bar over files
     on_result : called with every :class:`FileResult` as it completes
+    on_note : called with a note for the user (a lossy ``fmt``: quality measured on
+        the files as written)
 
     Returns
     -------
@@ -205,6 +208,8 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
         raise ClydeError(f"resample must be one of {', '.join(io.RESAMPLE)}, got {resample!r}")
     ext = "." + fmt.lower().lstrip(".")
     io.output_format(Path("x" + ext))
+    if algo in KMEANS_ALGOS or algo == "adaptive":
+        io.check_colors(f"--format {fmt}", k if algo in KMEANS_ALGOS else k1 + k2, ext)
     s_res, d_res = src.resolve(), dst.resolve()
     inside = d_res == s_res or s_res in d_res.parents
     if inside and not allow_inside:
@@ -223,8 +228,13 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
                           k1=k1, k2=k2, metric=metric, block=block)
     metrics = metrics and algo != "so"  # a size-only output is its own reference
     if metrics:
-        from .api import comparable
+        from .api import as_written, comparable
         from .metrics import image_quality_async
+    fmt_name = io.output_format(Path("x" + ext))
+    exact = fmt_name in io.EXACT_FORMATS
+    if metrics and not exact and on_note:
+        on_note(f"--format {fmt}: {io.LOSSY_WHY.get(fmt_name, fmt_name + ' may change the pixels')}"
+                ", so PSNR and SSIM are measured on the files as written")
 
     t0 = time.perf_counter()
     results: list[FileResult] = []
@@ -247,7 +257,7 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
         wh = goal(*loaded.full_size)
         return loaded, _reduce(loaded.array, wh, step, resample), time.perf_counter() - t
 
-    def save(out: Path, result, pending):
+    def save(out: Path, result, pending, small):
         t = time.perf_counter()
         kind, payload = result
         if kind == "indexed":
@@ -255,6 +265,9 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
         else:
             nbytes = io.save_image(out, payload)
         q = pending() if pending else None
+        if q is not None and not exact:  # what is measured is what was written
+            image = payload[1][payload[0]] if kind == "indexed" else payload
+            q = as_written(out, small, image, q)[0]
         return nbytes, q, time.perf_counter() - t
 
     todo = []
@@ -290,7 +303,7 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
                     idx, pal = payload
                     pending = image_quality_async(comparable(small), idx, palette=comparable(pal))
                 out.parent.mkdir(parents=True, exist_ok=True)
-                fut = savers.submit(save, out, result, pending)
+                fut = savers.submit(save, out, result, pending, small)
                 saves.append((name, loaded, small, kk, t_load + time.perf_counter() - t, fut))
             except ClydeError as e:
                 finish(FileResult(name, "failed", error=str(e)))

@@ -444,7 +444,7 @@ def batch(
                         overwrite=overwrite, allow_inside=allow_inside, jobs=jobs,
                         shard=_shard(shard), seed=seed, iters=iters, means=means, shifts=shifts,
                         fit=fit.value, k1=k1, k2=k2, metric=metric.value, block=block,
-                        metrics=not no_metrics, report=report, progress=not quiet)
+                        metrics=not no_metrics, report=report, progress=not quiet, on_note=_note)
     typer.echo(summary.line())
     for r in summary.failures:
         typer.echo(f"failed: {r.name}: {r.error}", err=True)

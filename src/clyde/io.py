@@ -30,11 +30,23 @@ __all__ = [
     "dither_to_palette",
     "check_output",
     "output_format",
+    "read_written",
+    "check_colors",
     "PALETTE_FORMATS",
+    "EXACT_FORMATS",
 ]
 
 #: Formats that store a palette image natively (index array + colour table).
 PALETTE_FORMATS = ("PNG", "GIF")
+
+#: Formats that store every image clyde writes exactly (WebP is written lossless). Any
+#: other (JPEG, lossy; GIF, at most 256 colours and one fully transparent entry) is read
+#: back after writing (:func:`read_written`), so that what is measured is what is written.
+EXACT_FORMATS = ("PNG", "WEBP", "TIFF", "BMP", "PPM")
+
+#: Why a format may change the pixels written (for the note that says so).
+LOSSY_WHY = {"JPEG": "JPEG is lossy",
+             "GIF": "GIF holds at most 256 colours and one fully transparent entry"}
 
 
 class LoadedImage(NamedTuple):
@@ -316,6 +328,39 @@ def save_indexed(path: str | os.PathLike, indices: np.ndarray, palette: np.ndarr
         # Indexed PNG; bit depth follows k (Pillow writes 1/2/4/8 bits per index).
         kwargs["bits"] = 8 if k > 16 else 4 if k > 4 else 2 if k > 2 else 1
     return _write_atomic(path, lambda tmp: im.save(tmp, format=fmt, **kwargs))
+
+
+def check_colors(path: str | os.PathLike, colors: int, ext: str | None = None) -> None:
+    """Refuse up front an output format that cannot hold ``colors`` palette colours
+    (GIF: 256), rather than let the encoder quantize the result again. The format
+    comes from ``path``'s extension, or from ``ext`` (``".gif"``) when given."""
+    if colors > 256 and output_format(Path("x" + ext) if ext else path) == "GIF":
+        raise ClydeError(f"{path}: GIF holds at most 256 colours, got {colors}; "
+                         "write .png, or ask for 256 colours or fewer")
+
+
+def read_written(path: str | os.PathLike, channels: int) -> np.ndarray | None:
+    """The pixels of an image file just written, unless its format stores them exactly.
+
+    Parameters
+    ----------
+    path : str or path-like, a file written by :func:`save_image` or :func:`save_indexed`
+    channels : 3 or 4, the channels of the image that was written
+
+    Returns
+    -------
+    None when the format is one of :data:`EXACT_FORMATS`; else the decoded file,
+    ``(H, W, channels)`` uint8 (an opaque alpha channel is added or dropped to
+    match ``channels``).
+    """
+    if output_format(path) in EXACT_FORMATS:
+        return None
+    got = load_image(path).array
+    if got.shape[-1] == 3 and channels == 4:
+        got = np.concatenate([got, np.full(got.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    elif got.shape[-1] == 4 and channels == 3:
+        got = got[..., :3]  # cannot happen for what clyde writes: an RGB image has no alpha
+    return got
 
 
 def dither_to_palette(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
