@@ -234,3 +234,87 @@ def test_check_colors(tmp_path):
         cio.check_colors(tmp_path / "a.gif", 257)
     with pytest.raises(ClydeError, match="^--format gif: GIF holds at most 256 colours, got 300"):
         cio.check_colors("--format gif", 300, ".gif")
+
+
+def _png16(path, a, color_type):
+    """Write ``a`` (H, W, C) uint16 as a 16-bit PNG, cycling the row filters through
+    None, Sub, Up, Average and Paeth (so that the reader's unfiltering is exercised)."""
+    import struct
+    import zlib
+
+    h, w, c = a.shape
+    rows = a.astype(">u2").reshape(h, w * c).view(np.uint8).reshape(h, -1).astype(np.int32)
+    bpp = 2 * c
+    out = []
+    for y in range(h):
+        x, up = rows[y], rows[y - 1] if y else np.zeros_like(rows[0])
+        left = np.concatenate([np.zeros(bpp, np.int32), x[:-bpp]])
+        ul = np.concatenate([np.zeros(bpp, np.int32), up[:-bpp]])
+        p = left + up - ul
+        pa, pb, pc = abs(p - left), abs(p - up), abs(p - ul)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, ul))
+        f = y % 5
+        pred = [0 * x, left, up, (left + up) // 2, paeth][f]
+        out.append(bytes([f]) + ((x - pred) % 256).astype(np.uint8).tobytes())
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"".join(out))) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels, color_type", [(3, 2), (4, 6), (2, 4)])
+def test_16bit_colour_png_is_rounded_not_truncated(tmp_path, rng, channels, color_type):
+    """Pillow keeps the high byte of 16-bit colour samples; clyde rounds v * 255 / 65535."""
+    a = rng.integers(0, 65536, (23, 37, channels)).astype(np.uint16)
+    a[0, :4, 0] = [0x12FF, 1000, 65535, 0]  # high byte 0x12, but rounds to 0x13; 1000 -> 4
+    if channels != 3:
+        a[..., -1] = np.maximum(a[..., -1], 258)  # no fully transparent pixel (RGB kept)
+    p = tmp_path / "p16.png"
+    _png16(p, a, color_type)
+    want = np.rint(a.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    if channels == 2:  # gray + alpha -> RGBA
+        want = np.concatenate([np.repeat(want[..., :1], 3, -1), want[..., 1:]], -1)
+    got = load_image(p)
+    assert got.array.shape == want.shape and got.notes == ()
+    np.testing.assert_array_equal(got.array, want)
+    assert got.array[0, 0, 0] == 0x13 and got.array[0, 1, 0] == 4
+    np.testing.assert_array_equal(cio.load_image_bytes(p.read_bytes()).array, want)
+
+
+def _tiff16(path, a, little):
+    """Write ``a`` (H, W, 3|4) uint16 as an uncompressed 16-bit TIFF (RGBA: unassociated alpha)."""
+    import struct
+
+    h, w, c = a.shape
+    e = "<" if little else ">"
+    data = a.astype(e + "u2").tobytes()
+    tags = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, c, None), (259, 3, 1, 1), (262, 3, 1, 2),
+            (273, 4, 1, None), (277, 3, 1, c), (278, 4, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1)]
+    if c == 4:
+        tags.append((338, 3, 1, 2))
+    bps_at = 8 + 2 + 12 * len(tags) + 4
+    data_at = bps_at + 2 * c
+    ifd = b""
+    for tag, typ, n, v in tags:
+        v = bps_at if tag == 258 else data_at if tag == 273 else v
+        val = struct.pack(e + "HH", v, 0) if typ == 3 and n == 1 else struct.pack(e + "I", v)
+        ifd += struct.pack(e + "HHI", tag, typ, n) + val
+    path.write_bytes((b"II" if little else b"MM") + struct.pack(e + "HI", 42, 8)
+                     + struct.pack(e + "H", len(tags)) + ifd + struct.pack(e + "I", 0)
+                     + struct.pack(e + "H" * c, *[16] * c) + data)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("little", [True, False])
+def test_16bit_colour_tiff_is_rounded_not_truncated(tmp_path, rng, channels, little):
+    a = rng.integers(0, 65536, (9, 13, channels)).astype(np.uint16)
+    a[0, :2, 0] = [0x12FF, 1000]
+    if channels == 4:
+        a[..., 3] = np.maximum(a[..., 3], 258)
+    p = tmp_path / "t16.tif"
+    _tiff16(p, a, little)
+    got = load_image(p)
+    assert got.notes == ()
+    np.testing.assert_array_equal(got.array, np.rint(a.astype(np.float64) * 255 / 65535).astype(np.uint8))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -76,6 +77,73 @@ class LoadedImage(NamedTuple):
     file_bytes: int
     notes: tuple[str, ...]
     full_size: tuple[int, int] | None = None
+
+
+def _rawmodes(im: Image.Image) -> list[str]:
+    return [t.args if isinstance(t.args, str) else t.args[0] for t in im.tile]
+
+
+#: 16-bit colour layouts Pillow unpacks to 8 bits by keeping each sample's high byte, and
+#: the unpacker of the same width that keeps the low byte instead. Gray + alpha PNGs
+#: (``LA;16B``, opened as RGBA) are decoded again as plain 8-bit RGBA: 4 bytes a pixel too.
+_LOW_BYTE = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B", "RGBA;16B": "RGBA;16L",
+             "RGBA;16L": "RGBA;16B", "LA;16B": "RGBA"}
+_LOW_BYTE["RGB;16N"] = _LOW_BYTE["RGB;16L" if sys.byteorder == "little" else "RGB;16B"]
+_LOW_BYTE["RGBA;16N"] = _LOW_BYTE["RGBA;16L" if sys.byteorder == "little" else "RGBA;16B"]
+
+
+def _is_16bit_colour(im: Image.Image) -> bool:
+    """A 16-bit colour PNG or TIFF (RGB, RGBA, PNG gray + alpha), which Pillow reads at
+    8 bits by keeping the high byte of every sample, i.e. truncating. (16-bit gray
+    is read at 16 bits, as mode ``I;16``.)"""
+    raws = _rawmodes(im)
+    return im.format in ("PNG", "TIFF") and im.mode in ("RGB", "RGBA") and bool(raws) and all(
+        r in _LOW_BYTE and r == raws[0] for r in raws)
+
+
+def _rounded_16bit(im: Image.Image, source, notes: list[str]) -> Image.Image:
+    """Round a 16-bit colour image to 8 bits instead of truncating it.
+
+    Pillow decodes (for PNG, unfilters) the 16-bit samples and keeps the high
+    byte of each. The file is decoded a second time with an unpacker of the
+    same width (:data:`_LOW_BYTE`), so that the decoding is the same but the
+    other byte is kept. The 16-bit samples are then scaled by 255/65535 and
+    rounded, as for 16-bit gray. ``im`` is the loaded image (the high bytes);
+    ``source`` the file or stream it came from.
+    """
+    if hasattr(source, "seek"):
+        source.seek(0)
+    try:
+        with Image.open(source) as again:
+            raw = _rawmodes(again)[0]
+            swap = _LOW_BYTE[raw]
+            again.tile = [t._replace(args=swap) if isinstance(t.args, str)
+                          else t._replace(args=(swap,) + tuple(t.args[1:])) for t in again.tile]
+            again.load()
+            b = np.asarray(again)
+    except (ValueError, OSError, KeyError, IndexError):  # not decodable that way here
+        notes.append("16-bit image read at 8 bits by Pillow (truncated, not rounded)")
+        return im
+    if raw == "LA;16B":  # bytes: gray high, gray low, alpha high, alpha low
+        v = b[..., 0::2].astype(np.uint32) * 256 + b[..., 1::2]
+        v = v[..., [0, 0, 0, 1]]
+    else:
+        v = np.asarray(im).astype(np.uint32) * 256 + b
+    # round(v * 255 / 65535) = round(v / 257); v / 257 never ends in exactly .5
+    return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8), im.mode)
+
+
+#: EXIF orientation -> the transposition that undoes it (as ``ImageOps.exif_transpose``)
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+           4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+           6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
+def _orient(im: Image.Image, orientation: int) -> Image.Image:
+    if im.format is None:  # rebuilt from an array (a 16-bit PNG): its EXIF is gone
+        return im.transpose(_ORIENT[orientation]) if orientation in _ORIENT else im
+    return ImageOps.exif_transpose(im)
 
 
 def _to_uint8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
@@ -155,6 +223,8 @@ def _decode(source, name: str, file_bytes: int, reduce_for=None) -> LoadedImage:
             with Image.open(source) as im:
                 fmt = im.format
                 source_mode = im.mode
+                # The tiles say so until the image loads (getexif() loads a PNG)
+                wide = _is_16bit_colour(im)
                 n_frames = getattr(im, "n_frames", 1)
                 if n_frames > 1:
                     notes.append(f"{label} has {n_frames} frames; using the first")
@@ -170,8 +240,10 @@ def _decode(source, name: str, file_bytes: int, reduce_for=None) -> LoadedImage:
                     if tw < w0 and th < h0:
                         im.draft(im.mode, (tw, th))
                 im.load()
+                if wide:
+                    im = _rounded_16bit(im, source, notes)
                 if orientation not in (None, 1):
-                    im = ImageOps.exif_transpose(im)
+                    im = _orient(im, orientation)
                     notes.append(f"applied EXIF orientation {orientation}")
                 array, more = _to_uint8(im)
         for w in caught:
