@@ -69,6 +69,17 @@ def test_exif_orientation(tmp_path, small):
     assert any("EXIF orientation 6" in n for n in got.notes)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillow(tmp_path, small, orientation):
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(small).save(tmp_path / "o.png", exif=exif)
+    want = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o.png")))
+    np.testing.assert_array_equal(load_image(tmp_path / "o.png").array, want)
+
+
 def test_multiframe_gif_first_frame(tmp_path, small):
     frames = [Image.fromarray(small).quantize(16), Image.fromarray(255 - small).quantize(16)]
     frames[0].save(tmp_path / "m.gif", save_all=True, append_images=frames[1:])

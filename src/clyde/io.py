@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import ClydeError
 
@@ -141,9 +141,9 @@ _ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
 
 
 def _orient(im: Image.Image, orientation: int) -> Image.Image:
-    if im.format is None:  # rebuilt from an array (a 16-bit PNG): its EXIF is gone
-        return im.transpose(_ORIENT[orientation]) if orientation in _ORIENT else im
-    return ImageOps.exif_transpose(im)
+    """Undo EXIF ``orientation`` by the table, not ``ImageOps.exif_transpose``, which
+    reads it from the image: a 16-bit image rebuilt from an array has no EXIF left."""
+    return im.transpose(_ORIENT[orientation]) if orientation in _ORIENT else im
 
 
 def _to_uint8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
