@@ -83,6 +83,18 @@ def as_written(dst: str | os.PathLike, original: np.ndarray, result: np.ndarray,
     return image_quality(comparable(original), comparable(got)), got
 
 
+def _give_notes(loaded, on_note, *outputs) -> None:
+    """The loader's notes, then one for each output that cannot store the input's ICC profile."""
+    if not on_note:
+        return
+    for note in loaded.notes:
+        on_note(note)
+    for dst in outputs:
+        note = io.icc_note(dst, loaded.icc_profile)
+        if note:
+            on_note(note)
+
+
 def _file_fields(src, dst, img) -> dict:
     return {"input": str(src), "output": str(dst), "width": int(img.shape[1]),
             "height": int(img.shape[0]), "channels": int(img.shape[-1])}
@@ -118,9 +130,7 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     from .metrics import image_quality_async
     from .pixel import quantize_pixels
 
-    for note in loaded.notes:
-        if on_note:
-            on_note(note)
+    _give_notes(loaded, on_note, dst)
     img = loaded.array
     if dither and img.shape[-1] == 4:
         raise ClydeError("--dither does not support images with transparency")
@@ -131,7 +141,8 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
         indices = io.dither_to_palette(img, palette) if len(palette) <= 256 else indices
     # Runs while the PNG encodes; colours are looked up inside the kernel, not built here.
     pending = image_quality_async(comparable(img), indices, palette=comparable(palette))
-    nbytes = io.save_indexed(dst, indices, palette)
+    icc = loaded.icc_profile
+    nbytes = io.save_indexed(dst, indices, palette, icc)
     q = pending()
     h, w = indices.shape
     shown = None
@@ -139,7 +150,7 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
         q, shown = as_written(dst, img, palette[indices], q, on_note)
     if compare:
         compare_picture(compare, img, palette[indices] if shown is None else shown,
-                        f"pixel k={k}: PSNR {q.psnr:.2f} dB, SSIM {q.ssim:.3f}")
+                        f"pixel k={k}: PSNR {q.psnr:.2f} dB, SSIM {q.ssim:.3f}", icc)
     return {
         **_file_fields(src, dst, img),
         "k": k,
@@ -183,18 +194,17 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
     from .metrics import image_quality_async
     from .patch import quantize_patches
 
-    for note in loaded.notes:
-        if on_note:
-            on_note(note)
+    _give_notes(loaded, on_note, dst)
     img = loaded.array
     res = quantize_patches(img, cb.means, shifts=shifts, fit=fit)
     pending = image_quality_async(comparable(img), comparable(res.image))
-    nbytes = io.save_image(dst, res.image)
+    nbytes = io.save_image(dst, res.image, loaded.icc_profile)
     q, shown = as_written(dst, img, res.image, pending(), on_note)
     h, w = img.shape[:2]
     if compare:
         compare_picture(compare, img, shown, f"patch k={len(cb.means)} shifts={shifts} "
-                        f"{fit}: PSNR {q.psnr:.2f} dB, {res.bits_per_pixel:.2f} b/px")
+                        f"{fit}: PSNR {q.psnr:.2f} dB, {res.bits_per_pixel:.2f} b/px",
+                        loaded.icc_profile)
     return {
         **_file_fields(src, dst, img),
         "codebook": str(cb.path),
@@ -253,15 +263,13 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
     from .metrics import image_quality
     from .pixel import quantize_pixels
 
-    for note in loaded.notes:
-        if on_note:
-            on_note(note)
+    _give_notes(loaded, on_note, dst)
     img = loaded.array
     h, w, c = img.shape
     res = quantize_adaptive(img, k1, k2, block=block, metric=metric, quantile=quantile, seed=seed)
     out = res.image
     q = image_quality(comparable(img), comparable(out))
-    nbytes = io.save_indexed(dst, res.indices, res.palette)
+    nbytes = io.save_indexed(dst, res.indices, res.palette, loaded.icc_profile)
     q, out = as_written(dst, img, out, q, on_note)
     if mask_path:
         io.save_image(mask_path, (res.pixel_mask.astype(np.uint8) * 255))
@@ -287,7 +295,7 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
         panels.append((res.pixel_mask, f"mask: white = k2 ({100 * r['high_share']:.0f}%)"))
         from .figures import side_by_side
 
-        side_by_side(panels, compare_path)
+        side_by_side(panels, compare_path, icc_profile=loaded.icc_profile)
         r["baselines"] = baselines
         r["compare"] = str(compare_path)
     r["seconds"] = round(time.perf_counter() - t0, 4)
@@ -295,11 +303,11 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
 
 
 def compare_picture(path: str | os.PathLike, original: np.ndarray, result: np.ndarray,
-                    label: str) -> int:
+                    label: str, icc_profile: bytes | None = None) -> int:
     """Original and result side by side, labelled (``--compare FILE``)."""
     from .figures import side_by_side
 
-    return side_by_side([(original, "original"), (result, label)], path)
+    return side_by_side([(original, "original"), (result, label)], path, icc_profile=icc_profile)
 
 
 def palette_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int = 16, seed: int = 0,
@@ -319,9 +327,7 @@ def palette_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int = 16,
     from .metrics import image_quality
     from .pixel import color_histogram_of, quantize_pixels
 
-    for note in loaded.notes:
-        if on_note:
-            on_note(note)
+    _give_notes(loaded, on_note, dst)
     img = loaded.array[..., :3]
     hist = color_histogram_of(img)
     res = quantize_pixels(img, k, seed=seed, histogram=hist)
@@ -338,7 +344,8 @@ def palette_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int = 16,
     p = rand_psnr if random else psnr
     palette_sheet(pal, shares, hist.colors, hist.counts, dst,
                   title=f"{name} palette, k={k}: PSNR {p:.2f} dB "
-                        f"({'k-means' if random else 'random'}: {(psnr if random else rand_psnr):.2f} dB)")
+                        f"({'k-means' if random else 'random'}: {(psnr if random else rand_psnr):.2f} dB)",
+                  icc_profile=loaded.icc_profile)
     return {"input": str(src), "output": str(dst), "k": k, "kind": name, "psnr": psnr,
             "random_psnr": rand_psnr,
             "palette": ["#%02x%02x%02x" % tuple(int(v) for v in c[:3]) for c in pal],

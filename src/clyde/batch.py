@@ -187,7 +187,7 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
     progress : tqdm bar over files
     on_result : called with every :class:`FileResult` as it completes
     on_note : called with a note for the user (a lossy ``fmt``: quality measured on
-        the files as written)
+        the files as written; a ``fmt`` that cannot store the inputs' ICC profiles)
 
     Returns
     -------
@@ -257,13 +257,13 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
         wh = goal(*loaded.full_size)
         return loaded, _reduce(loaded.array, wh, step, resample), time.perf_counter() - t
 
-    def save(out: Path, result, pending, small):
+    def save(out: Path, result, pending, small, icc):
         t = time.perf_counter()
         kind, payload = result
         if kind == "indexed":
-            nbytes = io.save_indexed(out, *payload)
+            nbytes = io.save_indexed(out, *payload, icc)
         else:
-            nbytes = io.save_image(out, payload)
+            nbytes = io.save_image(out, payload, icc)
         q = pending() if pending else None
         if q is not None and not exact:  # what is measured is what was written
             image = payload[1][payload[0]] if kind == "indexed" else payload
@@ -282,6 +282,7 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
         todo.append((rel, out))
 
     jobs = max(1, int(jobs))
+    no_icc = []  # inputs whose ICC profile the output format cannot store
     with ThreadPoolExecutor(jobs) as loaders, ThreadPoolExecutor(jobs) as savers:
         ahead = 2 * jobs
         loads = [loaders.submit(load, rel) for rel, _ in todo[:ahead]]
@@ -303,7 +304,9 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
                     idx, pal = payload
                     pending = image_quality_async(comparable(small), idx, palette=comparable(pal))
                 out.parent.mkdir(parents=True, exist_ok=True)
-                fut = savers.submit(save, out, result, pending, small)
+                if loaded.icc_profile and fmt_name not in io.ICC_FORMATS:
+                    no_icc.append(name)
+                fut = savers.submit(save, out, result, pending, small, loaded.icc_profile)
                 saves.append((name, loaded, small, kk, t_load + time.perf_counter() - t, fut))
             except ClydeError as e:
                 finish(FileResult(name, "failed", error=str(e)))
@@ -315,6 +318,10 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
         while saves:
             _retire(saves.pop(0), finish)
     bar.close()
+    if no_icc and on_note:
+        on_note(f"--format {fmt}: {fmt_name} cannot store ICC profiles; {len(no_icc)} "
+                f"input{'s' if len(no_icc) > 1 else ''} had one and {'were' if len(no_icc) > 1 else 'was'} "
+                f"written without it (first: {no_icc[0]})")
     summary = BatchSummary(results, time.perf_counter() - t0)
     if report is not None:
         _write_report(Path(report), results)

@@ -503,9 +503,10 @@ def sweep(
     answer = None
     if target_psnr is not None or target_ssim is not None:
         measure, target = ("psnr", target_psnr) if target_psnr is not None else ("ssim", target_ssim)
-        answer, rows = smallest_k(img, target=target, measure=measure, k_max=k_max, seed=seed)
+        answer, rows = smallest_k(img, target=target, measure=measure, k_max=k_max, seed=seed,
+                                  icc_profile=loaded.icc_profile)
     else:
-        rows = run(img, k_list, seed=seed)
+        rows = run(img, k_list, seed=seed, icc_profile=loaded.icc_profile)
     if plot:
         from .figures import line_chart
 

@@ -46,7 +46,7 @@ def _rgb(a: np.ndarray) -> Image.Image:
 
 
 def side_by_side(panels: Sequence[tuple[np.ndarray, str]], path: str | os.PathLike, *,
-                 height: int = 360, crop: int = 192) -> int:
+                 height: int = 360, crop: int = 192, icc_profile: bytes | None = None) -> int:
     """Write labelled panels in a row: whole images scaled to ``height``, then 1:1 centre crops.
 
     The second row shows a ``crop x crop`` detail at full resolution (every
@@ -57,6 +57,8 @@ def side_by_side(panels: Sequence[tuple[np.ndarray, str]], path: str | os.PathLi
     panels : sequence of (image, label); image (H, W), (H, W, 3|4) uint8 or (H, W) bool,
         all of the same H and W
     path : output file (format from its extension)
+    icc_profile : bytes, optional
+        The images' RGB ICC profile, embedded in the picture (:func:`clyde.io.save_image`).
 
     Returns
     -------
@@ -81,12 +83,12 @@ def side_by_side(panels: Sequence[tuple[np.ndarray, str]], path: str | os.PathLi
         resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST
         sheet.paste(im.resize((sw, sh), resample), (x, pad + label_h))
         sheet.paste(im.crop((cx, cy, cx + cw, cy + ch)), (x, pad + label_h + sh + pad))
-    return io.save_image(path, np.asarray(sheet))
+    return io.save_image(path, np.asarray(sheet), icc_profile)
 
 
 def palette_sheet(palette: np.ndarray, shares: np.ndarray, colors: np.ndarray,
                   weights: np.ndarray, path: str | os.PathLike, *, title: str = "",
-                  max_points: int = 4000, seed: int = 0) -> int:
+                  max_points: int = 4000, seed: int = 0, icc_profile: bytes | None = None) -> int:
     """Swatches with hex codes and pixel shares, and the colours in three channel planes.
 
     Parameters
@@ -98,6 +100,9 @@ def palette_sheet(palette: np.ndarray, shares: np.ndarray, colors: np.ndarray,
     path : output file
     title : str, a line drawn on top (k, PSNR...)
     max_points : int, colours drawn in each plane (a weighted sample)
+    icc_profile : bytes, optional
+        The image's RGB ICC profile, embedded so that the swatches display as the
+        image's colours do (the hex codes are the file's values, in that space).
     """
     k = len(palette)
     font = _font(13)
@@ -139,7 +144,7 @@ def palette_sheet(palette: np.ndarray, shares: np.ndarray, colors: np.ndarray,
             px, py = x0 + c[a] * s, y0 + (plane - 1) - c[b] * s
             d.ellipse([px - 4, py - 4, px + 4, py + 4], outline=(0, 0, 0), width=2)
         d.text((x0, y0 + plane + 4), f"{names[a]} (right) vs {names[b]} (up)", fill=_FG, font=font)
-    return io.save_image(path, np.asarray(sheet))
+    return io.save_image(path, np.asarray(sheet), icc_profile)
 
 
 def line_chart(xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]],

@@ -35,6 +35,9 @@ __all__ = [
     "check_colors",
     "PALETTE_FORMATS",
     "EXACT_FORMATS",
+    "ICC_FORMATS",
+    "profile_description",
+    "icc_note",
 ]
 
 #: Formats that store a palette image natively (index array + colour table).
@@ -44,6 +47,11 @@ PALETTE_FORMATS = ("PNG", "GIF")
 #: other (JPEG, lossy; GIF, at most 256 colours and one fully transparent entry) is read
 #: back after writing (:func:`read_written`), so that what is measured is what is written.
 EXACT_FORMATS = ("PNG", "WEBP", "TIFF", "BMP", "PPM")
+
+#: Formats that store an ICC profile (the input's is written into the output, so that the
+#: colours display as the input's do; Pillow writes it as PNG iCCP, JPEG APP2, WebP ICCP,
+#: TIFF tag 34675).
+ICC_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
 
 #: Why a format may change the pixels written (for the note that says so).
 LOSSY_WHY = {"JPEG": "JPEG is lossy",
@@ -56,7 +64,8 @@ class LoadedImage(NamedTuple):
     Attributes
     ----------
     array : (H, W, 3) or (H, W, 4) uint8 ndarray
-        sRGB pixels; a fourth channel is alpha (only present when some pixel
+        RGB pixels, as encoded in the file (sRGB unless ``icc_profile`` says
+        otherwise); a fourth channel is alpha (only present when some pixel
         is not fully opaque).
     source_mode : str
         Pillow's mode of the file (``"RGB"``, ``"I;16"``, ``"P"``, ``"CMYK"``...).
@@ -69,6 +78,11 @@ class LoadedImage(NamedTuple):
     full_size : (width, height)
         Size of the image in the file (after EXIF rotation); larger than
         ``array`` when a JPEG was decoded at reduced size (``reduce_for``).
+    icc_profile : bytes or None
+        The file's embedded ICC profile when it describes RGB (``array``'s
+        colour space), to be written into outputs; None when the file has
+        none, or one that does not apply to RGB pixels (gray, CMYK: a note
+        says so).
     """
 
     array: np.ndarray
@@ -77,6 +91,7 @@ class LoadedImage(NamedTuple):
     file_bytes: int
     notes: tuple[str, ...]
     full_size: tuple[int, int] | None = None
+    icc_profile: bytes | None = None
 
 
 def _rawmodes(im: Image.Image) -> list[str]:
@@ -144,6 +159,47 @@ def _orient(im: Image.Image, orientation: int) -> Image.Image:
     """Undo EXIF ``orientation`` by the table, not ``ImageOps.exif_transpose``, which
     reads it from the image: a 16-bit image rebuilt from an array has no EXIF left."""
     return im.transpose(_ORIENT[orientation]) if orientation in _ORIENT else im
+
+
+def profile_description(profile: bytes | None) -> str:
+    """The description an ICC profile gives itself (``"Display P3"``), or ``""``."""
+    if not profile:
+        return ""
+    try:
+        from PIL import ImageCms
+
+        return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(profile))).strip()
+    except Exception:  # ImageCms missing, or a profile LittleCMS cannot parse
+        return ""
+
+
+def _named(profile: bytes) -> str:
+    d = profile_description(profile)
+    return f" ({d})" if d else ""
+
+
+def _rgb_profile(profile, notes: list[str]) -> bytes | None:
+    """``profile`` when it describes RGB data (ICC header bytes 16-19: ``'RGB '``), else None.
+
+    A CMYK profile is already noted where the image is converted. A gray
+    profile cannot tag the RGB images clyde writes, so it is dropped, with a note."""
+    if not isinstance(profile, bytes) or len(profile) < 128:
+        return None
+    space = profile[16:20]
+    if space == b"RGB ":
+        return profile
+    if space != b"CMYK":
+        kind = "gray" if space == b"GRAY" else space.decode("latin-1").strip() or "unknown"
+        notes.append(f"{kind} ICC profile{_named(profile)} not kept: clyde writes RGB")
+    return None
+
+
+def icc_note(dst: str | os.PathLike, profile: bytes | None) -> str | None:
+    """The note to give when ``dst``'s format cannot store the input's ICC ``profile``."""
+    fmt = output_format(dst)
+    if profile and fmt not in ICC_FORMATS:
+        return f"{dst}: {fmt} cannot store the input's ICC profile{_named(profile)}; written without it"
+    return None
 
 
 def _to_uint8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
@@ -223,6 +279,7 @@ def _decode(source, name: str, file_bytes: int, reduce_for=None) -> LoadedImage:
             with Image.open(source) as im:
                 fmt = im.format
                 source_mode = im.mode
+                icc = im.info.get("icc_profile")
                 # The tiles say so until the image loads (getexif() loads a PNG)
                 wide = _is_16bit_colour(im)
                 n_frames = getattr(im, "n_frames", 1)
@@ -256,9 +313,10 @@ def _decode(source, name: str, file_bytes: int, reduce_for=None) -> LoadedImage:
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ClydeError(f"{name}: cannot decode image: {e}") from None
     notes.extend(more)
+    icc = _rgb_profile(icc, notes)
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ClydeError(f"{name}: image has no pixels")
-    return LoadedImage(array, source_mode, fmt, file_bytes, tuple(notes), full)
+    return LoadedImage(array, source_mode, fmt, file_bytes, tuple(notes), full, icc)
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -337,20 +395,20 @@ def _write_atomic(path: Path, write: Callable[[str], None]) -> int:
 PNG_COMPRESS_LEVEL = 4
 
 
-def _save_kwargs(fmt: str) -> dict:
-    if fmt == "PNG":
-        return {"compress_level": PNG_COMPRESS_LEVEL}
-    if fmt == "JPEG":
-        return {"quality": 95}
-    if fmt == "WEBP":
-        return {"lossless": True}
-    return {}
+def _save_kwargs(fmt: str, icc_profile: bytes | None = None) -> dict:
+    kw = {"PNG": {"compress_level": PNG_COMPRESS_LEVEL}, "JPEG": {"quality": 95},
+          "WEBP": {"lossless": True}}.get(fmt, {})
+    if icc_profile and fmt in ICC_FORMATS:
+        kw["icc_profile"] = icc_profile
+    return kw
 
 
-def save_image(path: str | os.PathLike, array: np.ndarray) -> int:
+def save_image(path: str | os.PathLike, array: np.ndarray, icc_profile: bytes | None = None) -> int:
     """Write an ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` uint8 array atomically.
 
-    The format comes from the extension. Returns the bytes on disk.
+    The format comes from the extension. ``icc_profile`` (an RGB profile, as
+    :attr:`LoadedImage.icc_profile`) is embedded where the format can store
+    one (:data:`ICC_FORMATS`) and the image is RGB(A). Returns the bytes on disk.
     """
     path = Path(path)
     fmt = output_format(path)
@@ -360,10 +418,12 @@ def save_image(path: str | os.PathLike, array: np.ndarray) -> int:
     if a.ndim == 3 and a.shape[-1] == 4 and fmt in ("JPEG", "BMP", "PPM"):
         raise ClydeError(f"{path}: {fmt} cannot store transparency; write .png, .webp or .tiff")
     im = Image.fromarray(a)
-    return _write_atomic(path, lambda tmp: im.save(tmp, format=fmt, **_save_kwargs(fmt)))
+    kwargs = _save_kwargs(fmt, icc_profile if a.ndim == 3 else None)
+    return _write_atomic(path, lambda tmp: im.save(tmp, format=fmt, **kwargs))
 
 
-def save_indexed(path: str | os.PathLike, indices: np.ndarray, palette: np.ndarray) -> int:
+def save_indexed(path: str | os.PathLike, indices: np.ndarray, palette: np.ndarray,
+                 icc_profile: bytes | None = None) -> int:
     """Write a palette image atomically.
 
     PNG and GIF get a real indexed image (so the file is really smaller);
@@ -375,6 +435,8 @@ def save_indexed(path: str | os.PathLike, indices: np.ndarray, palette: np.ndarr
     path : str or path-like
     indices : (H, W) integer ndarray, values in ``[0, len(palette))``
     palette : (k, 3) or (k, 4) uint8 ndarray, ``k <= 256``
+    icc_profile : bytes, optional
+        RGB ICC profile to embed (see :func:`save_image`).
 
     Returns
     -------
@@ -386,10 +448,10 @@ def save_indexed(path: str | os.PathLike, indices: np.ndarray, palette: np.ndarr
     palette = np.asarray(palette, np.uint8)
     k, c = palette.shape
     if fmt not in PALETTE_FORMATS or k > 256:
-        return save_image(path, palette[np.asarray(indices)])
+        return save_image(path, palette[np.asarray(indices)], icc_profile)
     im = Image.fromarray(np.asarray(indices, np.uint8), mode="P")
     im.putpalette(palette[:, :3].tobytes(), rawmode="RGB")
-    kwargs = _save_kwargs(fmt)
+    kwargs = _save_kwargs(fmt, icc_profile)
     if c == 4:
         alpha = palette[:, 3]
         if fmt == "PNG":
@@ -485,18 +547,20 @@ def resize(array: np.ndarray, size: tuple[int, int], resample: str = "box") -> n
     return np.asarray(Image.fromarray(np.ascontiguousarray(array), mode).resize(size, filt))
 
 
-def encoded_size(indices: np.ndarray, palette: np.ndarray, fmt: str = "PNG") -> int:
+def encoded_size(indices: np.ndarray, palette: np.ndarray, fmt: str = "PNG",
+                 icc_profile: bytes | None = None) -> int:
     """Bytes an indexed image would take on disk as ``fmt`` (encoded in memory, same
-    settings as :func:`save_indexed`)."""
+    settings as :func:`save_indexed`, ``icc_profile`` included)."""
     buf = io.BytesIO()
     palette = np.asarray(palette, np.uint8)
     k, c = palette.shape
     if k > 256:
-        Image.fromarray(palette[np.asarray(indices)]).save(buf, format=fmt, **_save_kwargs(fmt))
+        Image.fromarray(palette[np.asarray(indices)]).save(buf, format=fmt,
+                                                           **_save_kwargs(fmt, icc_profile))
         return buf.tell()
     im = Image.fromarray(np.asarray(indices, np.uint8), mode="P")
     im.putpalette(palette[:, :3].tobytes(), rawmode="RGB")
-    kwargs = _save_kwargs(fmt)
+    kwargs = _save_kwargs(fmt, icc_profile)
     if c == 4:
         kwargs["transparency"] = palette[:, 3].tobytes()
     if fmt == "PNG":

@@ -30,7 +30,7 @@ class SweepRow(NamedTuple):
     colors : int, palette entries used
     psnr, ssim : float, against the original
     index_bits_per_pixel : int, ``ceil(log2 colors)``
-    png_bytes : int, the indexed PNG as clyde writes it
+    png_bytes : int, the indexed PNG as clyde writes it (with ``icc_profile``, if given)
     seconds : float, quantization time
     """
 
@@ -43,21 +43,23 @@ class SweepRow(NamedTuple):
     seconds: float
 
 
-def _row(image, k, hist, kw) -> SweepRow:
+def _row(image, k, hist, kw, icc_profile=None) -> SweepRow:
     t = time.perf_counter()
     r = quantize_pixels(image, k, histogram=hist, **kw)
     secs = time.perf_counter() - t
     q = image_quality(comparable(image), r.indices, palette=comparable(r.palette))
     n = len(r.palette)
     return SweepRow(k, n, q.psnr, q.ssim, max(1, math.ceil(math.log2(max(n, 2)))),
-                    io.encoded_size(r.indices, r.palette), round(secs, 4))
+                    io.encoded_size(r.indices, r.palette, icc_profile=icc_profile), round(secs, 4))
 
 
 def sweep(image: np.ndarray, ks: Sequence[int], *, on_row: Callable[[SweepRow], None] | None = None,
-          **pixel_kwargs) -> list[SweepRow]:
+          icc_profile: bytes | None = None, **pixel_kwargs) -> list[SweepRow]:
     """Quantize ``image`` at every k of ``ks`` (pixel mode) and measure each result.
 
-    ``pixel_kwargs`` go to :func:`clyde.pixel.quantize_pixels` (seed, init, algo, space...).
+    ``icc_profile`` (the image's, :attr:`clyde.io.LoadedImage.icc_profile`) is counted
+    in the PNG bytes, as ``clyde pixel`` writes it. ``pixel_kwargs`` go to
+    :func:`clyde.pixel.quantize_pixels` (seed, init, algo, space...).
     """
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 2:
@@ -65,7 +67,7 @@ def sweep(image: np.ndarray, ks: Sequence[int], *, on_row: Callable[[SweepRow], 
     hist = color_histogram_of(image)
     rows = []
     for k in ks:
-        rows.append(_row(image, k, hist, pixel_kwargs))
+        rows.append(_row(image, k, hist, pixel_kwargs, icc_profile))
         if on_row:
             on_row(rows[-1])
     return rows
@@ -73,7 +75,7 @@ def sweep(image: np.ndarray, ks: Sequence[int], *, on_row: Callable[[SweepRow], 
 
 def smallest_k(image: np.ndarray, *, target: float, measure: str = "psnr", k_min: int = 2,
                k_max: int = 256, on_row: Callable[[SweepRow], None] | None = None,
-               **pixel_kwargs) -> tuple[int | None, list[SweepRow]]:
+               icc_profile: bytes | None = None, **pixel_kwargs) -> tuple[int | None, list[SweepRow]]:
     """The smallest k whose result reaches ``target`` (PSNR in dB, or SSIM), by bisection.
 
     Quality grows with k (not strictly for every seed, which bisection
@@ -90,7 +92,7 @@ def smallest_k(image: np.ndarray, *, target: float, measure: str = "psnr", k_min
 
     def ok(k):
         if k not in seen:
-            seen[k] = _row(image, k, hist, pixel_kwargs)
+            seen[k] = _row(image, k, hist, pixel_kwargs, icc_profile)
             if on_row:
                 on_row(seen[k])
         return getattr(seen[k], measure) >= target
