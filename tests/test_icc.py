@@ -2,11 +2,17 @@
 
 clyde works on the pixel values as the file encodes them, so the output is in the input's
 colour space; without the profile a viewer would show, say, Display P3 values as sRGB.
-The profiles here are LittleCMS's built-in sRGB and Lab ones (``ImageCms.createProfile``),
-and the sRGB one with its colour-space field set to GRAY, as a gray profile.
+An sRGB profile is not copied (a PNG gets the 13-byte sRGB chunk instead).
+
+The profiles here: ``WIDE``, an ICC v2 matrix/TRC profile written byte by byte below
+(sRGB's D50 colorants, gamma 1.0: linear light, so far from sRGB); LittleCMS's built-in
+sRGB and Lab profiles (``ImageCms.createProfile``); the sRGB IEC61966-2.1 profile that
+``examples/chelsea.png`` carries; and the built-in sRGB one with its colour-space field
+set to GRAY, as a gray profile.
 """
 
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -19,6 +25,38 @@ from clyde.cli import app
 
 runner = CliRunner()
 
+
+def _s15(v):
+    return struct.pack(">i", round(v * 65536))
+
+
+def _xyz(x, y, z):
+    return b"XYZ " + b"\0" * 4 + _s15(x) + _s15(y) + _s15(z)
+
+
+def rgb_profile(name, gamma, colorants=((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971),
+                                        (0.1431, 0.0606, 0.7141))):
+    """A minimal ICC v2 display profile: description, D50 white point, RGB colorants
+    (as XYZ, D50-adapted) and one gamma for the three channels (ICC.1:2001-04)."""
+    text = name.encode("ascii") + b"\0"
+    desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * 78
+    curv = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags = [(b"desc", desc), (b"wtpt", _xyz(0.9642, 1.0, 0.8249))]
+    tags += [(sig, _xyz(*c)) for sig, c in zip((b"rXYZ", b"gXYZ", b"bXYZ"), colorants)]
+    tags += [(sig, curv) for sig in (b"rTRC", b"gTRC", b"bTRC")]
+    start = 128 + 4 + 12 * len(tags)
+    table = data = b""
+    for sig, d in tags:
+        d += b"\0" * (-len(d) % 4)
+        table += sig + struct.pack(">II", start + len(data), len(d))
+        data += d
+    head = (struct.pack(">I", start + len(data)) + b"\0" * 4 + struct.pack(">I", 0x02100000)
+            + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp" + b"\0" * 28
+            + _s15(0.9642) + _s15(1.0) + _s15(0.8249))
+    return head.ljust(128, b"\0") + struct.pack(">I", len(tags)) + table + data
+
+
+WIDE = rgb_profile("linear sRGB primaries", 1.0)
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 LAB = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
 GRAY = SRGB[:16] + b"GRAY" + SRGB[20:]
@@ -29,16 +67,43 @@ def icc_of(path):
         return im.info.get("icc_profile")
 
 
+def srgb_chunk(path):
+    with Image.open(path) as im:
+        return im.info.get("srgb")
+
+
+def test_the_built_profile_is_what_it_says():
+    p = ImageCms.ImageCmsProfile(__import__("io").BytesIO(WIDE))
+    assert ImageCms.getProfileDescription(p).strip() == "linear sRGB primaries"
+    t = ImageCms.buildTransform(p, ImageCms.createProfile("sRGB"), "RGB", "RGB")
+    grey = ImageCms.applyTransform(Image.new("RGB", (1, 1), (128, 128, 128)), t).getpixel((0, 0))
+    assert grey == (188, 188, 188)  # linear 128/255 = 0.502 is sRGB 188
+
+
+def test_is_srgb(chelsea_profile):
+    assert cio.is_srgb(SRGB) and cio.is_srgb(chelsea_profile)
+    assert not cio.is_srgb(WIDE) and not cio.is_srgb(rgb_profile("gamma 2.2", 2.2))
+    assert not cio.is_srgb(b"not a profile" * 20)
+
+
 @pytest.fixture
 def small(chelsea):
     return np.ascontiguousarray(chelsea[::4, ::4])
 
 
+@pytest.fixture(scope="module")
+def chelsea_profile():
+    from conftest import EXAMPLES
+
+    with Image.open(EXAMPLES / "chelsea.png") as im:
+        return im.info["icc_profile"]
+
+
 @pytest.fixture
 def tagged(tmp_path, small):
-    """The cat as a JPEG carrying an sRGB profile."""
+    """The cat as a JPEG carrying the WIDE profile."""
     p = tmp_path / "cat.jpg"
-    Image.fromarray(small).save(p, quality=95, icc_profile=SRGB)
+    Image.fromarray(small).save(p, quality=95, icc_profile=WIDE)
     return p
 
 
@@ -49,9 +114,9 @@ def run(*args):
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tiff"])
 def test_an_rgb_profile_is_read(tmp_path, small, ext):
     p = tmp_path / ("in" + ext)
-    Image.fromarray(small).save(p, icc_profile=SRGB)
+    Image.fromarray(small).save(p, icc_profile=WIDE)
     loaded = cio.load_image(p)
-    assert loaded.icc_profile == SRGB and loaded.notes == ()
+    assert loaded.icc_profile == WIDE and loaded.notes == ()
 
 
 def test_no_profile_is_none(tmp_path, small):
@@ -83,49 +148,77 @@ def test_a_short_profile_is_ignored(tmp_path, small):
 def test_save_embeds_the_profile_where_the_format_can(tmp_path, small, rng, ext, kept):
     palette = rng.integers(0, 256, (8, 3), dtype=np.uint8)
     indices = rng.integers(0, 8, small.shape[:2]).astype(np.uint8)
-    for name, save in (("i", lambda p: cio.save_indexed(p, indices, palette, SRGB)),
-                       ("a", lambda p: cio.save_image(p, small, SRGB))):
+    for name, save in (("i", lambda p: cio.save_indexed(p, indices, palette, WIDE)),
+                       ("a", lambda p: cio.save_image(p, small, WIDE))):
         p = tmp_path / (name + ext)
         save(p)
-        assert icc_of(p) == (SRGB if kept else None)
+        assert icc_of(p) == (WIDE if kept else None)
     # the pixels are the same as without a profile
     if ext in (".png", ".webp", ".tiff", ".bmp"):
         np.testing.assert_array_equal(cio.load_image(tmp_path / ("a" + ext)).array, small)
-    note = cio.icc_note(tmp_path / ("o" + ext), SRGB)
+    note = cio.icc_note(tmp_path / ("o" + ext), WIDE)
     fmt = cio.output_format(tmp_path / ("o" + ext))
     assert note == (None if kept else
                     f"{tmp_path / ('o' + ext)}: {fmt} cannot store the input's ICC profile "
-                    "(sRGB built-in); written without it")
+                    "(linear sRGB primaries); written without it")
     assert cio.icc_note(tmp_path / ("o" + ext), None) is None
+    assert cio.icc_note(tmp_path / ("o" + ext), SRGB) is None  # untagged reads as sRGB
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tiff", ".gif", ".bmp"])
+def test_an_srgb_profile_is_not_copied(tmp_path, small, rng, ext, chelsea_profile):
+    palette = rng.integers(0, 256, (8, 3), dtype=np.uint8)
+    indices = rng.integers(0, 8, small.shape[:2]).astype(np.uint8)
+    for name, save in (("i", lambda p: cio.save_indexed(p, indices, palette, chelsea_profile)),
+                       ("a", lambda p: cio.save_image(p, small, chelsea_profile))):
+        p = tmp_path / (name + ext)
+        save(p)
+        assert icc_of(p) is None
+        assert srgb_chunk(p) == (0 if ext == ".png" else None)  # PNG: sRGB, perceptual
+    raw = (tmp_path / ("i" + ext)).read_bytes()
+    if ext == ".png":  # the chunk comes before PLTE and IDAT, as the PNG spec requires
+        assert raw.index(b"sRGB") < raw.index(b"PLTE") < raw.index(b"IDAT")
 
 
 def test_a_gray_array_gets_no_rgb_profile(tmp_path, small):
-    cio.save_image(tmp_path / "m.png", small[..., 0], SRGB)
+    cio.save_image(tmp_path / "m.png", small[..., 0], WIDE)
     assert icc_of(tmp_path / "m.png") is None
 
 
 def test_encoded_size_counts_the_profile(tmp_path, rng):
     palette = rng.integers(0, 256, (16, 3), dtype=np.uint8)
     indices = rng.integers(0, 16, (40, 50)).astype(np.uint8)
-    n = cio.save_indexed(tmp_path / "o.png", indices, palette, SRGB)
-    assert cio.encoded_size(indices, palette, icc_profile=SRGB) == n
-    assert cio.encoded_size(indices, palette) < n
+    bare = cio.encoded_size(indices, palette)
+    for profile in (WIDE, SRGB):
+        n = cio.save_indexed(tmp_path / "o.png", indices, palette, profile)
+        assert cio.encoded_size(indices, palette, icc_profile=profile) == n
+        # sRGB: the chunk's 4-byte length, type and CRC and 1 byte of data; WIDE: iCCP, deflated
+        assert n - bare == 13 if profile is SRGB else n - bare > 100
 
 
 def test_pixel_keeps_the_profile(tagged, tmp_path):
     out, side = tmp_path / "o.png", tmp_path / "side.png"
     r = run("pixel", tagged, "-k", "8", "-o", out, "--compare", side, "--json")
     assert (r.exit_code, r.stderr) == (0, "")
-    assert icc_of(out) == SRGB and icc_of(side) == SRGB
+    assert icc_of(out) == WIDE and icc_of(side) == WIDE
     assert json.loads(r.stdout)["bytes_out"] == out.stat().st_size
+
+
+def test_pixel_on_the_example_writes_the_srgb_chunk(tmp_path):
+    from conftest import EXAMPLES
+
+    out = tmp_path / "o.png"
+    r = run("pixel", EXAMPLES / "chelsea.png", "-k", "4", "-o", out)
+    assert (r.exit_code, r.stderr) == (0, "")
+    assert icc_of(out) is None and srgb_chunk(out) == 0
 
 
 def test_pixel_to_a_format_without_profiles_says_so(tagged, tmp_path):
     out = tmp_path / "o.gif"
     r = run("pixel", tagged, "-k", "8", "-o", out)
     assert r.exit_code == 0, r.output
-    assert r.stderr == (f"Note: {out}: GIF cannot store the input's ICC profile (sRGB built-in); "
-                        "written without it\n")
+    assert r.stderr == (f"Note: {out}: GIF cannot store the input's ICC profile (linear sRGB "
+                        "primaries); written without it\n")
     assert icc_of(out) is None
 
 
@@ -138,7 +231,7 @@ def test_patch_adaptive_palette_keep_the_profile(tagged, tmp_path, small_codeboo
                        (["palette", "-k", "4"], ["o_s.png"])):
         r = run(*args[:1], tagged, *args[1:], "-o", tmp_path / outs[0])
         assert (r.exit_code, r.stderr) == (0, ""), r.output
-        assert icc_of(tmp_path / outs[0]) == SRGB
+        assert icc_of(tmp_path / outs[0]) == WIDE
 
 
 def test_sweep_bytes_are_those_pixel_writes(tagged, tmp_path):
@@ -152,14 +245,17 @@ def test_sweep_bytes_are_those_pixel_writes(tagged, tmp_path):
 def test_batch_keeps_profiles_and_notes_formats_without(tmp_path, small):
     src = tmp_path / "in"
     src.mkdir()
-    Image.fromarray(small).save(src / "a.jpg", icc_profile=SRGB)
-    Image.fromarray(small).save(src / "b.png", icc_profile=SRGB)
+    Image.fromarray(small).save(src / "a.jpg", icc_profile=WIDE)
+    Image.fromarray(small).save(src / "b.png", icc_profile=WIDE)
     Image.fromarray(small).save(src / "c.png")
+    Image.fromarray(small).save(src / "d.png", icc_profile=SRGB)
     notes = []
     s = run_batch(src, tmp_path / "o", algo="mbkm", k=4, step=2, progress=False, on_note=notes.append)
-    assert s.count("done") == 3 and notes == []
-    assert [icc_of(tmp_path / "o" / f) for f in ("a.png", "b.png", "c.png")] == [SRGB, SRGB, None]
+    assert s.count("done") == 4 and notes == []
+    assert [icc_of(tmp_path / "o" / f) for f in ("a.png", "b.png", "c.png", "d.png")] == [
+        WIDE, WIDE, None, None]
+    assert srgb_chunk(tmp_path / "o" / "d.png") == 0
     s = run_batch(src, tmp_path / "b", algo="so", fmt="bmp", progress=False, on_note=notes.append)
-    assert s.count("done") == 3
-    assert notes == ["--format bmp: BMP cannot store ICC profiles; 2 inputs had one and were "
-                     "written without it (first: a.jpg)"]
+    assert s.count("done") == 4
+    assert notes == ["--format bmp: BMP cannot store ICC profiles; 2 inputs had one other than "
+                     "sRGB and were written without it (first: a.jpg)"]

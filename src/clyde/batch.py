@@ -282,7 +282,7 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
         todo.append((rel, out))
 
     jobs = max(1, int(jobs))
-    no_icc = []  # inputs whose ICC profile the output format cannot store
+    no_icc = []  # inputs whose (not sRGB) ICC profile the output format cannot store
     with ThreadPoolExecutor(jobs) as loaders, ThreadPoolExecutor(jobs) as savers:
         ahead = 2 * jobs
         loads = [loaders.submit(load, rel) for rel, _ in todo[:ahead]]
@@ -304,7 +304,7 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
                     idx, pal = payload
                     pending = image_quality_async(comparable(small), idx, palette=comparable(pal))
                 out.parent.mkdir(parents=True, exist_ok=True)
-                if loaded.icc_profile and fmt_name not in io.ICC_FORMATS:
+                if io.icc_note(out, loaded.icc_profile):
                     no_icc.append(name)
                 fut = savers.submit(save, out, result, pending, small, loaded.icc_profile)
                 saves.append((name, loaded, small, kk, t_load + time.perf_counter() - t, fut))
@@ -319,8 +319,9 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
             _retire(saves.pop(0), finish)
     bar.close()
     if no_icc and on_note:
+        many = len(no_icc) > 1
         on_note(f"--format {fmt}: {fmt_name} cannot store ICC profiles; {len(no_icc)} "
-                f"input{'s' if len(no_icc) > 1 else ''} had one and {'were' if len(no_icc) > 1 else 'was'} "
+                f"input{'s' if many else ''} had one other than sRGB and {'were' if many else 'was'} "
                 f"written without it (first: {no_icc[0]})")
     summary = BatchSummary(results, time.perf_counter() - t0)
     if report is not None:

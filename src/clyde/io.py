@@ -9,6 +9,7 @@ then a rename, so an interrupted run never leaves a half-written output.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import sys
@@ -36,6 +37,7 @@ __all__ = [
     "PALETTE_FORMATS",
     "EXACT_FORMATS",
     "ICC_FORMATS",
+    "is_srgb",
     "profile_description",
     "icc_note",
 ]
@@ -48,9 +50,10 @@ PALETTE_FORMATS = ("PNG", "GIF")
 #: back after writing (:func:`read_written`), so that what is measured is what is written.
 EXACT_FORMATS = ("PNG", "WEBP", "TIFF", "BMP", "PPM")
 
-#: Formats that store an ICC profile (the input's is written into the output, so that the
-#: colours display as the input's do; Pillow writes it as PNG iCCP, JPEG APP2, WebP ICCP,
-#: TIFF tag 34675).
+#: Formats that store an ICC profile (an input's profile other than sRGB is written into
+#: the output, so that the colours display as the input's do; Pillow writes it as PNG iCCP,
+#: JPEG APP2, WebP ICCP, TIFF tag 34675). An sRGB profile is not copied (see
+#: :func:`is_srgb`).
 ICC_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
 
 #: Why a format may change the pixels written (for the note that says so).
@@ -173,6 +176,31 @@ def profile_description(profile: bytes | None) -> str:
         return ""
 
 
+_GRID = np.stack(np.meshgrid(*[np.r_[0:256:15, 255]] * 3, indexing="ij"), -1).reshape(1, -1, 3)
+
+
+@functools.lru_cache(maxsize=16)
+def is_srgb(profile: bytes) -> bool:
+    """Whether an RGB ICC profile is sRGB, in effect: it maps 5,832 test colours (a
+    grid of steps of 15 per channel) to sRGB within one level.
+
+    Such a profile is not copied into outputs: untagged images are read as sRGB,
+    and a PNG gets the 13-byte ``sRGB`` chunk, where the usual sRGB IEC61966-2.1
+    profile takes 3 kB, as much as a whole small thumbnail. Unreadable profiles
+    count as not sRGB (they are copied as they are).
+    """
+    try:
+        from PIL import ImageCms
+
+        t = ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                    ImageCms.createProfile("sRGB"), "RGB", "RGB",
+                                    renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+        out = ImageCms.applyTransform(Image.fromarray(_GRID.astype(np.uint8), "RGB"), t)
+    except Exception:  # ImageCms missing, or a profile LittleCMS cannot use
+        return False
+    return int(np.abs(np.asarray(out, np.int16) - _GRID).max()) <= 1
+
+
 def _named(profile: bytes) -> str:
     d = profile_description(profile)
     return f" ({d})" if d else ""
@@ -195,9 +223,10 @@ def _rgb_profile(profile, notes: list[str]) -> bytes | None:
 
 
 def icc_note(dst: str | os.PathLike, profile: bytes | None) -> str | None:
-    """The note to give when ``dst``'s format cannot store the input's ICC ``profile``."""
+    """The note to give when ``dst``'s format cannot store the input's ICC ``profile``
+    (None for an sRGB profile: an untagged image is read as sRGB)."""
     fmt = output_format(dst)
-    if profile and fmt not in ICC_FORMATS:
+    if profile and fmt not in ICC_FORMATS and not is_srgb(profile):
         return f"{dst}: {fmt} cannot store the input's ICC profile{_named(profile)}; written without it"
     return None
 
@@ -398,7 +427,13 @@ PNG_COMPRESS_LEVEL = 4
 def _save_kwargs(fmt: str, icc_profile: bytes | None = None) -> dict:
     kw = {"PNG": {"compress_level": PNG_COMPRESS_LEVEL}, "JPEG": {"quality": 95},
           "WEBP": {"lossless": True}}.get(fmt, {})
-    if icc_profile and fmt in ICC_FORMATS:
+    if icc_profile and is_srgb(icc_profile):
+        if fmt == "PNG":  # the sRGB chunk, rendering intent perceptual
+            from PIL.PngImagePlugin import PngInfo
+
+            kw["pnginfo"] = info = PngInfo()
+            info.add(b"sRGB", b"\0")
+    elif icc_profile and fmt in ICC_FORMATS:
         kw["icc_profile"] = icc_profile
     return kw
 
@@ -408,7 +443,9 @@ def save_image(path: str | os.PathLike, array: np.ndarray, icc_profile: bytes | 
 
     The format comes from the extension. ``icc_profile`` (an RGB profile, as
     :attr:`LoadedImage.icc_profile`) is embedded where the format can store
-    one (:data:`ICC_FORMATS`) and the image is RGB(A). Returns the bytes on disk.
+    one (:data:`ICC_FORMATS`) and the image is RGB(A); an sRGB profile
+    (:func:`is_srgb`) becomes a PNG's ``sRGB`` chunk, and nothing in other
+    formats. Returns the bytes on disk.
     """
     path = Path(path)
     fmt = output_format(path)
