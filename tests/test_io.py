@@ -247,12 +247,10 @@ def test_check_colors(tmp_path):
         cio.check_colors("--format gif", 300, ".gif")
 
 
-def _png16(path, a, color_type):
-    """Write ``a`` (H, W, C) uint16 as a 16-bit PNG, cycling the row filters through
-    None, Sub, Up, Average and Paeth (so that the reader's unfiltering is exercised)."""
-    import struct
-    import zlib
-
+def _filtered(a):
+    """Rows of ``a`` (H, W, C) uint16 as big-endian PNG scanlines, each behind a filter
+    byte, cycling the filters through None, Sub, Up, Average and Paeth (so that the
+    reader's unfiltering is exercised)."""
     h, w, c = a.shape
     rows = a.astype(">u2").reshape(h, w * c).view(np.uint8).reshape(h, -1).astype(np.int32)
     bpp = 2 * c
@@ -267,23 +265,53 @@ def _png16(path, a, color_type):
         f = y % 5
         pred = [0 * x, left, up, (left + up) // 2, paeth][f]
         out.append(bytes([f]) + ((x - pred) % 256).astype(np.uint8).tobytes())
+    return b"".join(out)
+
+
+#: Adam7's seven passes: first column and row, column and row steps (PNG spec, 8.2)
+_ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2)]
+
+
+def _png16(path, a, color_type, interlace=False):
+    """Write ``a`` (H, W, C) uint16 as a 16-bit PNG, plain or Adam7-interlaced (every
+    pass's rows filtered on their own; empty passes left out)."""
+    import struct
+    import zlib
+
+    h, w, c = a.shape
+    if interlace:
+        data = b"".join(_filtered(a[y0::dy, x0::dx]) for x0, y0, dx, dy in _ADAM7
+                        if a[y0::dy, x0::dx].size)
+    else:
+        data = _filtered(a)
 
     def chunk(t, d):
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"".join(out))) + chunk(b"IEND", b""))
+    head = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, int(interlace))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head)
+                     + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b""))
 
 
+@pytest.mark.parametrize("interlace", [False, True])
 @pytest.mark.parametrize("channels, color_type", [(3, 2), (4, 6), (2, 4)])
-def test_16bit_colour_png_is_rounded_not_truncated(tmp_path, rng, channels, color_type):
+def test_16bit_colour_png_is_rounded_not_truncated(tmp_path, rng, channels, color_type, interlace):
     """Pillow keeps the high byte of 16-bit colour samples; clyde rounds v * 255 / 65535."""
     a = rng.integers(0, 65536, (23, 37, channels)).astype(np.uint16)
     a[0, :4, 0] = [0x12FF, 1000, 65535, 0]  # high byte 0x12, but rounds to 0x13; 1000 -> 4
     if channels != 3:
         a[..., -1] = np.maximum(a[..., -1], 258)  # no fully transparent pixel (RGB kept)
     p = tmp_path / "p16.png"
-    _png16(p, a, color_type)
+    _png16(p, a, color_type, interlace)
+    with Image.open(p) as im:  # the file is what it should be: Pillow reads its high bytes
+        assert im.info.get("interlace", 0) == int(interlace)
+        alpha = np.asarray(im.getchannel("A")) if channels != 3 else None
+        rgb = np.asarray(im.convert("RGB"))
+    if channels == 3:
+        np.testing.assert_array_equal(rgb, a >> 8)
+    else:
+        np.testing.assert_array_equal(alpha, a[..., -1] >> 8)
     want = np.rint(a.astype(np.float64) * 255 / 65535).astype(np.uint8)
     if channels == 2:  # gray + alpha -> RGBA
         want = np.concatenate([np.repeat(want[..., :1], 3, -1), want[..., 1:]], -1)
