@@ -4,13 +4,17 @@ clyde works on the pixel values as the file encodes them, so the output is in th
 colour space; without the profile a viewer would show, say, Display P3 values as sRGB.
 An sRGB profile is not copied (a PNG gets the 13-byte sRGB chunk instead).
 
+A CMYK image with a profile is converted to sRGB through it.
+
 The profiles here: ``WIDE``, an ICC v2 matrix/TRC profile written byte by byte below
-(sRGB's D50 colorants, gamma 1.0: linear light, so far from sRGB); LittleCMS's built-in
-sRGB and Lab profiles (``ImageCms.createProfile``); the sRGB IEC61966-2.1 profile that
-``examples/chelsea.png`` carries; and the built-in sRGB one with its colour-space field
-set to GRAY, as a gray profile.
+(sRGB's D50 colorants, gamma 1.0: linear light, so far from sRGB); ``PRESS``, a CMYK
+printer profile written likewise (a 2-point lut16 from CMYK to Lab whose corners are
+made-up inks); LittleCMS's built-in sRGB and Lab profiles (``ImageCms.createProfile``);
+the sRGB IEC61966-2.1 profile that ``examples/chelsea.png`` carries; and the built-in sRGB
+one with its colour-space field set to GRAY, as a gray profile.
 """
 
+import itertools
 import json
 import struct
 
@@ -34,16 +38,8 @@ def _xyz(x, y, z):
     return b"XYZ " + b"\0" * 4 + _s15(x) + _s15(y) + _s15(z)
 
 
-def rgb_profile(name, gamma, colorants=((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971),
-                                        (0.1431, 0.0606, 0.7141))):
-    """A minimal ICC v2 display profile: description, D50 white point, RGB colorants
-    (as XYZ, D50-adapted) and one gamma for the three channels (ICC.1:2001-04)."""
-    text = name.encode("ascii") + b"\0"
-    desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * 78
-    curv = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
-    tags = [(b"desc", desc), (b"wtpt", _xyz(0.9642, 1.0, 0.8249))]
-    tags += [(sig, _xyz(*c)) for sig, c in zip((b"rXYZ", b"gXYZ", b"bXYZ"), colorants)]
-    tags += [(sig, curv) for sig in (b"rTRC", b"gTRC", b"bTRC")]
+def _profile(cls_space_pcs, tags):
+    """An ICC v2 profile: header (D50 illuminant) + tag table + 4-byte aligned tag data."""
     start = 128 + 4 + 12 * len(tags)
     table = data = b""
     for sig, d in tags:
@@ -51,12 +47,65 @@ def rgb_profile(name, gamma, colorants=((0.4361, 0.2225, 0.0139), (0.3851, 0.716
         table += sig + struct.pack(">II", start + len(data), len(d))
         data += d
     head = (struct.pack(">I", start + len(data)) + b"\0" * 4 + struct.pack(">I", 0x02100000)
-            + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp" + b"\0" * 28
+            + cls_space_pcs + b"\0" * 12 + b"acsp" + b"\0" * 28
             + _s15(0.9642) + _s15(1.0) + _s15(0.8249))
     return head.ljust(128, b"\0") + struct.pack(">I", len(tags)) + table + data
 
 
+def _desc(name):
+    text = name.encode("ascii") + b"\0"
+    return b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * 78
+
+
+def rgb_profile(name, gamma, colorants=((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971),
+                                        (0.1431, 0.0606, 0.7141))):
+    """A minimal ICC v2 display profile: description, D50 white point, RGB colorants
+    (as XYZ, D50-adapted) and one gamma for the three channels (ICC.1:2001-04)."""
+    curv = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags = [(b"desc", _desc(name)), (b"wtpt", _xyz(0.9642, 1.0, 0.8249))]
+    tags += [(sig, _xyz(*c)) for sig, c in zip((b"rXYZ", b"gXYZ", b"bXYZ"), colorants)]
+    tags += [(sig, curv) for sig in (b"rTRC", b"gTRC", b"bTRC")]
+    return _profile(b"mntrRGB XYZ ", tags)
+
+
+#: The made-up inks of PRESS, as sRGB: full cyan, magenta, yellow and black; overprints
+#: multiply (white paper where there is no ink).
+INKS = ((0, 160, 230), (230, 0, 126), (255, 240, 0), (35, 31, 32))
+
+
+def ink_rgb(cmyk):
+    """sRGB of a corner of the CMYK cube (each of C, M, Y, K 0 or 255) under INKS."""
+    rgb = np.ones(3)
+    for amount, colour in zip(cmyk, INKS):
+        if amount:
+            rgb = rgb * np.array(colour) / 255
+    return np.rint(rgb * 255)
+
+
+def cmyk_profile(name):
+    """A CMYK printer profile: A2B0 is a lut16 (mft2) with identity curves and a 2-point
+    grid holding, at every corner of the CMYK cube, the Lab of :func:`ink_rgb` (through
+    LittleCMS's sRGB -> Lab; in lut16's legacy encoding, L 0..100 -> 0..0xFF00, a and b
+    -128..128 -> 0..0x10000)."""
+    corners = list(itertools.product((0, 255), repeat=4))  # C varies slowest, as the grid
+    rgb = np.array([ink_rgb(c) for c in corners], np.uint8)[None]
+    to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"),
+                                     "RGB", "LAB")
+    lab = np.asarray(ImageCms.applyTransform(Image.fromarray(rgb, "RGB"), to_lab))[0]
+    big_l = lab[:, 0].astype(np.float64) * 100 / 255  # Pillow's LAB: L 0..255, a and b int8
+    ab = lab[:, 1:].view(np.int8).astype(np.float64)
+    grid = np.column_stack([big_l * 0xFF00 / 100, (ab + 128) * 256])
+    grid = np.clip(np.rint(grid), 0, 65535).astype(">u2")
+    ramp = struct.pack(">HH", 0, 65535)
+    mft2 = (b"mft2" + b"\0" * 4 + bytes([4, 3, 2, 0])
+            + b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1)) + struct.pack(">HH", 2, 2)
+            + ramp * 4 + grid.tobytes() + ramp * 3)
+    return _profile(b"prtrCMYKLab ", [(b"desc", _desc(name)), (b"wtpt", _xyz(0.9642, 1.0, 0.8249)),
+                                      (b"A2B0", mft2)])
+
+
 WIDE = rgb_profile("linear sRGB primaries", 1.0)
+PRESS = cmyk_profile("made-up press")
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 LAB = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
 GRAY = SRGB[:16] + b"GRAY" + SRGB[20:]
@@ -259,3 +308,42 @@ def test_batch_keeps_profiles_and_notes_formats_without(tmp_path, small):
     assert s.count("done") == 4
     assert notes == ["--format bmp: BMP cannot store ICC profiles; 2 inputs had one other than "
                      "sRGB and were written without it (first: a.jpg)"]
+
+
+def _cmyk_corners():
+    corners = list(itertools.product((0, 255), repeat=4))
+    return corners, Image.frombytes("CMYK", (16, 1), bytes(np.array(corners, np.uint8).ravel()))
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".tiff"])
+def test_cmyk_is_converted_through_its_profile(tmp_path, ext):
+    corners, im = _cmyk_corners()
+    im = im.resize((16 * 8, 8), Image.Resampling.NEAREST)  # 8x8 blocks: JPEG keeps them
+    p = tmp_path / ("c" + ext)
+    im.save(p, icc_profile=PRESS, **({"quality": 100, "subsampling": 0} if ext == ".jpg" else {}))
+    loaded = cio.load_image(p)
+    assert loaded.notes == () and loaded.icc_profile is None  # sRGB now
+    got = loaded.array[4, 4::8].astype(int)
+    want = np.array([ink_rgb(c) for c in corners])
+    naive = np.asarray(im.convert("RGB"))[4, 4::8].astype(int)
+    # corners are grid points: exact but for Lab's 8-bit round trip here (and JPEG's)
+    assert np.abs(got - want).max() <= 10  # measured: 9 at pure cyan, <= 2 elsewhere
+    assert np.abs(naive - want).max() >= 90  # Pillow's formula: pure cyan is (0, 255, 255)
+
+
+def test_cmyk_without_a_profile_uses_pillows_formula(tmp_path):
+    corners, im = _cmyk_corners()
+    im.save(tmp_path / "c.tiff")
+    loaded = cio.load_image(tmp_path / "c.tiff")
+    assert loaded.notes == ()
+    np.testing.assert_array_equal(loaded.array, np.asarray(im.convert("RGB")))
+
+
+def test_cmyk_with_an_unusable_profile_says_so(tmp_path):
+    corners, im = _cmyk_corners()
+    broken = PRESS[:16] + b"CMYK" + PRESS[20:128]  # a header and no tags
+    im.save(tmp_path / "c.tiff", icc_profile=broken)
+    loaded = cio.load_image(tmp_path / "c.tiff")
+    np.testing.assert_array_equal(loaded.array, np.asarray(im.convert("RGB")))
+    assert len(loaded.notes) == 1
+    assert loaded.notes[0].startswith("CMYK image converted to RGB without its ICC profile (")

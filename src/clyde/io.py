@@ -84,8 +84,8 @@ class LoadedImage(NamedTuple):
     icc_profile : bytes or None
         The file's embedded ICC profile when it describes RGB (``array``'s
         colour space), to be written into outputs; None when the file has
-        none, or one that does not apply to RGB pixels (gray, CMYK: a note
-        says so).
+        none, or a gray one (dropped, with a note), or is CMYK (converted to
+        sRGB through its profile).
     """
 
     array: np.ndarray
@@ -209,8 +209,8 @@ def _named(profile: bytes) -> str:
 def _rgb_profile(profile, notes: list[str]) -> bytes | None:
     """``profile`` when it describes RGB data (ICC header bytes 16-19: ``'RGB '``), else None.
 
-    A CMYK profile is already noted where the image is converted. A gray
-    profile cannot tag the RGB images clyde writes, so it is dropped, with a note."""
+    A CMYK profile is used where the image is converted (:func:`_cmyk_to_srgb`). A
+    gray profile cannot tag the RGB images clyde writes, so it is dropped, with a note."""
     if not isinstance(profile, bytes) or len(profile) < 128:
         return None
     space = profile[16:20]
@@ -231,6 +231,23 @@ def icc_note(dst: str | os.PathLike, profile: bytes | None) -> str | None:
     return None
 
 
+def _cmyk_to_srgb(im: Image.Image, notes: list[str]) -> Image.Image:
+    """A CMYK image in sRGB: through its ICC profile when it has one (LittleCMS,
+    perceptual intent, as a colour-managed viewer shows it), else by Pillow's
+    profile-less formula (``R = 255 - min(255, C + K)``...), the only choice left."""
+    profile = im.info.get("icc_profile")
+    if not (isinstance(profile, bytes) and profile[16:20] == b"CMYK"):
+        return im.convert("RGB")
+    try:
+        from PIL import ImageCms
+
+        return ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                         ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except Exception as e:  # ImageCms missing, or a profile LittleCMS cannot use
+        notes.append(f"CMYK image converted to RGB without its ICC profile{_named(profile)} ({e})")
+        return im.convert("RGB")
+
+
 def _to_uint8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
     """Convert any Pillow mode to an ``(H, W, 3|4)`` uint8 array."""
     notes: list[str] = []
@@ -247,9 +264,9 @@ def _to_uint8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode in ("PA", "LA", "La", "RGBa", "RGBA"):
         im = im.convert("RGBA")
+    elif mode == "CMYK":
+        im = _cmyk_to_srgb(im, notes)
     elif mode != "RGB":
-        if mode == "CMYK" and im.info.get("icc_profile"):
-            notes.append("CMYK image converted to RGB without its ICC profile")
         im = im.convert("RGB")
     a = np.asarray(im)
     if a.shape[-1] == 4 and bool(np.all(a[..., 3] == 255)):
@@ -342,7 +359,7 @@ def _decode(source, name: str, file_bytes: int, reduce_for=None) -> LoadedImage:
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ClydeError(f"{name}: cannot decode image: {e}") from None
     notes.extend(more)
-    icc = _rgb_profile(icc, notes)
+    icc = None if source_mode == "CMYK" else _rgb_profile(icc, notes)  # CMYK: now sRGB
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ClydeError(f"{name}: image has no pixels")
     return LoadedImage(array, source_mode, fmt, file_bytes, tuple(notes), full, icc)
