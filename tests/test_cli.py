@@ -206,3 +206,13 @@ def test_gif_beyond_256_colours_is_refused(photo, tmp_path):
     assert (r.exit_code, r.stderr) == (1, f"Error: {out}: GIF holds at most 256 colours, got 300; "
                                           "write .png, or ask for 256 colours or fewer\n")
     assert not out.exists()
+
+
+def test_avif_output_is_lossy_and_measured_as_written(photo, tmp_path):
+    original = np.asarray(Image.open(photo))
+    out = tmp_path / "o.avif"
+    r = run("pixel", photo, "-k", "8", "-o", out, "--json")
+    assert r.exit_code == 0, r.output
+    assert r.stderr == f"Note: {out}: AVIF is lossy, so PSNR and SSIM are measured on the file as written\n"
+    q = _file_psnr(original, out)
+    assert json.loads(r.stdout)["psnr"] == q.psnr and q.psnr > 25

@@ -160,7 +160,7 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tiff"])
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tiff", ".avif"])
 def test_an_rgb_profile_is_read(tmp_path, small, ext):
     p = tmp_path / ("in" + ext)
     Image.fromarray(small).save(p, icc_profile=WIDE)
@@ -193,7 +193,8 @@ def test_a_short_profile_is_ignored(tmp_path, small):
 
 
 @pytest.mark.parametrize("ext, kept", [(".png", True), (".jpg", True), (".webp", True),
-                                       (".tiff", True), (".gif", False), (".bmp", False)])
+                                       (".tiff", True), (".avif", True), (".gif", False),
+                                       (".bmp", False)])
 def test_save_embeds_the_profile_where_the_format_can(tmp_path, small, rng, ext, kept):
     palette = rng.integers(0, 256, (8, 3), dtype=np.uint8)
     indices = rng.integers(0, 8, small.shape[:2]).astype(np.uint8)
@@ -214,7 +215,7 @@ def test_save_embeds_the_profile_where_the_format_can(tmp_path, small, rng, ext,
     assert cio.icc_note(tmp_path / ("o" + ext), SRGB) is None  # untagged reads as sRGB
 
 
-@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tiff", ".gif", ".bmp"])
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tiff", ".avif", ".gif", ".bmp"])
 def test_an_srgb_profile_is_not_copied(tmp_path, small, rng, ext, chelsea_profile):
     palette = rng.integers(0, 256, (8, 3), dtype=np.uint8)
     indices = rng.integers(0, 8, small.shape[:2]).astype(np.uint8)

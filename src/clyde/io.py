@@ -52,12 +52,12 @@ EXACT_FORMATS = ("PNG", "WEBP", "TIFF", "BMP", "PPM")
 
 #: Formats that store an ICC profile (an input's profile other than sRGB is written into
 #: the output, so that the colours display as the input's do; Pillow writes it as PNG iCCP,
-#: JPEG APP2, WebP ICCP, TIFF tag 34675). An sRGB profile is not copied (see
+#: JPEG APP2, WebP ICCP, TIFF tag 34675, AVIF colr). An sRGB profile is not copied (see
 #: :func:`is_srgb`).
-ICC_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
+ICC_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "AVIF")
 
 #: Why a format may change the pixels written (for the note that says so).
-LOSSY_WHY = {"JPEG": "JPEG is lossy",
+LOSSY_WHY = {"JPEG": "JPEG is lossy", "AVIF": "AVIF is lossy",
              "GIF": "GIF holds at most 256 colours and one fully transparent entry"}
 
 
@@ -443,7 +443,7 @@ PNG_COMPRESS_LEVEL = 4
 
 def _save_kwargs(fmt: str, icc_profile: bytes | None = None) -> dict:
     kw = {"PNG": {"compress_level": PNG_COMPRESS_LEVEL}, "JPEG": {"quality": 95},
-          "WEBP": {"lossless": True}}.get(fmt, {})
+          "WEBP": {"lossless": True}, "AVIF": {"quality": 90}}.get(fmt, {})
     if icc_profile and is_srgb(icc_profile):
         if fmt == "PNG":  # the sRGB chunk, rendering intent perceptual
             from PIL.PngImagePlugin import PngInfo
