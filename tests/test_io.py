@@ -183,6 +183,12 @@ def test_reduce_for_decodes_jpeg_at_a_dct_scale(tmp_path, chelsea):
     png = tmp_path / "big.png"
     Image.fromarray(big).save(png)
     assert load_image(png, reduce_for=lambda w, h: (w // 5, h // 5)).array.shape == big.shape
+    # MPO (many cameras' JPEGs: the photo, then a preview) decodes the same way
+    mpo = tmp_path / "big.mpo"
+    Image.fromarray(big).save(mpo, format="MPO", save_all=True,
+                              append_images=[Image.fromarray(big[:120, :180])])
+    m = load_image(mpo, reduce_for=lambda w, h: (w // 5, h // 5))
+    assert m.format == "MPO" and m.full_size == (1804, 1200) and m.array.shape == (300, 451, 3)
 
 
 @pytest.mark.parametrize("k, channels", [(4, 3), (40, 4), (300, 3)])

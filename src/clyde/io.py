@@ -336,7 +336,7 @@ def _decode(source, name: str, file_bytes: int, reduce_for=None) -> LoadedImage:
                 swap = orientation in (5, 6, 7, 8)
                 w0, h0 = im.size
                 full = (h0, w0) if swap else (w0, h0)
-                if reduce_for is not None and fmt == "JPEG":
+                if reduce_for is not None and fmt in ("JPEG", "MPO"):  # MPO: camera JPEGs
                     tw, th = reduce_for(*full)
                     if swap:
                         tw, th = th, tw
