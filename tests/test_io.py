@@ -279,9 +279,10 @@ _ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
           (0, 1, 1, 2)]
 
 
-def _png16(path, a, color_type, interlace=False):
+def _png16(path, a, color_type, interlace=False, trns=None):
     """Write ``a`` (H, W, C) uint16 as a 16-bit PNG, plain or Adam7-interlaced (every
-    pass's rows filtered on their own; empty passes left out)."""
+    pass's rows filtered on their own; empty passes left out), with ``trns`` (a 16-bit
+    colour) as its tRNS colour key if given."""
     import struct
     import zlib
 
@@ -296,7 +297,8 @@ def _png16(path, a, color_type, interlace=False):
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
 
     head = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, int(interlace))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head)
+    key = chunk(b"tRNS", struct.pack(">3H", *trns)) if trns is not None else b""
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + key
                      + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b""))
 
 
@@ -326,6 +328,38 @@ def test_16bit_colour_png_is_rounded_not_truncated(tmp_path, rng, channels, colo
     np.testing.assert_array_equal(got.array, want)
     assert got.array[0, 0, 0] == 0x13 and got.array[0, 1, 0] == 4
     np.testing.assert_array_equal(cio.load_image_bytes(p.read_bytes()).array, want)
+
+
+@pytest.mark.parametrize("kind", ["RGB", "L", "1", "I;16", "RGB;16"])
+def test_colour_key_transparency_becomes_alpha(tmp_path, rng, kind):
+    """A PNG's tRNS colour key (RGB, gray, 1-bit, 16-bit gray and colour) marks every pixel
+    of that exact value transparent; clyde keeps that as alpha, the other pixels as they are."""
+    p = tmp_path / "key.png"
+    if kind == "RGB;16":
+        a = rng.integers(0, 65536, (20, 30, 3)).astype(np.uint16)
+        key = (4242, 0x12FF, 7)
+        a[:4] = key
+        a[4, :3] = (4242, 0x12FE, 7)  # one step off: opaque (same 8-bit rounding as the key)
+        _png16(p, a, 2, trns=key)
+        hit = np.all(a == key, axis=-1)
+        rgb = np.rint(a.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    else:
+        top = {"RGB": 255, "L": 255, "1": 1, "I;16": 65535}[kind]
+        shape = (20, 30, 3) if kind == "RGB" else (20, 30)
+        a = rng.integers(0, top + 1, shape)
+        key = (1, 2, 3) if kind == "RGB" else top // 3 if kind != "1" else 0
+        a[:4] = key
+        im = Image.fromarray(a.astype(np.uint8) * 255 if kind == "1" else
+                             a.astype(np.uint16 if kind == "I;16" else np.uint8))
+        (im.convert("1") if kind == "1" else im).save(p, transparency=key)
+        assert Image.open(p).mode == kind
+        hit = np.all(a == key, axis=-1) if kind == "RGB" else a == key
+        v = a * 255 if kind == "1" else np.rint(a / 257) if kind == "I;16" else a
+        rgb = (v if kind == "RGB" else np.repeat(v[..., None], 3, -1)).astype(np.uint8)
+    got = load_image(p).array
+    assert got.shape == (20, 30, 4) and hit[:4].all() and not hit.all()
+    np.testing.assert_array_equal(got[..., 3], np.where(hit, 0, 255))
+    np.testing.assert_array_equal(got[..., :3], rgb)
 
 
 def _tiff16(path, a, little):

@@ -148,7 +148,13 @@ def _rounded_16bit(im: Image.Image, source, notes: list[str]) -> Image.Image:
     else:
         v = np.asarray(im).astype(np.uint32) * 256 + b
     # round(v * 255 / 65535) = round(v / 257); v / 257 never ends in exactly .5
-    return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8), im.mode)
+    out = ((v * 255 + 32767) // 65535).astype(np.uint8)
+    key = im.info.get("transparency")  # tRNS of a 16-bit RGB PNG: a 16-bit colour
+    if im.mode == "RGB" and isinstance(key, tuple) and len(key) == 3:
+        hit = np.all(v == np.asarray(key, np.uint32), axis=-1)
+        if hit.any():
+            return Image.fromarray(np.dstack([out, np.where(hit, 0, 255).astype(np.uint8)]), "RGBA")
+    return Image.fromarray(out, im.mode)
 
 
 #: EXIF orientation -> the transposition that undoes it (as ``ImageOps.exif_transpose``)
@@ -252,23 +258,30 @@ def _to_uint8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
     """Convert any Pillow mode to an ``(H, W, 3|4)`` uint8 array."""
     notes: list[str] = []
     mode = im.mode
+    key = im.info.get("transparency")  # PNG tRNS: the one colour (or gray) that is transparent
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        a = np.asarray(im).astype(np.float64)
+        raw = np.asarray(im)
+        a = raw.astype(np.float64)
         if mode.startswith("I;16") or (mode == "I" and a.max(initial=0) > 255):
             a = a / 257.0  # 16-bit to 8-bit: 65535 -> 255, rounded below
         elif mode == "F" and a.max(initial=0) <= 1.0:
             a = a * 255.0
         g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=-1), notes
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    elif mode in ("PA", "LA", "La", "RGBa", "RGBA"):
-        im = im.convert("RGBA")
-    elif mode == "CMYK":
-        im = _cmyk_to_srgb(im, notes)
-    elif mode != "RGB":
-        im = im.convert("RGB")
-    a = np.asarray(im)
+        a = np.repeat(g[..., None], 3, axis=-1)
+        if isinstance(key, int) and mode != "F":
+            a = np.dstack([a, np.where(raw == key, 0, 255).astype(np.uint8)])
+    else:
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif mode in ("PA", "LA", "La", "RGBa", "RGBA"):
+            im = im.convert("RGBA")
+        elif mode in ("RGB", "L", "1") and key is not None and max(np.atleast_1d(key)) <= 255:
+            im = im.convert("RGBA")  # the key colour becomes alpha 0
+        elif mode == "CMYK":
+            im = _cmyk_to_srgb(im, notes)
+        elif mode != "RGB":
+            im = im.convert("RGB")
+        a = np.asarray(im)
     if a.shape[-1] == 4 and bool(np.all(a[..., 3] == 255)):
         a = a[..., :3]
     return np.ascontiguousarray(a), notes
