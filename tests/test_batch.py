@@ -183,3 +183,20 @@ def test_gif_beyond_256_colours_is_refused_before_any_work(folder, tmp_path):
         1, "Error: --format gif: GIF holds at most 256 colours, got 300; "
            "write .png, or ask for 256 colours or fewer")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_report_carries_the_readers_notes(tmp_path, chelsea):
+    src = tmp_path / "in"
+    src.mkdir()
+    frames = [Image.fromarray(chelsea[:60, :80]), Image.fromarray(chelsea[60:120, :80])]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(chelsea[:60, :80]).save(src / "rot.jpg", exif=exif)
+    Image.fromarray(chelsea[:60, :80]).save(src / "plain.png")
+    s = run_batch(src, tmp_path / "o", algo="so", step=1, progress=False, report=tmp_path / "r.csv")
+    notes = {r.name: r.notes for r in s.results}
+    assert notes == {"anim.gif": "anim.gif has 2 frames; using the first",
+                     "rot.jpg": "applied EXIF orientation 6", "plain.png": ""}
+    rows = {r["name"]: r["notes"] for r in csv.DictReader(open(tmp_path / "r.csv"))}
+    assert rows == notes

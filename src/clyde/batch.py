@@ -55,6 +55,7 @@ class FileResult(NamedTuple):
     ssim: float | None = None
     seconds: float = 0.0
     error: str = ""
+    notes: str = ""        # what the reader said (first of many frames, EXIF rotation...), "; "-joined
 
 
 class BatchSummary(NamedTuple):
@@ -339,7 +340,8 @@ def _retire(item, finish):
     w, h = loaded.full_size
     finish(FileResult(name, "done", w, h, small.shape[1], small.shape[0], loaded.file_bytes,
                       nbytes, kk, None if q is None else round(q.psnr, 4),
-                      None if q is None else round(q.ssim, 5), round(secs + t_save, 4)))
+                      None if q is None else round(q.ssim, 5), round(secs + t_save, 4),
+                      notes="; ".join(loaded.notes)))
 
 
 def _quantizer(algo, *, k, seed, iters, means, shifts, fit, k1, k2, metric, block):
