@@ -216,3 +216,52 @@ def test_avif_output_is_lossy_and_measured_as_written(photo, tmp_path):
     assert r.stderr == f"Note: {out}: AVIF is lossy, so PSNR and SSIM are measured on the file as written\n"
     q = _file_psnr(original, out)
     assert json.loads(r.stdout)["psnr"] == q.psnr and q.psnr > 25
+
+
+def test_several_images_each_beside_its_input(tmp_path, chelsea):
+    paths = []
+    for name, part in (("a.png", chelsea[:80, :100]), ("b.jpg", chelsea[80:160, :120])):
+        Image.fromarray(part).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    r = run("pixel", *paths, "-k", "4", "--json")
+    assert (r.exit_code, r.stderr) == (0, "")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]  # JSON Lines, in input order
+    assert [d["output"] for d in rows] == [str(tmp_path / "a.pixel-k4.png"), str(tmp_path / "b.pixel-k4.png")]
+    assert [(d["width"], d["height"]) for d in rows] == [(100, 80), (120, 80)]
+    assert all((tmp_path / f).exists() for f in ("a.pixel-k4.png", "b.pixel-k4.png"))
+
+
+def test_several_images_a_failure_does_not_stop_the_others(tmp_path, chelsea):
+    Image.fromarray(chelsea[:80, :100]).save(tmp_path / "a.png")
+    Image.fromarray(chelsea[80:160, :100]).save(tmp_path / "c.png")
+    (tmp_path / "b.png").write_text("not an image")
+    r = run("pixel", tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png", "-k", "4")
+    assert r.exit_code == 1
+    assert r.stderr.splitlines() == [
+        f"Error: {tmp_path / 'b.png'}: not an image, or a format Pillow cannot read",
+        "Error: 1 of 3 images failed"]
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{tmp_path / 'a.png'} -> ")
+    assert lines[1].startswith(f"{tmp_path / 'c.png'} -> ")
+
+
+@pytest.mark.parametrize("cmd, extra", [
+    ("pixel", ["-o", "x.png"]), ("pixel", ["--compare", "x.png"]), ("patch", ["-o", "x.png"]),
+    ("adaptive", ["--mask", "m.png"])])
+def test_several_images_refuse_options_that_name_one_file(tmp_path, photo, cmd, extra):
+    other = tmp_path / "other.png"
+    other.write_bytes(photo.read_bytes())
+    opt = {"-o": "--output"}.get(extra[0], extra[0])
+    r = run(cmd, photo, other, *extra)
+    assert (r.exit_code, r.stderr) == (2, f"Error: Invalid value for '{opt}': names one file, but 2 "
+                                          "images were given (each output goes beside its input)\n")
+    assert sorted(tmp_path.iterdir()) == sorted([photo, other])  # nothing written
+
+
+def test_several_images_that_would_write_one_output_are_refused(tmp_path, photo):
+    jpg = tmp_path / "cat.jpg"
+    Image.open(photo).save(jpg)
+    r = run("pixel", photo, jpg, "-k", "4")
+    assert (r.exit_code, r.stderr) == (2, f"Error: Invalid value for 'image': {photo} and {jpg} "
+                                          f"would both write {tmp_path / 'cat.pixel-k4.png'}\n")
+    assert not (tmp_path / "cat.pixel-k4.png").exists()

@@ -150,3 +150,15 @@ def test_adaptive_gif_beyond_256_colours_is_refused(photo, tmp_path):
     assert (r.exit_code, r.stderr.strip()) == (
         1, f"Error: {tmp_path / 'o.gif'}: GIF holds at most 256 colours, got 300; "
            "write .png, or ask for 256 colours or fewer")
+
+
+def test_patch_and_adaptive_take_several_images(photo, codebook, tmp_path):
+    other = tmp_path / "other.png"
+    Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    for args, suffix in ((["patch", "--means", codebook, "--shifts", "2"], "patch-s2"),
+                         (["adaptive", "--k1", "4", "--k2", "8"], "adaptive-4-8")):
+        r = run(args[0], photo, other, *args[1:], "--json")
+        assert (r.exit_code, r.stderr) == (0, ""), r.output
+        outs = [json.loads(line)["output"] for line in r.stdout.splitlines()]
+        assert outs == [str(p.with_name(f"{p.stem}.{suffix}.png")) for p in (photo, other)]
+        assert all(Image.open(o).size == Image.open(photo).size for o in outs)

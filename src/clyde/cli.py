@@ -118,6 +118,48 @@ def _fmt_num(x: float, digits: int) -> str:
     return "inf" if x == float("inf") else "n/a" if x != x else f"{x:.{digits}f}"
 
 
+def _each(images: list[Path], output: Optional[Path], default_output, one, show,
+          single_files: dict) -> None:
+    """Run a command on every input, as pngquant does with several files.
+
+    With one input this is the command as it always was (an error ends it). With
+    several, every output goes beside its input (``default_output``), so
+    ``single_files`` (options naming one file, such as ``-o``) are refused, as are
+    two inputs that would write the same output; an input that fails gets its
+    ``Error:`` line and the others go on; if any failed, a last line counts them
+    and the exit code is 1.
+    """
+    many = len(images) > 1
+    if many:
+        for opt, value in single_files.items():
+            if value is not None:
+                raise typer.BadParameter(f"names one file, but {len(images)} images were given "
+                                         "(each output goes beside its input)", param_hint=f"'{opt}'")
+        seen: dict = {}
+        for img in images:
+            out = default_output(img)
+            if out.resolve() in seen:
+                raise typer.BadParameter(f"{seen[out.resolve()]} and {img} would both write {out}",
+                                         param_hint="'image'")
+            seen[out.resolve()] = img
+    failed = 0
+    for img in images:
+        t0 = time.perf_counter()
+        try:
+            result = one(img, output if output is not None else default_output(img))
+        except ClydeError as e:
+            if not many:
+                raise
+            typer.echo(f"Error: {e}", err=True)
+            failed += 1
+            continue
+        result["seconds"] = round(time.perf_counter() - t0, 4)
+        show(result)
+    if failed:
+        typer.echo(f"Error: {failed} of {len(images)} images failed", err=True)
+        raise typer.Exit(1)
+
+
 def summary_line(r: dict) -> str:
     """The one-line human summary of a result dict (see ``--json`` for the fields)."""
     return (f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, k={r['k']} "
@@ -127,10 +169,12 @@ def summary_line(r: dict) -> str:
             f"{r['bytes_in']:,} -> {r['bytes_out']:,} bytes, {r['seconds']:.2f} s")
 
 
-@app.command(epilog="Example: clyde pixel photo.jpg -k 16 -o photo16.png --seed 0")
+@app.command(epilog="Example: clyde pixel photo.jpg -k 16 -o photo16.png --seed 0\n\n"
+                    "Several images: clyde pixel *.jpg -k 16")
 def pixel(
-    image: Path = typer.Argument(..., help="Input image (JPEG, PNG, WebP, TIFF, BMP, GIF...).",
-                                 show_default=False),
+    image: list[Path] = typer.Argument(..., help="Input image(s) (JPEG, PNG, WebP, TIFF, BMP, "
+                                       "GIF...). With several, each output goes beside its input.",
+                                       show_default=False),
     colors: int = typer.Option(16, "-k", "--colors", min=2, max=65536,
                                help="Number of colours (2 or more; above 256 the output is RGB)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
@@ -164,14 +208,14 @@ def pixel(
     """
     from .api import pixel_file
 
-    t0 = time.perf_counter()
-    if output is None:
-        output = image.with_name(f"{image.stem}.pixel-k{colors}.png")
-    result = pixel_file(image, output, k=colors, init=init.value, max_iter=iters, tol=tol,
-                        algo=algo.value, refine=refine, seed=seed, space=space.value,
-                        dither=dither, force=force, compare=compare, on_note=_note)
-    result["seconds"] = round(time.perf_counter() - t0, 4)
-    typer.echo(json.dumps(result) if as_json else summary_line(result))
+    def one(src, dst):
+        return pixel_file(src, dst, k=colors, init=init.value, max_iter=iters, tol=tol,
+                          algo=algo.value, refine=refine, seed=seed, space=space.value,
+                          dither=dither, force=force, compare=compare, on_note=_note)
+
+    _each(image, output, lambda i: i.with_name(f"{i.stem}.pixel-k{colors}.png"), one,
+          lambda r: typer.echo(json.dumps(r) if as_json else summary_line(r)),
+          {"--output": output, "--compare": compare})
 
 
 class Fit(str, Enum):
@@ -190,7 +234,8 @@ def patch_summary_line(r: dict) -> str:
 
 @app.command(epilog="Example: clyde patch photo.jpg --means means/p16_k12000.npy --shifts 4 -o out.png")
 def patch(
-    image: Path = typer.Argument(..., help="Input image.", show_default=False),
+    image: list[Path] = typer.Argument(..., help="Input image(s). With several, each output goes "
+                                       "beside its input.", show_default=False),
     means: Optional[Path] = typer.Option(None, "--means", "-m",
                                          help="Codebook .npy of unit shapes (k, p*p). "
                                               "[default: the bundled p16_k12000.npy]"),
@@ -214,13 +259,13 @@ def patch(
     """
     from .api import patch_file
 
-    t0 = time.perf_counter()
-    if output is None:
-        output = image.with_name(f"{image.stem}.patch-s{shifts}.png")
-    result = patch_file(image, output, means=means, shifts=shifts, fit=fit.value, force=force,
-                        compare=compare, on_note=_note)
-    result["seconds"] = round(time.perf_counter() - t0, 4)
-    typer.echo(json.dumps(result) if as_json else patch_summary_line(result))
+    def one(src, dst):
+        return patch_file(src, dst, means=means, shifts=shifts, fit=fit.value, force=force,
+                          compare=compare, on_note=_note)
+
+    _each(image, output, lambda i: i.with_name(f"{i.stem}.patch-s{shifts}.png"), one,
+          lambda r: typer.echo(json.dumps(r) if as_json else patch_summary_line(r)),
+          {"--output": output, "--compare": compare})
 
 
 def _scales(value: str) -> tuple[int, ...]:
@@ -287,7 +332,8 @@ class Metric(str, Enum):
 @app.command(epilog="Example: clyde adaptive photo.jpg --k1 32 --k2 96 --metric eig --block 4 "
                     "-o out.png --mask mask.png --compare side.png")
 def adaptive(
-    image: Path = typer.Argument(..., help="Input image.", show_default=False),
+    image: list[Path] = typer.Argument(..., help="Input image(s). With several, each output goes "
+                                       "beside its input.", show_default=False),
     k1: int = typer.Option(32, "--k1", min=2, help="Colours for low-detail blocks."),
     k2: int = typer.Option(96, "--k2", min=3, help="Colours for high-detail blocks (more than k1)."),
     metric: Metric = typer.Option(Metric.eig, "--metric", help="Detail statistic: eig (mean "
@@ -314,27 +360,30 @@ def adaptive(
     """
     from .api import adaptive_file
 
-    t0 = time.perf_counter()
     if k2 <= k1:
         raise typer.BadParameter(f"--k2 must be larger than --k1, got k1={k1}, k2={k2}",
                                  param_hint="'--k2'")
-    if output is None:
-        output = image.with_name(f"{image.stem}.adaptive-{k1}-{k2}.png")
-    r = adaptive_file(image, output, k1=k1, k2=k2, block=block, metric=metric.value,
-                      quantile=quantile, seed=seed, mask=mask, compare=compare, force=force,
-                      on_note=_note)
-    r["seconds"] = round(time.perf_counter() - t0, 4)
-    if as_json:
-        typer.echo(json.dumps(r))
-        return
-    typer.echo(f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, k1={k1} k2={k2} "
-               f"({metric.value}, block {block}, {100 * r['high_share']:.0f}% of pixels high-detail), "
-               f"PSNR {_fmt_num(r['psnr'], 2)} dB, SSIM {_fmt_num(r['ssim'], 4)}, "
-               f"{r['bits_per_pixel']:.3f} bits/px (map + palettes + indices), "
-               f"{r['bytes_in']:,} -> {r['bytes_out']:,} bytes, {r['seconds']:.2f} s")
-    for b in r.get("baselines", []):
-        typer.echo(f"  pixel k={b['k']} ({b['basis']}): PSNR {_fmt_num(b['psnr'], 2)} dB, "
-                   f"SSIM {_fmt_num(b['ssim'], 4)}, {b['bits_per_pixel']:.3f} bits/px")
+
+    def one(src, dst):
+        return adaptive_file(src, dst, k1=k1, k2=k2, block=block, metric=metric.value,
+                             quantile=quantile, seed=seed, mask=mask, compare=compare, force=force,
+                             on_note=_note)
+
+    def show(r):
+        if as_json:
+            typer.echo(json.dumps(r))
+            return
+        typer.echo(f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, k1={k1} k2={k2} "
+                   f"({metric.value}, block {block}, {100 * r['high_share']:.0f}% of pixels "
+                   f"high-detail), PSNR {_fmt_num(r['psnr'], 2)} dB, SSIM {_fmt_num(r['ssim'], 4)}, "
+                   f"{r['bits_per_pixel']:.3f} bits/px (map + palettes + indices), "
+                   f"{r['bytes_in']:,} -> {r['bytes_out']:,} bytes, {r['seconds']:.2f} s")
+        for b in r.get("baselines", []):
+            typer.echo(f"  pixel k={b['k']} ({b['basis']}): PSNR {_fmt_num(b['psnr'], 2)} dB, "
+                       f"SSIM {_fmt_num(b['ssim'], 4)}, {b['bits_per_pixel']:.3f} bits/px")
+
+    _each(image, output, lambda i: i.with_name(f"{i.stem}.adaptive-{k1}-{k2}.png"), one, show,
+          {"--output": output, "--mask": mask, "--compare": compare})
 
 
 class BatchAlgo(str, Enum):
