@@ -97,8 +97,15 @@ class LoadedImage(NamedTuple):
     icc_profile: bytes | None = None
 
 
-def _rawmodes(im: Image.Image) -> list[str]:
-    return [t.args if isinstance(t.args, str) else t.args[0] for t in im.tile]
+def _rawmodes(im: Image.Image) -> list[str | None]:
+    """The raw mode of each tile, or None where a decoder takes no raw mode (QOI's
+    tile args are None, JPEG's a tuple whose first item is the mode)."""
+    out = []
+    for t in im.tile:
+        a = t.args
+        out.append(a if isinstance(a, str) else
+                   a[0] if isinstance(a, tuple) and a and isinstance(a[0], str) else None)
+    return out
 
 
 #: 16-bit colour layouts Pillow unpacks to 8 bits by keeping each sample's high byte, and
