@@ -200,3 +200,20 @@ def test_the_report_carries_the_readers_notes(tmp_path, chelsea):
                      "rot.jpg": "applied EXIF orientation 6", "plain.png": ""}
     rows = {r["name"]: r["notes"] for r in csv.DictReader(open(tmp_path / "r.csv"))}
     assert rows == notes
+
+
+def test_a_bug_on_one_file_fails_that_file_only(folder, tmp_path, monkeypatch):
+    import clyde.pixel
+
+    real = clyde.pixel.quantize_pixels
+
+    def flaky(img, *a, **k):
+        if img.shape[:2] == (21, 16):  # crop.png (101x77) at step 5
+            raise RuntimeError("boom")
+        return real(img, *a, **k)
+
+    monkeypatch.setattr(clyde.pixel, "quantize_pixels", flaky)
+    s = run_batch(folder, tmp_path / "o", algo="mbkm", k=4, progress=False)
+    assert s.count("done") == 1
+    assert {r.name: r.error for r in s.failures}["crop.png"] == (
+        "unexpected RuntimeError: boom (a bug in clyde; CLYDE_DEBUG=1 shows the traceback)")

@@ -265,3 +265,21 @@ def test_several_images_that_would_write_one_output_are_refused(tmp_path, photo)
     assert (r.exit_code, r.stderr) == (2, f"Error: Invalid value for 'image': {photo} and {jpg} "
                                           f"would both write {tmp_path / 'cat.pixel-k4.png'}\n")
     assert not (tmp_path / "cat.pixel-k4.png").exists()
+
+
+def test_a_bug_is_one_line_unless_clyde_debug(photo, tmp_path, monkeypatch):
+    import clyde.api
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(clyde.api, "pixel_file", boom)
+    monkeypatch.delenv("CLYDE_DEBUG", raising=False)
+    r = run("pixel", photo, "-k", "4")
+    assert (r.exit_code, r.stderr) == (1, "Error: unexpected RuntimeError: boom (a bug in clyde; "
+                                          "CLYDE_DEBUG=1 shows the traceback)\n")
+    r = run("pixel", photo, photo.with_name("x.png"), "-k", "4")  # several: each one line
+    assert r.exit_code == 1 and r.stderr.splitlines()[-1] == "Error: 2 of 2 images failed"
+    monkeypatch.setenv("CLYDE_DEBUG", "1")
+    r = run("pixel", photo, "-k", "4")
+    assert isinstance(r.exception, RuntimeError)

@@ -100,6 +100,28 @@ def test_bad_files(tmp_path, content, message):
         load_image(p)
 
 
+def test_a_broken_second_tiff_page_is_one_error(tmp_path):
+    """A TIFF whose first page is fine but whose next page lacks ImageWidth: Pillow raises
+    TypeError (not OSError) when counting the pages. Found by fuzzing the reader."""
+    import struct
+
+    def ifd(tags):
+        return struct.pack("<H", len(tags)) + b"".join(
+            struct.pack("<HHI", t, ty, 1) + (struct.pack("<HH", v, 0) if ty == 3 else struct.pack("<I", v))
+            for t, ty, v in tags)
+
+    data_at = 8 + 2 + 12 * 7 + 4
+    page1 = ifd([(256, 4, 2), (257, 4, 2), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, data_at),
+                 (279, 4, 4)])
+    page2 = ifd([(257, 4, 2), (258, 3, 8), (259, 3, 1), (262, 3, 1)])  # no ImageWidth (256)
+    p = tmp_path / "two.tiff"
+    p.write_bytes(b"II" + struct.pack("<HI", 42, 8) + page1 + struct.pack("<I", data_at + 4)
+                  + bytes([0, 85, 170, 255]) + page2 + struct.pack("<I", 0))
+    with pytest.raises(ClydeError) as e:
+        load_image(p)
+    assert str(e.value) == f"{p}: cannot decode image: TypeError: Missing dimensions"
+
+
 def test_truncated(tmp_path, chelsea):
     p = tmp_path / "t.png"
     Image.fromarray(chelsea).save(p)

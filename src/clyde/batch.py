@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from . import io
-from .errors import ClydeError
+from .errors import ClydeError, unexpected
 
 __all__ = ["ALGOS", "KMEANS_ALGOS", "FileResult", "BatchSummary", "list_files", "target_size",
            "run_batch"]
@@ -313,6 +313,8 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
                 finish(FileResult(name, "failed", error=str(e)))
             except MemoryError:
                 finish(FileResult(name, "failed", error="out of memory"))
+            except Exception as e:  # a bug: this file fails, the others still go on
+                finish(FileResult(name, "failed", error=unexpected(e)))
             # retire finished saves in order, keeping memory bounded
             while saves and (saves[0][-1].done() or len(saves) > ahead):
                 _retire(saves.pop(0), finish)
@@ -336,6 +338,9 @@ def _retire(item, finish):
         nbytes, q, t_save = fut.result()
     except ClydeError as e:
         finish(FileResult(name, "failed", error=str(e)))
+        return
+    except Exception as e:
+        finish(FileResult(name, "failed", error=unexpected(e)))
         return
     w, h = loaded.full_size
     finish(FileResult(name, "done", w, h, small.shape[1], small.shape[0], loaded.file_bytes,

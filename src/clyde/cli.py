@@ -7,6 +7,7 @@ library, and prints one summary line (or JSON).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from enum import Enum
@@ -17,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from ._version import __version__
-from .errors import ClydeError
+from .errors import ClydeError, unexpected
 
 
 # Typer vendors its own copy of click in recent releases; take the exception
@@ -53,6 +54,14 @@ class _Group(TyperGroup):
         except _ClickException as e:
             typer.echo(f"Error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
+        except MemoryError:
+            typer.echo("Error: out of memory", err=True)
+            sys.exit(1)
+        except Exception as e:  # a bug: one line, unless CLYDE_DEBUG asks for the traceback
+            if os.environ.get("CLYDE_DEBUG"):
+                raise
+            typer.echo(f"Error: {unexpected(e)}", err=True)
+            sys.exit(1)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -147,10 +156,10 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
         t0 = time.perf_counter()
         try:
             result = one(img, output if output is not None else default_output(img))
-        except ClydeError as e:
-            if not many:
+        except Exception as e:
+            if not many or (os.environ.get("CLYDE_DEBUG") and not isinstance(e, ClydeError)):
                 raise
-            typer.echo(f"Error: {e}", err=True)
+            typer.echo(f"Error: {e if isinstance(e, ClydeError) else unexpected(e)}", err=True)
             failed += 1
             continue
         result["seconds"] = round(time.perf_counter() - t0, 4)
@@ -626,8 +635,6 @@ def main(argv: list[str] | None = None) -> None:
     written and renamed into place, the compilation cache writes at compile
     time).
     """
-    import os
-
     code = 0
     try:
         app(args=argv, prog_name="clyde")

@@ -7,3 +7,10 @@ class ClydeError(Exception):
     The command line prints it as ``Error: <message>`` on stderr and exits
     non-zero; it never shows a traceback for these.
     """
+
+
+def unexpected(e: BaseException) -> str:
+    """One line for an exception that is not a :class:`ClydeError`: a bug in clyde,
+    reported without a traceback unless ``CLYDE_DEBUG=1``."""
+    return (f"unexpected {type(e).__name__}: {e} (a bug in clyde; CLYDE_DEBUG=1 shows the "
+            "traceback)")

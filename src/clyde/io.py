@@ -378,6 +378,10 @@ def _decode(source, name: str, file_bytes: int, reduce_for=None) -> LoadedImage:
         raise ClydeError(f"{name}: not an image, or a format Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ClydeError(f"{name}: cannot decode image: {e}") from None
+    except MemoryError:
+        raise ClydeError(f"{name}: out of memory while decoding") from None
+    except Exception as e:  # a plugin's own error on a malformed file (TIFF: TypeError...)
+        raise ClydeError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
     notes.extend(more)
     icc = None if source_mode == "CMYK" else _rgb_profile(icc, notes)  # CMYK: now sRGB
     if array.shape[0] == 0 or array.shape[1] == 0:
