@@ -283,3 +283,13 @@ def test_a_bug_is_one_line_unless_clyde_debug(photo, tmp_path, monkeypatch):
     monkeypatch.setenv("CLYDE_DEBUG", "1")
     r = run("pixel", photo, "-k", "4")
     assert isinstance(r.exception, RuntimeError)
+
+
+def test_json_gives_the_index_entropy(photo, tmp_path):
+    from clyde.metrics import index_entropy
+
+    out = tmp_path / "o.png"
+    d = json.loads(run("pixel", photo, "-k", "8", "-o", out, "--json").stdout)
+    idx = np.asarray(Image.open(out))  # the indexed PNG: its pixels are the indices
+    assert d["index_entropy_bits_per_pixel"] == round(index_entropy(idx, 8), 4)
+    assert 0 < d["index_entropy_bits_per_pixel"] <= d["index_bits_per_pixel"] == 3

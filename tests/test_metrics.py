@@ -81,3 +81,23 @@ def test_indexed_quality_shape_mismatch():
     with pytest.raises(ValueError, match="index 4 is out of range for a palette of 4"):
         metrics.image_quality(np.zeros((20, 20, 3), np.uint8), np.full((20, 20), 4, np.uint8),
                               palette=np.zeros((4, 3), np.uint8))
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 256, 300])
+def test_index_entropy_against_a_direct_sum(rng, k):
+    import collections
+    import math
+
+    idx = rng.integers(0, k, (37, 53)) if k > 1 else np.zeros((37, 53), np.int64)
+    idx = np.where(rng.random(idx.shape) < 0.5, 0, idx)  # skewed: index 0 takes about half
+    n = idx.size
+    want = -sum(c / n * math.log2(c / n) for c in collections.Counter(idx.ravel().tolist()).values())
+    got = metrics.index_entropy(idx.astype(np.uint16 if k > 256 else np.uint8), k)
+    assert got == pytest.approx(want, abs=1e-9)
+    assert 0 <= got <= math.log2(max(k, 1)) + 1e-9
+
+
+def test_index_entropy_known_values():
+    assert metrics.index_entropy(np.zeros((4, 4), np.uint8)) == 0.0
+    assert metrics.index_entropy(np.array([[0, 1], [2, 3]], np.uint8)) == 2.0
+    assert metrics.index_entropy(np.array([[0, 0, 0, 1]], np.uint8)) == pytest.approx(0.811278, abs=1e-6)

@@ -118,8 +118,10 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     ssim (both against the decoded original, of the file as written: a lossy
     format is decoded again, see :func:`as_written`; RGB of fully transparent
     pixels ignored), index_bits_per_pixel (``ceil(log2 colors)``, what the
-    indices cost uncompressed), file_bits_per_pixel (8 * output bytes /
-    pixels), bytes_in and bytes_out (files on disk), seconds.
+    indices cost uncompressed), index_entropy_bits_per_pixel (their
+    zeroth-order entropy, :func:`clyde.metrics.index_entropy`),
+    file_bits_per_pixel (8 * output bytes / pixels), bytes_in and bytes_out
+    (files on disk), seconds.
     """
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
@@ -127,7 +129,7 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     if compare:
         compare = io.check_output(compare, force=force, inputs=(src,), outputs=(dst,))
     loaded = _load_while_importing(src)
-    from .metrics import image_quality_async
+    from .metrics import image_quality_async, index_entropy
     from .pixel import quantize_pixels
 
     _give_notes(loaded, on_note, dst)
@@ -164,6 +166,7 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
         "psnr": q.psnr,
         "ssim": q.ssim,
         "index_bits_per_pixel": index_bits(len(palette)),
+        "index_entropy_bits_per_pixel": round(index_entropy(indices, len(palette)), 4),
         "file_bits_per_pixel": round(8 * nbytes / (h * w), 4),
         "bytes_in": loaded.file_bytes,
         "bytes_out": nbytes,

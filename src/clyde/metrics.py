@@ -1,4 +1,4 @@
-"""Image quality metrics in JAX: PSNR and SSIM.
+"""Image quality metrics in JAX: PSNR and SSIM; and the entropy of an index image.
 
 SSIM follows Wang et al. 2004: an 11 x 11 Gaussian window with sigma 1.5,
 ``K1 = 0.01``, ``K2 = 0.03``, population (not sample) covariances, computed
@@ -20,7 +20,7 @@ import numpy as np
 from . import _cache
 from .kmeans import bucket_size
 
-__all__ = ["psnr", "ssim", "Quality", "image_quality", "image_quality_async"]
+__all__ = ["psnr", "ssim", "Quality", "image_quality", "image_quality_async", "index_entropy"]
 
 _RADIUS = 5  # 11-pixel window: int(3.5 * 1.5 + 0.5), as scikit-image truncates
 _SIGMA = 1.5
@@ -269,3 +269,27 @@ def image_quality(original: np.ndarray, result: np.ndarray, *, data_range: float
     """
     return image_quality_async(original, result, data_range=data_range, with_ssim=with_ssim,
                                palette=palette)()
+
+
+def index_entropy(indices: np.ndarray, n_colors: int | None = None) -> float:
+    """Zeroth-order entropy of an index image, in bits per pixel.
+
+    ``-sum p_i log2 p_i`` over the share ``p_i`` of pixels with index ``i``: what
+    an ideal coder of independent indices would need (a context-free Huffman
+    or arithmetic coder gets within 1 bit, resp. close to it), against the
+    ``ceil(log2 n)`` of fixed-length indices. PNG's zlib exploits repeats and
+    may beat it; the file size says what it does.
+
+    Parameters
+    ----------
+    indices : (H, W) non-negative integer ndarray
+    n_colors : int, optional; palette size (only sizes the histogram)
+
+    Returns
+    -------
+    float, in ``[0, log2(number of distinct indices)]``
+    """
+    counts = np.bincount(np.asarray(indices).ravel(), minlength=n_colors or 0)
+    p = counts[counts > 0] / counts.sum()
+    return float(max(0.0, -np.sum(p * np.log2(p))))
+
