@@ -213,7 +213,11 @@ def test_a_bug_on_one_file_fails_that_file_only(folder, tmp_path, monkeypatch):
         return real(img, *a, **k)
 
     monkeypatch.setattr(clyde.pixel, "quantize_pixels", flaky)
+    monkeypatch.delenv("CLYDE_DEBUG", raising=False)
     s = run_batch(folder, tmp_path / "o", algo="mbkm", k=4, progress=False)
     assert s.count("done") == 1
     assert {r.name: r.error for r in s.failures}["crop.png"] == (
         "unexpected RuntimeError: boom (a bug in clyde; CLYDE_DEBUG=1 shows the traceback)")
+    monkeypatch.setenv("CLYDE_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="boom"):
+        run_batch(folder, tmp_path / "o2", algo="mbkm", k=4, progress=False)

@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from . import io
-from .errors import ClydeError, unexpected
+from .errors import ClydeError, debug, unexpected
 
 __all__ = ["ALGOS", "KMEANS_ALGOS", "FileResult", "BatchSummary", "list_files", "target_size",
            "run_batch"]
@@ -314,6 +314,8 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
             except MemoryError:
                 finish(FileResult(name, "failed", error="out of memory"))
             except Exception as e:  # a bug: this file fails, the others still go on
+                if debug():
+                    raise
                 finish(FileResult(name, "failed", error=unexpected(e)))
             # retire finished saves in order, keeping memory bounded
             while saves and (saves[0][-1].done() or len(saves) > ahead):
@@ -340,6 +342,8 @@ def _retire(item, finish):
         finish(FileResult(name, "failed", error=str(e)))
         return
     except Exception as e:
+        if debug():
+            raise
         finish(FileResult(name, "failed", error=unexpected(e)))
         return
     w, h = loaded.full_size

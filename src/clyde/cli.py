@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from ._version import __version__
-from .errors import ClydeError, unexpected
+from .errors import ClydeError, debug, unexpected
 
 
 # Typer vendors its own copy of click in recent releases; take the exception
@@ -58,7 +58,7 @@ class _Group(TyperGroup):
             typer.echo("Error: out of memory", err=True)
             sys.exit(1)
         except Exception as e:  # a bug: one line, unless CLYDE_DEBUG asks for the traceback
-            if os.environ.get("CLYDE_DEBUG"):
+            if debug():
                 raise
             typer.echo(f"Error: {unexpected(e)}", err=True)
             sys.exit(1)
@@ -157,7 +157,7 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
         try:
             result = one(img, output if output is not None else default_output(img))
         except Exception as e:
-            if not many or (os.environ.get("CLYDE_DEBUG") and not isinstance(e, ClydeError)):
+            if not many or (debug() and not isinstance(e, ClydeError)):
                 raise
             typer.echo(f"Error: {e if isinstance(e, ClydeError) else unexpected(e)}", err=True)
             failed += 1

@@ -1,4 +1,6 @@
-"""The one exception type clyde raises for bad input."""
+"""The one exception type clyde raises for bad input, and how a bug is reported."""
+
+import os
 
 
 class ClydeError(Exception):
@@ -7,6 +9,12 @@ class ClydeError(Exception):
     The command line prints it as ``Error: <message>`` on stderr and exits
     non-zero; it never shows a traceback for these.
     """
+
+
+def debug() -> bool:
+    """``CLYDE_DEBUG`` is set: a bug (an exception that is not a :class:`ClydeError`)
+    propagates with its traceback instead of becoming one line."""
+    return bool(os.environ.get("CLYDE_DEBUG"))
 
 
 def unexpected(e: BaseException) -> str:
