@@ -293,3 +293,15 @@ def test_json_gives_the_index_entropy(photo, tmp_path):
     idx = np.asarray(Image.open(out))  # the indexed PNG: its pixels are the indices
     assert d["index_entropy_bits_per_pixel"] == round(index_entropy(idx, 8), 4)
     assert 0 < d["index_entropy_bits_per_pixel"] <= d["index_bits_per_pixel"] == 3
+
+
+def test_several_images_never_overwrite_one_another(tmp_path, photo):
+    """Run twice over *.png, the first run's output is an input of the second: with --force
+    it would be overwritten by its own input's result. Refused before any work."""
+    first = tmp_path / "cat.pixel-k4.png"
+    assert run("pixel", photo, "-k", "4").exit_code == 0 and first.exists()
+    before = first.read_bytes()
+    r = run("pixel", photo, first, "-k", "4", "--force")
+    assert (r.exit_code, r.stderr) == (2, f"Error: Invalid value for 'image': {photo} would write "
+                                          f"{first}, which is one of the inputs\n")
+    assert first.read_bytes() == before

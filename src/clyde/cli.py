@@ -134,7 +134,8 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
     With one input this is the command as it always was (an error ends it). With
     several, every output goes beside its input (``default_output``), so
     ``single_files`` (options naming one file, such as ``-o``) are refused, as are
-    two inputs that would write the same output; an input that fails gets its
+    two inputs that would write the same output and an output that is another
+    input (``clyde pixel *.png`` run twice); an input that fails gets its
     ``Error:`` line and the others go on; if any failed, a last line counts them
     and the exit code is 1.
     """
@@ -145,10 +146,14 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
                 raise typer.BadParameter(f"names one file, but {len(images)} images were given "
                                          "(each output goes beside its input)", param_hint=f"'{opt}'")
         seen: dict = {}
+        inputs = {i.resolve() for i in images}
         for img in images:
             out = default_output(img)
             if out.resolve() in seen:
                 raise typer.BadParameter(f"{seen[out.resolve()]} and {img} would both write {out}",
+                                         param_hint="'image'")
+            if out.resolve() in inputs:  # even with --force: an input is never overwritten
+                raise typer.BadParameter(f"{img} would write {out}, which is one of the inputs",
                                          param_hint="'image'")
             seen[out.resolve()] = img
     failed = 0
