@@ -192,16 +192,21 @@ def test_a_short_profile_is_ignored(tmp_path, small):
     assert loaded.icc_profile is None and loaded.notes == ()
 
 
+def _save_both(folder, ext, image, rng, profile):
+    """An 8-colour indexed image (save_indexed) and ``image`` (save_image), both with
+    ``profile``, as ``i`` and ``a`` + ``ext`` in ``folder``; returns their paths."""
+    palette = rng.integers(0, 256, (8, 3), dtype=np.uint8)
+    indices = rng.integers(0, 8, image.shape[:2]).astype(np.uint8)
+    cio.save_indexed(folder / ("i" + ext), indices, palette, profile)
+    cio.save_image(folder / ("a" + ext), image, profile)
+    return folder / ("i" + ext), folder / ("a" + ext)
+
+
 @pytest.mark.parametrize("ext, kept", [(".png", True), (".jpg", True), (".webp", True),
                                        (".tiff", True), (".avif", True), (".gif", False),
                                        (".bmp", False)])
 def test_save_embeds_the_profile_where_the_format_can(tmp_path, small, rng, ext, kept):
-    palette = rng.integers(0, 256, (8, 3), dtype=np.uint8)
-    indices = rng.integers(0, 8, small.shape[:2]).astype(np.uint8)
-    for name, save in (("i", lambda p: cio.save_indexed(p, indices, palette, WIDE)),
-                       ("a", lambda p: cio.save_image(p, small, WIDE))):
-        p = tmp_path / (name + ext)
-        save(p)
+    for p in _save_both(tmp_path, ext, small, rng, WIDE):
         assert icc_of(p) == (WIDE if kept else None)
     # the pixels are the same as without a profile
     if ext in (".png", ".webp", ".tiff", ".bmp"):
@@ -217,12 +222,7 @@ def test_save_embeds_the_profile_where_the_format_can(tmp_path, small, rng, ext,
 
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tiff", ".avif", ".gif", ".bmp"])
 def test_an_srgb_profile_is_not_copied(tmp_path, small, rng, ext, chelsea_profile):
-    palette = rng.integers(0, 256, (8, 3), dtype=np.uint8)
-    indices = rng.integers(0, 8, small.shape[:2]).astype(np.uint8)
-    for name, save in (("i", lambda p: cio.save_indexed(p, indices, palette, chelsea_profile)),
-                       ("a", lambda p: cio.save_image(p, small, chelsea_profile))):
-        p = tmp_path / (name + ext)
-        save(p)
+    for p in _save_both(tmp_path, ext, small, rng, chelsea_profile):
         assert icc_of(p) is None
         assert srgb_chunk(p) == (0 if ext == ".png" else None)  # PNG: sRGB, perceptual
     raw = (tmp_path / ("i" + ext)).read_bytes()
