@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _cache
-from .kmeans import bucket_size
 
 __all__ = ["psnr", "ssim", "Quality", "image_quality", "image_quality_async", "index_entropy"]
 
@@ -144,43 +143,48 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 255.0,
     return jnp.sum(jnp.where(mask[..., None], s, 0.0)) / n
 
 
-def _sums_in_strips(a, b, palette, valid_hw, data_range, strip, with_ssim):
-    """Squared-error sum and SSIM-map sum over the valid pixels, in strips of ``strip`` rows.
+#: Every image is measured in tiles of this many rows and columns (plus the SSIM window's
+#: halo), one call of one program each: a new image size compiles nothing new.
+TILE_H, TILE_W = 64, 512
 
-    ``a`` is ``(n * strip + 10, W, C)`` uint8 with ``n * strip >= H``. ``b``
-    is the same, or, when ``palette (K, C)`` is given, ``(n * strip + 10, W)``
-    indices into it: each strip gathers its own rows, so the full result
-    image is never built. Each strip's four filtered maps stay small, which
-    on a 14.7-megapixel photo is several times faster than filtering
-    whole-image maps.
+
+@functools.partial(_cache.exported, static_argnames=("data_range", "with_ssim"))
+def _tile_sums(a, b, palette, origin, valid_hw, data_range, with_ssim):
+    """Squared-error sum and SSIM-map sum of one tile.
+
+    Parameters
+    ----------
+    a : (TILE_H + 10, TILE_W + 10, C) uint8 array, the original's rows and columns
+        from ``origin``, the 5-pixel halo of the SSIM window on the far sides included
+    b : the result's, the same shape; or, when ``palette (K, C)`` is given,
+        ``(TILE_H + 10, TILE_W + 10)`` indices into it (gathered here: the full
+        result image is never built)
+    origin : (2,) int32 array, the tile's top-left pixel in the image
+    valid_hw : (2,) int32 array, the image's height and width
+
+    Returns
+    -------
+    se : float32 scalar, over the tile's ``TILE_H x TILE_W`` pixels inside the image
+    ss : float32 scalar, the SSIM map over the window centres ``origin + 5 + (i, j)``
+        whose whole window lies inside the image (0 unless ``with_ssim``)
     """
     r = _RADIUS
-    hp, w, _ = a.shape
-    n = (hp - 2 * r) // strip
-    if palette is not None:
+    th, tw = a.shape[0] - 2 * r, a.shape[1] - 2 * r
+    ya = jnp.moveaxis(a, 2, 0).astype(jnp.float32)  # (C, rows, W): filters run along rows
+    if palette is None:
+        yb = jnp.moveaxis(b, 2, 0).astype(jnp.float32)
+    else:
         pal = jnp.moveaxis(palette.astype(jnp.float32), 1, 0)  # (C, K)
-
-    def one(i):
-        # (C, rows, W): the filters run along contiguous rows.
-        ya = jnp.moveaxis(jax.lax.dynamic_slice_in_dim(a, i * strip, strip + 2 * r, 0), 2, 0)
-        ya = ya.astype(jnp.float32)
-        yb = jax.lax.dynamic_slice_in_dim(b, i * strip, strip + 2 * r, 0)
-        if palette is None:
-            yb = jnp.moveaxis(yb, 2, 0).astype(jnp.float32)
-        else:
-            yb = jnp.take(pal, yb.astype(jnp.int32), axis=1, mode="clip")
-        iy = i * strip + jnp.arange(strip)[:, None]
-        ix = jnp.arange(w)[None, :]
-        inside = (iy < valid_hw[0]) & (ix < valid_hw[1])
-        se = jnp.sum(jnp.where(inside[None], (ya[:, :strip] - yb[:, :strip]) ** 2, 0.0))
-        if not with_ssim:
-            return se, jnp.float32(0.0)
-        m = _ssim_map(ya, yb, 1, data_range)
-        keep = (iy < valid_hw[0] - 2 * r) & (ix[:, :w - 2 * r] < valid_hw[1] - 2 * r)
-        return se, jnp.sum(jnp.where(keep[None], m, 0.0))
-
-    se, ss = jax.lax.map(one, jnp.arange(n))
-    return jnp.sum(se), jnp.sum(ss)
+        yb = jnp.take(pal, b.astype(jnp.int32), axis=1, mode="clip")
+    iy = origin[0] + jnp.arange(th)[:, None]
+    ix = origin[1] + jnp.arange(tw)[None, :]
+    inside = (iy < valid_hw[0]) & (ix < valid_hw[1])
+    se = jnp.sum(jnp.where(inside[None], (ya[:, :th, :tw] - yb[:, :th, :tw]) ** 2, 0.0))
+    if not with_ssim:
+        return se, jnp.float32(0.0)
+    m = _ssim_map(ya, yb, 1, data_range)
+    keep = (iy < valid_hw[0] - 2 * r) & (ix < valid_hw[1] - 2 * r)
+    return se, jnp.sum(jnp.where(keep[None], m, 0.0))
 
 
 class Quality(NamedTuple):
@@ -190,19 +194,6 @@ class Quality(NamedTuple):
     ssim: float
 
 
-_STRIP = 64
-
-
-@functools.partial(_cache.exported, static_argnames=("data_range", "with_ssim"))
-def _quality(a, b, palette, valid_hw, data_range, with_ssim):
-    se, ss = _sums_in_strips(a, b, palette, valid_hw, data_range, _STRIP, with_ssim)
-    c = a.shape[-1]
-    p = 10.0 * jnp.log10(data_range ** 2 / (se / (valid_hw[0] * valid_hw[1] * c)))
-    if not with_ssim:
-        return p, jnp.float32(jnp.nan)
-    return p, ss / ((valid_hw[0] - 2 * _RADIUS) * (valid_hw[1] - 2 * _RADIUS) * c)
-
-
 def image_quality_async(original: np.ndarray, result: np.ndarray, *, data_range: float = 255.0,
                         with_ssim: bool = True, palette: np.ndarray | None = None):
     """Start computing PSNR and SSIM; return a function that waits and gives :class:`Quality`.
@@ -210,7 +201,7 @@ def image_quality_async(original: np.ndarray, result: np.ndarray, *, data_range:
     JAX dispatches asynchronously, so other work (encoding the output file)
     can run while the metrics compute. With ``palette (K, C)``, ``result`` is
     an ``(H, W)`` index image into it (what an indexed PNG stores); the
-    colours are looked up inside the kernel, strip by strip.
+    colours are looked up inside the kernel, tile by tile.
     """
     a = np.asarray(original)
     b = np.asarray(result)
@@ -233,13 +224,27 @@ def image_quality_async(original: np.ndarray, result: np.ndarray, *, data_range:
         palette = np.pad(palette, ((0, _pow2(len(palette)) - len(palette)), (0, 0)))
     h, w = a.shape[:2]
     with_ssim = with_ssim and min(h, w) > 2 * _RADIUS
-    # Height: whole strips covering every row, plus the window's halo; width: a size bucket.
-    hb = -(-bucket_size(h, 64) // _STRIP) * _STRIP + 2 * _RADIUS
-    wb = bucket_size(w, 64)
-    pad = ((0, hb - h), (0, wb - w), (0, 0))
-    p, s = _quality(np.pad(a, pad), np.pad(b, pad[:b.ndim]), palette, np.array([h, w], np.int32),
-                    float(data_range), bool(with_ssim))
-    return lambda: Quality(float(p), float(s))
+    r = _RADIUS
+    # Whole tiles covering every pixel, plus the window's halo on the far sides.
+    pad = ((0, -(-h // TILE_H) * TILE_H + 2 * r - h), (0, -(-w // TILE_W) * TILE_W + 2 * r - w),
+           (0, 0))
+    a, b = np.pad(a, pad), np.pad(b, pad[:b.ndim])
+    hw = np.array([h, w], np.int32)
+    sums = [_tile_sums(a[y:y + TILE_H + 2 * r, x:x + TILE_W + 2 * r],
+                       b[y:y + TILE_H + 2 * r, x:x + TILE_W + 2 * r], palette,
+                       np.array([y, x], np.int32), hw, float(data_range), bool(with_ssim))
+            for y in range(0, h, TILE_H) for x in range(0, w, TILE_W)]
+
+    def wait() -> Quality:
+        se = sum(float(s) for s, _ in sums)
+        c = a.shape[-1]
+        p = 10.0 * np.log10(data_range ** 2 / (se / (h * w * c))) if se > 0 else float("inf")
+        if not with_ssim:
+            return Quality(float(p), float("nan"))
+        ss = sum(float(s) for _, s in sums) / ((h - 2 * r) * (w - 2 * r) * c)
+        return Quality(float(p), float(ss))
+
+    return wait
 
 
 def _pow2(n: int) -> int:
