@@ -27,51 +27,66 @@ def test_histogram_matches_numpy_unique(rng):
 
 
 @pytest.mark.parametrize("jit", [False, True])
-def test_rgb_histogram_kernel_matches_bincount(rng, jit):
-    from clyde.pixel import _OCC, _rgb_histogram
+def test_tile_histogram_kernel_matches_bincount(rng, jit):
+    from clyde.pixel import _OCC, _occupied, _tile_histogram
 
-    px = rng.integers(0, 256, (7000, 3)).astype(np.uint8)
+    tile = 8192
+    px = rng.integers(0, 256, (tile, 3)).astype(np.uint8)
     px[:500] = px[500:1000]  # repeats
-    if jit:
-        codes, counts, occupied = _rgb_histogram(px)
-    else:
-        with jax.disable_jit():
-            codes, counts, occupied = _rgb_histogram(px)
-    p64 = px.astype(np.int64)
+    n = 7000  # rows past n are padding and must not count
+    counts = jnp.zeros(1 << 24, jnp.int32).at[5].set(3)  # counts so far are added to
+    ctx = contextlib.nullcontext() if jit else jax.disable_jit()
+    with ctx:
+        codes, counts = _tile_histogram(counts, px, np.int32(n))
+        occupied = _occupied(counts)
+    p64 = px[:n].astype(np.int64)
     want_codes = p64[:, 0] + 256 * p64[:, 1] + 65536 * p64[:, 2]
     want_counts = np.bincount(want_codes, minlength=1 << 24)
-    np.testing.assert_array_equal(np.asarray(codes), want_codes)
+    want_counts[5] += 3
+    np.testing.assert_array_equal(np.asarray(codes)[:n], want_codes)
+    np.testing.assert_array_equal(np.asarray(codes)[n:], 1 << 24)
     np.testing.assert_array_equal(np.asarray(counts), want_counts)
-    blocks = np.unique(want_codes // _OCC)  # the blocks of _OCC codes that hold a colour
     want_occupied = np.zeros((1 << 24) // _OCC, bool)
-    want_occupied[blocks] = True
+    want_occupied[np.flatnonzero(want_counts) // _OCC] = True
     np.testing.assert_array_equal(np.asarray(occupied), want_occupied)
 
 
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
-def test_lookup_and_block_counts_kernels_match_numpy(rng, jit, dtype):
-    from clyde.pixel import _OCC, _block_counts, _lookup
+def test_lookup_and_block_counts_kernels_match_numpy(rng, jit, dtype, monkeypatch):
+    from clyde.pixel import _OCC, _block_counts, _gather, _lut
 
-    codes = rng.integers(0, 1 << 24, 6000).astype(np.uint32)
+    monkeypatch.setattr(px, "LUT_CHUNK", 1024)  # several chunks, the last one padded
+    codes = rng.integers(0, 1 << 24, 6000).astype(np.int32)
+    codes[-7:] = 1 << 24  # padding codes, as a tile's tail holds
     uniq = np.unique(codes[:4000]).astype(np.int32)  # codes[4000:] mostly not in the table
     values = rng.integers(1, np.iinfo(dtype).max, len(uniq)).astype(dtype)
-    pad = np.full(100, 1 << 24, np.int32)  # padding entries: past the table, dropped
     counts = np.zeros(1 << 24, np.int32)
-    np.add.at(counts, codes, 1)
+    np.add.at(counts, codes[:-7], 1)
     blocks = rng.integers(0, (1 << 24) // _OCC, 300).astype(np.int32)
-    args = ((np.concatenate([uniq, pad]), np.concatenate([values, np.zeros(100, dtype)]), codes),
-            (counts, blocks))
-    if jit:
-        got, sub = _lookup(*args[0]), _block_counts(*args[1])
-    else:
-        with jax.disable_jit():
-            got, sub = _lookup(*args[0]), _block_counts(*args[1])
+    ctx = contextlib.nullcontext() if jit else jax.disable_jit()
+    with ctx:
+        got = np.asarray(_gather(_lut(uniq, values), codes))
+        sub = _block_counts(counts, blocks)
     lut = dict(zip(uniq.tolist(), values.tolist()))
-    want = np.array([lut.get(int(c), 0) for c in codes], dtype)
-    assert np.asarray(got).dtype == dtype
-    np.testing.assert_array_equal(np.asarray(got), want)
+    want = np.array([lut.get(int(c), 0) for c in codes[:-7]], dtype)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got[:-7], want)
     np.testing.assert_array_equal(np.asarray(sub), counts.reshape(-1, _OCC)[blocks])
+
+
+def test_histogram_over_several_tiles(rng, monkeypatch):
+    # Tiles of 1000 pixels: 3 full ones and a padded one; the padding (black) is not counted.
+    monkeypatch.setattr(px, "PIXEL_TILE", 1000)
+    monkeypatch.setattr(px, "BLOCK_CHUNK", 64)
+    pixels = rng.integers(0, 40, (3500, 3)).astype(np.uint8) * 6
+    colors, counts, inverse = color_histogram(pixels)
+    u, cnt = np.unique(pixels, axis=0, return_counts=True)
+    order, uorder = np.lexsort(colors.T), np.lexsort(u.T)
+    np.testing.assert_array_equal(colors[order], u[uorder])
+    np.testing.assert_array_equal(counts[order], cnt[uorder])
+    np.testing.assert_array_equal(colors[inverse], pixels)
+
 
 @pytest.mark.parametrize("n_black", [0, 1, 37, 4099])
 def test_histogram_padding_does_not_add_black(rng, n_black):
@@ -348,3 +363,48 @@ def test_colours_starting_from_their_bins_bounds_change_nothing(many_colours, mo
     np.testing.assert_array_equal(got.palette, want.palette)
     np.testing.assert_array_equal(got.indices, want.indices)
     assert got.n_iter == want.n_iter
+
+
+def _traces(fn):
+    """Number of programs JAX traced (a first call with new shapes) while ``fn()`` ran."""
+    from jax._src import dispatch
+
+    seen = []
+
+    def listen(event, duration, **_):
+        if event == dispatch.JAXPR_TRACE_EVENT:
+            seen.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return len(seen)
+
+
+def test_new_images_compile_nothing_new(rng, chelsea):
+    """Images of other sizes and colour counts reuse the programs of the first one.
+
+    Pixels, the lookup and the metrics go in fixed tiles; colours are padded to one of
+    a few capacities (``pixel.capacity``): these images all have 4097-16384 colours,
+    so after the first one no program may be traced again, at k=16 or k=64.
+    """
+    def image(h, w, n_colors):
+        pal = rng.integers(0, 256, (n_colors, 3)).astype(np.uint8)
+        idx = np.arange(h * w) % n_colors
+        return pal[rng.permutation(idx)].reshape(h, w, 3)
+
+    first = image(300, 451, 16000)
+    others = [image(77, 1203, 5000), image(640, 480, 12000), image(513, 97, 9000),
+              chelsea[:137, :203]]
+    assert all(4096 < len(color_histogram(im.reshape(-1, 3))[0]) <= 16384
+               for im in [first] + others)
+    for k in (16, 64):
+        def run(images):
+            for im in images:
+                res = quantize_pixels(im, k)
+                image_quality(im, res.indices, palette=res.palette)
+
+        run([first])
+        assert _traces(lambda: run(others)) == 0

@@ -121,6 +121,44 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
     return _enabled
 
 
+_NOTICE: dict = {}  # the long-compile notice: say, after, and whether it is armed
+
+
+def notice_long_compiles(say, after: float = 2.0) -> None:
+    """Call ``say(message)`` once if this process is still busy ``after`` seconds
+    after its first compile that missed the compilation cache: a first run with
+    new settings compiles for several seconds, and that wait should not be silent.
+
+    Only the command line calls this (the library never prints). It does not
+    import JAX: the listener is registered when the kernels are (:func:`exported`).
+    """
+    _NOTICE.setdefault("say", say)
+    _NOTICE.setdefault("after", after)
+    if "jax" in sys.modules:
+        _arm_notice()
+
+
+def _arm_notice() -> None:
+    if "say" not in _NOTICE or _NOTICE.get("armed"):
+        return
+    import threading
+
+    import jax
+
+    def fire():
+        _NOTICE["say"]("compiling kernels for these settings (a first run); they are cached "
+                       "for later runs")
+
+    def on_event(event: str, **_):
+        if event == "/jax/compilation_cache/cache_misses" and "timer" not in _NOTICE:
+            timer = _NOTICE["timer"] = threading.Timer(_NOTICE["after"], fire)
+            timer.daemon = True
+            timer.start()
+
+    _NOTICE["armed"] = True
+    jax.monitoring.register_event_listener(on_event)
+
+
 # ----------------------------------------------------------------------------
 # Lowered programs kept on disk, so that a new process skips tracing them.
 #
@@ -173,8 +211,11 @@ def prepare_exports() -> None:
             pass
 
 
-def exported(fun, *, static_argnames: tuple[str, ...] = ()):
+def exported(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple[str, ...] = ()):
     """``jax.jit(fun)``, whose lowered programs are stored in the cache folder.
+
+    ``donate_argnames``: arguments whose buffers the call may reuse for its
+    results (a table updated tile by tile, in place, not copied each time).
 
     Calls made while tracing another function, or with the cache off, go to
     ``jax.jit`` directly. Stored programs are keyed by ``fun``'s module and
@@ -186,7 +227,8 @@ def exported(fun, *, static_argnames: tuple[str, ...] = ()):
 
     import jax
 
-    jitted = jax.jit(fun, static_argnames=static_argnames)
+    _arm_notice()
+    jitted = jax.jit(fun, static_argnames=static_argnames, donate_argnames=donate_argnames)
     signature = inspect.signature(fun)
     name = f"{getattr(fun, '__module__', '')}.{getattr(fun, '__qualname__', repr(fun))}"
     if "<lambda>" in name or "<locals>" in name:  # a closure's captured values are not in the key
@@ -206,14 +248,14 @@ def exported(fun, *, static_argnames: tuple[str, ...] = ()):
                tuple(str(jax.typeof(x)) for x in leaves))
         fn = _EXPORTS.get(sig)
         if fn is None:
-            fn = _EXPORTS[sig] = _load_or_export(jitted, statics, sig, bound)
+            fn = _EXPORTS[sig] = _load_or_export(jitted, statics, sig, bound, donate_argnames)
         return fn(**bound)
 
     call.jitted = jitted
     return call
 
 
-def _load_or_export(jitted, statics, sig, kwargs):
+def _load_or_export(jitted, statics, sig, kwargs, donate=()):
     import functools
     import hashlib
     import tempfile
@@ -252,7 +294,10 @@ def _load_or_export(jitted, statics, sig, kwargs):
         except OSError:  # not writable: this process still uses what it exported
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
-    return jax.jit(exp.call)
+    if not donate:
+        return jax.jit(exp.call)
+    run = jax.jit(lambda donated, rest: exp.call(**donated, **rest), donate_argnums=0)
+    return lambda **kw: run({k: kw.pop(k) for k in donate}, kw)
 
 
 def prune_exports(folder: Path, limit: int, *, keep: Path | None = None) -> list[Path]:

@@ -2,9 +2,10 @@
 
 Pipeline (no image I/O here; arrays in, arrays out):
 
-1. **Histogram.** Pixels are packed into 24-bit codes and counted with one
-   jitted scatter-add into a 2**24 table (RGBA: ``np.unique`` on 32-bit
-   codes); the distinct colours and their counts are the weighted points.
+1. **Histogram.** Pixels are packed into 24-bit codes and counted by a
+   jitted scatter-add into a 2**24 table, one fixed-size tile of pixels at a
+   time (RGBA: ``np.unique`` on 32-bit codes); the distinct colours and their
+   counts are the weighted points.
    Photos have 10^4 to 3 * 10^5 distinct colours, against millions of
    pixels, and k-means over the weighted histogram has exactly the same
    objective as k-means over every pixel. The packed codes stay on the
@@ -107,10 +108,10 @@ def _decode(codes: np.ndarray, c: int) -> np.ndarray:
 class _Histogram(NamedTuple):
     colors: np.ndarray  # (U, C) uint8
     counts: np.ndarray  # (U,) int64
-    codes: jax.Array | np.ndarray  # (C == 3) packed pixels on the device, padded to a bucket;
-    #                                (C == 4) (N,) inverse indices
+    codes: list | np.ndarray  # (C == 3) the packed codes of each tile of PIXEL_TILE pixels, on
+    #                           the device; (C == 4) (N,) inverse indices
     uniq: np.ndarray | None  # (U,) packed codes of colors (C == 3)
-    n: int = 0  # pixels (C == 3; ``codes`` holds padding after them)
+    n: int = 0  # pixels (C == 3; the last tile holds padding after them)
 
     def per_pixel(self, values: np.ndarray) -> np.ndarray:
         """Spread one value per distinct colour to every pixel (one gather)."""
@@ -119,31 +120,52 @@ class _Histogram(NamedTuple):
             return values[self.codes]
         # On the device, where the packed codes stay: the (N,) result is all that is
         # copied back, not N 32-bit codes (what a GPU would otherwise send the host).
-        m = km.bucket_size(len(values))  # padding: a code past the table, dropped
-        uniq = np.full(m, 1 << 24, np.int32)
-        uniq[:len(values)] = self.uniq
-        vals = np.zeros(m, values.dtype)
-        vals[:len(values)] = values
-        return np.asarray(_lookup(uniq, vals, self.codes))[:self.n]
+        table = _lut(self.uniq, values)
+        out = np.concatenate([np.asarray(_gather(table, c)) for c in self.codes])
+        return out[:self.n]
 
 
 _OCC = 16  # codes per occupancy block of the 2**24 table
+#: Pixels per call of the histogram and lookup programs: every image runs the same
+#: programs, tile after tile, whatever its size (the last tile is padded).
+PIXEL_TILE = 1 << 18
+#: Occupied blocks per call of :func:`_block_counts`, and colours per call of :func:`_lut_set`.
+BLOCK_CHUNK = 1 << 14
+LUT_CHUNK = 1 << 16
+_NO_CODE = 1 << 24  # a code past the table: padding, dropped by every scatter
+
+
+@functools.partial(_cache.exported, donate_argnames=("counts",))
+def _tile_histogram(counts: jax.Array, pixels: jax.Array, n: jax.Array):
+    """Count a tile of pixels into the colour table, in place.
+
+    Parameters
+    ----------
+    counts : (2**24,) int32 array, the counts so far (donated: updated in place)
+    pixels : (T, 3) uint8 array, of which the first ``n`` are pixels
+    n : int32 scalar
+
+    Returns
+    -------
+    codes : (T,) int32, each pixel's packed code ``r | g << 8 | b << 16``
+        (``2**24`` past ``n``)
+    counts : (2**24,) int32, with this tile's pixels added
+
+    A scatter-add into a 2**24 table: 4-6x faster than ``np.bincount``, which
+    first copies the codes to int64 and then counts on one core.
+    """
+    p = pixels.astype(jnp.int32)
+    codes = p[:, 0] | (p[:, 1] << 8) | (p[:, 2] << 16)
+    codes = jnp.where(jnp.arange(codes.shape[0]) < n, codes, _NO_CODE)
+    return codes, counts.at[codes].add(1, mode="drop")
 
 
 @_cache.exported
-def _rgb_histogram(pixels: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Packed 24-bit codes ``(N,)``, counts ``(2**24,)`` of ``(N, 3)`` uint8
-    pixels, and which blocks of ``_OCC`` codes hold any ``(2**24 / _OCC,)``.
-
-    A scatter-add into a 2**24 table: 4-6x faster than ``np.bincount``, which
-    first copies the codes to int64 and then counts on one core. The block
-    occupancy lets the caller find the colours without scanning all 2**24
-    counts (a photo's 3x10^5 colours fill about 7% of the blocks).
-    """
-    p = pixels.astype(jnp.uint32)
-    codes = p[:, 0] | (p[:, 1] << 8) | (p[:, 2] << 16)
-    counts = jnp.zeros(1 << 24, jnp.int32).at[codes].add(1, mode="promise_in_bounds")
-    return codes, counts, jnp.any(counts.reshape(-1, _OCC) != 0, axis=1)
+def _occupied(counts: jax.Array) -> jax.Array:
+    """Which blocks of ``_OCC`` codes hold any colour, ``(2**24 / _OCC,)`` bool: the
+    caller finds the colours without scanning all 2**24 counts (a photo's 3x10^5
+    colours fill about 7% of the blocks)."""
+    return jnp.any(counts.reshape(-1, _OCC) != 0, axis=1)
 
 
 @_cache.exported
@@ -153,43 +175,72 @@ def _block_counts(counts: jax.Array, blocks: jax.Array) -> jax.Array:
     return counts.reshape(-1, _OCC)[blocks]
 
 
-@_cache.exported
-def _lut(uniq: jax.Array, values: jax.Array) -> jax.Array:
-    """A ``(2**24,)`` table holding ``values[i]`` at ``uniq[i]`` and 0 elsewhere;
-    ``uniq`` entries of ``2**24`` are padding, dropped."""
-    return jnp.zeros(1 << 24, values.dtype).at[uniq].set(values, mode="drop")
+@functools.partial(_cache.exported, donate_argnames=("table",))
+def _lut_set(table: jax.Array, uniq: jax.Array, values: jax.Array) -> jax.Array:
+    """``table (2**24,)`` with ``values[i]`` set at ``uniq[i]``, in place; ``uniq``
+    entries of ``2**24`` are padding, dropped."""
+    return table.at[uniq].set(values, mode="drop")
 
 
 @_cache.exported
 def _gather(table: jax.Array, codes: jax.Array) -> jax.Array:
-    """``table[codes]``. Separate from :func:`_lut` so that the programs compiled
-    follow the colour buckets plus the pixel buckets, not their product."""
-    return table[codes]
+    """``table[codes]`` for one tile of codes (padding codes give any value)."""
+    return table[jnp.minimum(codes, table.shape[0] - 1)]
+
+
+def _pad_to(a: np.ndarray, size: int, fill) -> np.ndarray:
+    """``a`` padded along its first axis to ``size`` rows of ``fill``."""
+    if len(a) == size:
+        return a
+    out = np.full((size,) + a.shape[1:], fill, a.dtype)
+    out[:len(a)] = a
+    return out
+
+
+def _lut(uniq: np.ndarray, values: np.ndarray) -> jax.Array:
+    """A ``(2**24,)`` table holding ``values[i]`` at ``uniq[i]`` and 0 elsewhere, set
+    :data:`LUT_CHUNK` colours at a time (one program for any number of colours)."""
+    table = jnp.zeros(1 << 24, values.dtype)
+    for s in range(0, len(uniq), LUT_CHUNK):
+        table = _lut_set(table, _pad_to(uniq[s:s + LUT_CHUNK], LUT_CHUNK, _NO_CODE),
+                         _pad_to(values[s:s + LUT_CHUNK], LUT_CHUNK, 0))
+    return table
 
 
 def _lookup(uniq, values, codes):
-    """``values[i]`` for every code equal to ``uniq[i]`` (other codes: 0)."""
-    return _gather(_lut(uniq, values), codes)
+    """``values[i]`` for every code equal to ``uniq[i]`` (other codes: 0), ``codes`` in tiles
+    of :data:`PIXEL_TILE`."""
+    codes = np.asarray(codes, np.int32)
+    table = _lut(np.asarray(uniq, np.int32), np.asarray(values))
+    tiles = [_gather(table, _pad_to(codes[s:s + PIXEL_TILE], PIXEL_TILE, _NO_CODE))
+             for s in range(0, len(codes), PIXEL_TILE)]
+    return np.concatenate([np.asarray(t) for t in tiles])[:len(codes)]
+
+
+def _rgb_counts(pixels: np.ndarray):
+    """Count ``(N, 3)`` uint8 pixels tile by tile: the counts table (on the device) and
+    each tile's packed codes."""
+    counts = jnp.zeros(1 << 24, jnp.int32)
+    codes = []
+    for s in range(0, max(len(pixels), 1), PIXEL_TILE):
+        tile = pixels[s:s + PIXEL_TILE]
+        c, counts = _tile_histogram(counts, _pad_to(tile, PIXEL_TILE, 0), np.int32(len(tile)))
+        codes.append(c)
+    return counts, codes
 
 
 def _histogram(pixels: np.ndarray) -> _Histogram:
     pixels = np.asarray(pixels, np.uint8)
     n, c = pixels.shape
     if c == 3:
-        nb = km.bucket_size(n)  # padded with black, taken back off below: no compile per size
-        padded = pixels if nb == n else np.concatenate([pixels, np.zeros((nb - n, 3), np.uint8)])
-        codes, counts, occupied = _rgb_histogram(padded)
-        blocks = np.flatnonzero(np.asarray(occupied)).astype(np.int32)
-        padded_blocks = np.zeros(km.bucket_size(len(blocks)), np.int32)
-        padded_blocks[:len(blocks)] = blocks
-        sub = np.asarray(_block_counts(counts, padded_blocks))[:len(blocks)]
+        counts, codes = _rgb_counts(pixels)
+        blocks = np.flatnonzero(np.asarray(_occupied(counts))).astype(np.int32)
+        sub = np.concatenate([np.zeros((0, _OCC), np.int32)] + [
+            np.asarray(_block_counts(counts, _pad_to(blocks[s:s + BLOCK_CHUNK], BLOCK_CHUNK, 0)))
+            for s in range(0, len(blocks), BLOCK_CHUNK)])[:len(blocks)]
         nz = np.flatnonzero(sub)
         uniq = blocks[nz // _OCC] * _OCC + nz % _OCC  # == np.flatnonzero(counts), 2x faster
         cnt = sub.reshape(-1)[nz].astype(np.int64)
-        if nb > n:
-            cnt[0] -= nb - n  # code 0 is black, which the padding added
-            if cnt[0] == 0:
-                uniq, cnt = uniq[1:], cnt[1:]
         return _Histogram(_decode(uniq, 3), cnt, codes, uniq.astype(np.int32), n)
     codes = _codes(pixels)
     uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
@@ -294,12 +345,26 @@ def _compact_bins(w: jax.Array, means: jax.Array, size: int) -> tuple[jax.Array,
     return jnp.where(valid[:, None], means[idx], 0.0), jnp.where(valid, w[idx], 0.0)
 
 
+def capacity(n: int) -> int:
+    """The point capacity that holds ``n`` colours or bins: ``4**e``, at least 4096.
+
+    Points are padded with zero weights to a capacity, so that the programs
+    compiled follow these few capacities (4096 to 2**24), not each image's
+    number of colours; a factor of 4 keeps them few at most 4x the work.
+    """
+    c = 4096
+    while c < n:
+        c *= 4
+    return c
+
+
 def _bins(colors: jax.Array, counts: jax.Array, bits: int) -> _Points:
     """Colours (padded uint8, float32 counts, on the device) merged into
-    ``bits``-per-channel bins (:func:`_bin_table`), padded to a size bucket."""
+    ``bits``-per-channel bins (:func:`_bin_table`), padded to a :func:`capacity`, or
+    to the number of bins there can be if smaller (2**15 for 5-bit RGB)."""
     w, means, groups, n_bins, spread = _bin_table(colors, counts, bits=bits)
     n = int(n_bins)
-    rgb, wb = _compact_bins(w, means, size=km.bucket_size(n))
+    rgb, wb = _compact_bins(w, means, size=min(capacity(n), 1 << (bits * colors.shape[1])))
     return _Points(rgb, wb, n, groups, float(spread))
 
 
@@ -374,7 +439,7 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
     run, whether the last Lloyd run converged, and the number of points it
     ran on.
     """
-    m = km.bucket_size(len(colors))  # padded with zero weights: no compile per colour count
+    m = capacity(len(colors))  # padded with zero weights: no compile per colour count
     cols = np.zeros((m, colors.shape[1]), np.uint8)
     cols[:len(colors)] = colors
     cnt = np.zeros(m, np.float32)
