@@ -208,6 +208,31 @@ def _chunked(fn, x: jax.Array, chunk: int):
     return tuple(o.reshape(-1)[:n] for o in outs)
 
 
+def _extent(w: jax.Array, chunk: int) -> jax.Array:
+    """Chunks of ``chunk`` rows up to the last row of positive weight: the rows past
+    it are padding to a capacity, which the loops below skip (a dynamic trip count,
+    so the work follows the points, not the capacity)."""
+    last = jnp.max(jnp.where(w > 0, jnp.arange(w.shape[0], dtype=jnp.int32), -1))
+    return (last + chunk) // chunk
+
+
+def _chunked_upto(fn, x: jax.Array, chunk: int, n_chunks: jax.Array):
+    """:func:`_chunked` over the first ``n_chunks`` (dynamic) chunks only; the
+    outputs of the rows past them are 0."""
+    n = x.shape[0]
+    if n <= chunk:
+        return fn(x.T)
+    blocks = _blocks(x, chunk)
+    shapes = jax.eval_shape(fn, blocks[0])
+    init = tuple(jnp.zeros((blocks.shape[0],) + s.shape, s.dtype) for s in shapes)
+
+    def body(i, outs):
+        return tuple(o.at[i].set(v) for o, v in zip(outs, fn(blocks[i])))
+
+    outs = jax.lax.fori_loop(0, n_chunks, body, init)
+    return tuple(o.reshape(-1)[:n] for o in outs)
+
+
 # ----------------------------------------------------------------------------
 # initialisation
 
@@ -267,18 +292,34 @@ def kmeans_plusplus(key: jax.Array, x: jax.Array, w: jax.Array, k: int,
     xt = x.T
     centers = jnp.zeros((k, d), x.dtype).at[0].set(x[first])
     closest = _sqdist_t(xt, x[first][None, :])[0]
+    chunked = n > CHUNK and n % CHUNK == 0  # capacities are: skip the padding past the extent
+    n_chunks = _extent(w, CHUNK) if chunked else None
+
+    def potentials(cand_x, closest):
+        """Weighted potential ``(trials,)`` if each candidate were added."""
+        if not chunked:
+            d_cand = _sqdist_t(xt, cand_x)  # (trials, n): n * trials floats only
+            return jnp.sum(jnp.minimum(closest[None, :], d_cand) * w[None, :], axis=1)
+
+        def add(j, acc):
+            s = j * CHUNK
+            xs = jax.lax.dynamic_slice_in_dim(xt, s, CHUNK, axis=1)
+            cl = jax.lax.dynamic_slice_in_dim(closest, s, CHUNK)
+            ws = jax.lax.dynamic_slice_in_dim(w, s, CHUNK)
+            return acc + jnp.sum(jnp.minimum(cl[None, :], _sqdist_t(xs, cand_x)) * ws[None, :],
+                                 axis=1)
+
+        return jax.lax.fori_loop(0, n_chunks, add, jnp.zeros(cand_x.shape[0], x.dtype))
 
     def body(i, state):
         centers, closest, key = state
         key, sub = jax.random.split(key)
         p = _safe_probs(w * closest, uniform)
         cand = jax.random.choice(sub, n, shape=(n_local_trials,), p=p)
-        d_cand = _sqdist_t(xt, x[cand])  # (trials, n): n * trials floats only
-        new_closest = jnp.minimum(closest[None, :], d_cand)
-        pot = jnp.sum(new_closest * w[None, :], axis=1)
-        best = jnp.argmin(pot)
-        centers = centers.at[i].set(x[cand[best]])
-        return centers, new_closest[best], key
+        best = jnp.argmin(potentials(x[cand], closest))
+        c = x[cand[best]]
+        centers = centers.at[i].set(c)
+        return centers, jnp.minimum(closest, _sqdist_t(xt, c[None, :])[0]), key
 
     centers, _, _ = jax.lax.fori_loop(1, k, body, (centers, closest, key))
     return centers
@@ -318,7 +359,8 @@ def _update_centers(x, w, centers, labels, d2):
 
 
 def _lloyd_step(x, w, centers, chunk):
-    labels, d2 = assign(x, centers, chunk=chunk)
+    """One Lloyd update; the trailing zero-weight rows (padding) are not searched."""
+    labels, d2 = _chunked_upto(lambda t: _nearest_t(t, centers), x, chunk, _extent(w, chunk))
     return _update_centers(x, w, centers, labels, d2)
 
 
@@ -506,31 +548,36 @@ def move_centers(x: jax.Array, w: jax.Array, bounds: Bounds, old: jax.Array, new
     near = bounds.near  # (m, n)
     m = near.shape[0]
     moved = jnp.sqrt(jnp.sum((new - old) ** 2, axis=1))
-    if m < k:  # the farthest move of a centre this point does not track
+    if m < k:  # the farthest move of a centre a point does not track
         top, arg = jax.lax.top_k(moved, m + 1)
-        other = jnp.zeros(n, moved.dtype)
-        for i in reversed(range(m + 1)):  # the first of the m + 1 farthest not tracked
-            other = jnp.where(jnp.any(near == arg[i], axis=0), other, top[i])
-    else:
-        other = jnp.zeros(n, moved.dtype)
-    xt = x.T
-    # Exact squared distances to the tracked centres: the sums of _sqdist_t, in its order.
-    # One (n,) row per tracked centre, reduced elementwise: XLA fuses it all into one loop.
-    ex = []
-    for i in range(m):
-        e = (new[:, 0][near[i]] - xt[0]) ** 2
-        for j in range(1, d):
-            e = e + (new[:, j][near[i]] - xt[j]) ** 2
-        ex.append(e)
-    best = functools.reduce(jnp.minimum, ex)
-    labels = functools.reduce(jnp.minimum, [jnp.where(e <= best, c, k) for e, c in zip(ex, near)])
-    second = jnp.sqrt(functools.reduce(jnp.minimum, [jnp.where(c == labels, jnp.inf, e)
-                                                     for e, c in zip(ex, near)]))
-    upper = jnp.sqrt(best)
-    lower = bounds.lower - other
-    # float32 slack: a point within rounding error of its bound, or of a tie, is searched
-    need = (w > 0) & ((upper >= lower - 1e-5 * (1.0 + jnp.abs(lower)))
-                      | (second - upper <= 1e-5 * (1.0 + upper)))
+
+    def rows(xt, wc, lower, near):
+        """The candidate label, bounds and whether to search, of the columns of ``xt (d, c)``."""
+        other = jnp.zeros(xt.shape[1], moved.dtype)
+        if m < k:
+            for i in reversed(range(m + 1)):  # the first of the m + 1 farthest not tracked
+                other = jnp.where(jnp.any(near == arg[i], axis=0), other, top[i])
+        # Exact squared distances to the tracked centres: the sums of _sqdist_t, in its
+        # order. One row per tracked centre, reduced elementwise: XLA fuses it into one loop.
+        ex = []
+        for i in range(m):
+            e = (new[:, 0][near[i]] - xt[0]) ** 2
+            for j in range(1, d):
+                e = e + (new[:, j][near[i]] - xt[j]) ** 2
+            ex.append(e)
+        best = functools.reduce(jnp.minimum, ex)
+        labels = functools.reduce(jnp.minimum, [jnp.where(e <= best, c, k)
+                                                for e, c in zip(ex, near)])
+        second = jnp.sqrt(functools.reduce(jnp.minimum, [jnp.where(c == labels, jnp.inf, e)
+                                                         for e, c in zip(ex, near)]))
+        upper = jnp.sqrt(best)
+        lower = lower - other
+        # float32 slack: a point within rounding error of its bound, or of a tie, is searched
+        need = (wc > 0) & ((upper >= lower - 1e-5 * (1.0 + jnp.abs(lower)))
+                           | (second - upper <= 1e-5 * (1.0 + upper)))
+        return labels.astype(jnp.int32), upper, lower, need
+
+    labels, upper, lower, need = rows(x.T, w, bounds.lower, near)
     count = jnp.sum(need)
     start = Bounds(labels.astype(jnp.int32), upper, lower, near)
 
@@ -706,8 +753,11 @@ def swap_costs(x: jax.Array, w: jax.Array, labels: jax.Array, d1: jax.Array, d2:
 
     if x.shape[0] <= chunk:
         return block(data.T)
-    # padding rows have weight 0, so they add nothing
-    return jnp.sum(jax.lax.map(block, _blocks(data, chunk)), axis=0)
+    # padding rows have weight 0, so they add nothing; those past the last positive
+    # weight are not visited
+    blocks = _blocks(data, chunk)
+    return jax.lax.fori_loop(0, _extent(w, chunk), lambda i, acc: acc + block(blocks[i]),
+                             jnp.zeros((remove.shape[0], add.shape[0]), x.dtype))
 
 
 def swap_assign(x: jax.Array, labels: jax.Array, d1: jax.Array, second: jax.Array,
@@ -772,8 +822,10 @@ def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, 
     n_remove = min(n_remove, k)
     n = x.shape[0]
 
-    def nearest2(c):
-        return _chunked(lambda t: _two_nearest_t(t, c), x, chunk)
+    n_chunks = _extent(w, chunk)
+
+    def nearest2(c):  # the padding past the last positive weight is not searched
+        return _chunked_upto(lambda t: _two_nearest_t(t, c), x, chunk, n_chunks)
 
     def body(i, state):
         c, labels, d1, l2, d2, sse, kept, key = state
@@ -800,7 +852,7 @@ def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, 
     labels, d1, l2, d2 = nearest2(centers)
     state = (centers, labels, d1, l2, d2, jnp.sum(w * d1), jnp.int32(0), key)
     c, labels, _, _, _, sse, kept, _ = jax.lax.fori_loop(0, rounds, body, state)
-    return SwapResult(c, labels, sse, kept)
+    return SwapResult(c, assign(x, c, chunk=chunk)[0], sse, kept)  # every row's label
 
 
 # ----------------------------------------------------------------------------
