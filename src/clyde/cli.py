@@ -99,9 +99,10 @@ def _root(
     Example: clyde pixel photo.jpg -k 16
     """
     if not no_cache:
-        from ._cache import enable_compilation_cache
+        from ._cache import enable_compilation_cache, notice_long_compiles
 
-        enable_compilation_cache()
+        if enable_compilation_cache() and sys.stderr.isatty():  # a person waits; scripts parse
+            notice_long_compiles(_note)
 
 
 class Init(str, Enum):
