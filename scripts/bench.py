@@ -203,7 +203,7 @@ def main(argv=None):
                     help="stop a scikit-learn run after this many seconds")
     ap.add_argument("--only", default=None,
                     help="comma-separated sections to run (default: all of "
-                         "pixel,command,patch,adaptive,batch,train; with --quick: pixel,command)")
+                         "pixel,command,latency,patch,adaptive,batch,train; with --quick: pixel,command)")
     ap.add_argument("--check", type=Path, default=None, metavar="FILE",
                     help="only print the target check for an existing benchmarks.md")
     ap.add_argument("--out", type=Path, default=None,
@@ -222,7 +222,8 @@ def main(argv=None):
     lines = []
     tmp = tempfile.mkdtemp(prefix="clyde-bench-")
 
-    only = args.only or ("pixel,command" if args.quick else "pixel,command,patch,adaptive,batch,train")
+    only = args.only or ("pixel,command" if args.quick
+                         else "pixel,command,latency,patch,adaptive,batch,train")
     sections = set(only.split(","))
     if "pixel" in sections:
         # ---- in-process quantization step
@@ -324,7 +325,7 @@ def main(argv=None):
             ratio = f"{dt / ref:.2f}" if ref else "n/a"
             lines.append(fmt_row([label, f"{dt:.2f}", ratio, f"{rss:.0f}", f"{q.psnr:.2f}", f"{q.ssim:.4f}", f"{nbytes:,}"]))
             print(lines[-1], flush=True)
-    for section in ("patch", "adaptive", "batch", "train"):
+    for section in ("latency", "patch", "adaptive", "batch", "train"):
         if section in sections:
             lines += globals()[f"section_{section}"](args, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -342,6 +343,77 @@ def main(argv=None):
         print(f"wrote {dest}")
     else:
         print(text)
+
+
+# ---------------------------------------------------------------- first run against later ones
+
+LATENCY_PHOTOS = ["mate-Aqua.jpg", "mate-Blinds.jpg", "mate-Dune.jpg", "mate-Garden.jpg",
+                  "plasma-Kite.jpg", "plasma-Path.jpg", "plasma-Volna.jpg", "mate-Wood.jpg"]
+
+
+def section_latency(args, tmp):
+    """Cold (empty compilation cache) and warm whole commands, as ratios to a bare JAX import
+    timed in the same run: absolute times on a shared 2-core machine move by 30-50 %."""
+    cl = [sys.executable, "-m", "clyde"]
+    chelsea = str(ROOT / "examples" / "chelsea.png")
+    out_png = str(Path(tmp) / "lat.png")
+
+    def with_cache(folder):
+        return {**os.environ, "CLYDE_CACHE_DIR": str(folder)}
+
+    def fresh():
+        return Path(tempfile.mkdtemp(prefix="cache-", dir=tmp))
+
+    def med(fn):
+        return statistics.median(fn() for _ in range(args.repeats))
+
+    bare = med(lambda: run_process([sys.executable, "-c", "import jax; "
+                                    "jax.numpy.zeros(2).block_until_ready()"])[0])
+    quick = cl + ["pixel", chelsea, "-k", "16", "-o", out_png, "--force"]
+    cold = med(lambda: run_process(quick, with_cache(fresh()))[0])
+    warm_cache = fresh()
+    run_process(quick, with_cache(warm_cache))
+    warm = med(lambda: run_process(quick, with_cache(warm_cache))[0])
+    k64 = run_process(quick[:-4] + ["64", "-o", out_png, "--force"], with_cache(warm_cache))[0]
+    # Photos of different sizes (and so colour counts), each its own process, on a cache that
+    # only the quick start warmed: the first pass against the second.
+    folder = Path(tmp) / "latency-in"
+    folder.mkdir(exist_ok=True)
+    for i, name in enumerate(LATENCY_PHOTOS):
+        im = Image.open(args.photos / name).convert("RGB")
+        f = (2, 3, 4, 5)[i % 4]
+        im.resize((im.width // f, im.height // f), Image.Resampling.BOX).save(folder / f"{i}.png")
+    photos = sorted(folder.glob("*.png"))
+    passes = []
+    for _ in range(2):
+        passes.append(sum(run_process(cl + ["pixel", str(p), "-k", "16", "-o", out_png, "--force"],
+                                      with_cache(warm_cache))[0] for p in photos))
+    batch = cl + ["batch", str(folder), str(Path(tmp) / "latency-out"), "--algo", "mbkm", "-k",
+                  "16", "--step", "1", "--overwrite", "-q"]
+    bcache = fresh()
+    b_cold = run_process(batch, with_cache(bcache))[0]
+    b_warm = med(lambda: run_process(batch, with_cache(bcache))[0])
+    sizes = ", ".join(f"{Image.open(p).width}x{Image.open(p).height}" for p in photos)
+    rows = [("bare `import jax` + one tiny op", bare, "1.00", "reference"),
+            ("`clyde pixel chelsea.png -k 16`, empty cache (cold)", cold, f"{cold / bare:.2f}",
+             "<= 3x the import"),
+            ("the same, warm cache", warm, f"{warm / bare:.2f}", "<= 1.6x the import"),
+            ("k=64 after k=16 (warm for k=16 only)", k64, f"{k64 / bare:.2f}",
+             f"{k64 - warm:+.2f} s against warm k=16 (target <= +1 s)"),
+            (f"{len(photos)} photos, one process each, first pass", passes[0],
+             f"{passes[0] / bare:.2f}", f"{passes[0] / passes[1]:.2f}x the second (target <= 1.3x)"),
+            (f"{len(photos)} photos, second pass", passes[1], f"{passes[1] / bare:.2f}", ""),
+            (f"`clyde batch --algo mbkm -k 16` over them, cold", b_cold, f"{b_cold / bare:.2f}",
+             f"{b_cold / b_warm:.2f}x warm (target <= 2x)"),
+            ("the same batch, warm", b_warm, f"{b_warm / bare:.2f}", "")]
+    out = ["", "## First run against later runs (latency)", "",
+           f"Whole commands as processes, median of {args.repeats} (single runs: k=64, the photo "
+           "passes, cold batch). Cold: an empty `CLYDE_CACHE_DIR`. Photos: "
+           f"{len(photos)} of the Debian wallpapers scaled down 2-5x ({sizes}).", "",
+           fmt_row(["run", "seconds", "x bare import", "against"]), fmt_row(["---"] * 4)]
+    out += [fmt_row([r[0], f"{r[1]:.2f}", r[2], r[3]]) for r in rows]
+    print("\n".join(out), flush=True)
+    return out
 
 
 # ---------------------------------------------------------------- other modes
