@@ -384,13 +384,15 @@ def _traces(fn):
     return len(seen)
 
 
-def test_new_images_compile_nothing_new(rng, chelsea):
+def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch):
     """Images of other sizes and colour counts reuse the programs of the first one.
 
     Pixels, the lookup and the metrics go in fixed tiles; colours are padded to one of
     a few capacities (``pixel.capacity``): these images all have 4097-16384 colours,
     so after the first one no program may be traced again, at k=16 or k=64.
     """
+    monkeypatch.setenv("CLYDE_NO_EXPORT", "1")  # plain jit: each new shape is one trace
+
     def image(h, w, n_colors):
         pal = rng.integers(0, 256, (n_colors, 3)).astype(np.uint8)
         idx = np.arange(h * w) % n_colors
