@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from clyde import _cache
+from clyde._cache import enable_compilation_cache
 from clyde import kmeans as km
 from clyde.errors import ClydeError
 
@@ -200,3 +201,20 @@ def test_compiled_programs_stay_under_their_bound_with_older_entries_present(tmp
     entries = list(tmp_path.glob("*-cache"))
     assert not old.exists() and len(entries) >= 5
     assert sum(p.stat().st_size for p in entries) <= bound
+
+
+def test_long_compile_notice_is_said_once(monkeypatch):
+    monkeypatch.setattr(_cache, "_NOTICE", {})
+    said = []
+    enable_compilation_cache()  # the suite's folder: programs new to it miss
+    _cache.notice_long_compiles(said.append, after=0.05)
+    try:
+        salt = float(time.time_ns() % 100003)  # a program no earlier run stored
+        jax.jit(lambda x: x * salt + 1)(jnp.ones(7)).block_until_ready()  # a cache miss
+        time.sleep(0.5)
+        jax.jit(lambda x: x * salt - 2)(jnp.ones(9)).block_until_ready()  # another
+        time.sleep(0.3)
+    finally:
+        jax.monitoring.unregister_event_listener(_cache._NOTICE["armed"])
+    assert said == ["compiling kernels for these settings (a first run); they are cached "
+                    "for later runs"]

@@ -1,3 +1,4 @@
+import contextlib
 import functools
 
 import jax
@@ -445,3 +446,27 @@ def test_swap_search_never_raises_the_inertia(rng, jit):
     _, d2 = ref.nearest(x, np.asarray(res.centers))
     assert float(res.inertia) == pytest.approx(float((w * d2).sum()), rel=1e-4)
     assert 0 <= int(res.n_swaps) <= 20
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_padding_past_the_last_weight_is_skipped_not_changed(rng, jit):
+    """Rows of weight 0 after the last positive one (a capacity's padding) are not
+    visited by the chunk loops (:func:`clyde.kmeans._extent`): the same centres
+    come out as without them, and every row, padding included, still gets a label."""
+    x = _points(rng, 1500, 3, 12)
+    w = rng.uniform(0.5, 3.0, 1500).astype(np.float32)
+    xp = np.concatenate([x, rng.uniform(0, 255, (6692, 3)).astype(np.float32)])  # 4 chunks
+    wp = np.concatenate([w, np.zeros(6692, np.float32)])
+    fit = functools.partial(km.kmeans, k=12, n_init=3)  # plain Lloyd steps, vmapped
+    swap = functools.partial(km.swap_search, rounds=8, chunk=1024)
+    ctx = contextlib.nullcontext() if jit else jax.disable_jit()
+    with ctx:
+        a = fit(jax.random.key(3), x, w)
+        b = fit(jax.random.key(3), xp, wp)
+        np.testing.assert_allclose(np.asarray(b.centers), np.asarray(a.centers), atol=1e-3)
+        sa = swap(jax.random.key(4), jnp.asarray(x), jnp.asarray(w), a.centers)
+        sb = swap(jax.random.key(4), jnp.asarray(xp), jnp.asarray(wp), a.centers)
+    np.testing.assert_allclose(np.asarray(sb.centers), np.asarray(sa.centers), atol=1e-3)
+    assert float(sb.inertia) == pytest.approx(float(sa.inertia), rel=1e-5)
+    lab, _ = ref.nearest(xp, np.asarray(sb.centers))
+    np.testing.assert_array_equal(np.asarray(sb.labels), lab)

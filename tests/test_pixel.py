@@ -384,25 +384,37 @@ def _traces(fn):
     return len(seen)
 
 
-def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch):
+@pytest.mark.parametrize("stored", [False, True])
+def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch, stored):
     """Images of other sizes and colour counts reuse the programs of the first one.
 
-    Pixels, the lookup and the metrics go in fixed tiles; colours are padded to one of
-    a few capacities (``pixel.capacity``): these images all have 4097-16384 colours,
-    so after the first one no program may be traced again, at k=16 or k=64.
+    Pixels, the lookup and the metrics go in fixed tiles; colours are padded to one
+    of a few capacities (``pixel.capacity``), and so are their 5-bit bins. These
+    images all have 4097-16384 colours in at most 4096 5-bit bins, as photos of
+    that many colours do, so after the first one no program may be traced again,
+    at k=16 or k=64: neither by plain jit nor through the stored programs.
     """
-    monkeypatch.setenv("CLYDE_NO_EXPORT", "1")  # plain jit: each new shape is one trace
+    if stored:
+        from clyde import enable_compilation_cache
+
+        enable_compilation_cache()
+    else:
+        monkeypatch.setenv("CLYDE_NO_EXPORT", "1")
 
     def image(h, w, n_colors):
-        pal = rng.integers(0, 256, (n_colors, 3)).astype(np.uint8)
+        """``n_colors`` colours (about) spread over 800 of the 32,768 5-bit bins."""
+        bins = rng.integers(0, 32, (800, 3)) << 3
+        pal = (bins[rng.integers(0, 800, n_colors)] + rng.integers(0, 8, (n_colors, 3)))
         idx = np.arange(h * w) % n_colors
-        return pal[rng.permutation(idx)].reshape(h, w, 3)
+        return pal.astype(np.uint8)[rng.permutation(idx)].reshape(h, w, 3)
 
     first = image(300, 451, 16000)
     others = [image(77, 1203, 5000), image(640, 480, 12000), image(513, 97, 9000),
               chelsea[:137, :203]]
-    assert all(4096 < len(color_histogram(im.reshape(-1, 3))[0]) <= 16384
-               for im in [first] + others)
+    for im in [first] + others:
+        colors = color_histogram(im.reshape(-1, 3))[0]
+        assert px.capacity(len(colors)) == 16384
+        assert px.capacity(len(np.unique(colors >> 3, axis=0))) == 4096
     for k in (16, 64):
         def run(images):
             for im in images:

@@ -155,7 +155,7 @@ def _arm_notice() -> None:
             timer.daemon = True
             timer.start()
 
-    _NOTICE["armed"] = True
+    _NOTICE["armed"] = on_event
     jax.monitoring.register_event_listener(on_event)
 
 

@@ -198,13 +198,23 @@ def _blocks(x: jax.Array, chunk: int) -> jax.Array:
     return jnp.transpose(xp.reshape(n_chunks, chunk, d), (0, 2, 1))
 
 
-def _chunked(fn, x: jax.Array, chunk: int):
+def _chunked(fn, x: jax.Array, chunk: int, n_chunks: jax.Array | None = None):
     """Apply ``fn`` to the ``(d, m)`` transposes of ``chunk``-point blocks of ``x (n, d)``
-    and join the per-point outputs (a tuple of ``(m,)`` arrays) back to ``(n,)``."""
+    and join the per-point outputs (a tuple of ``(m,)`` arrays) back to ``(n,)``.
+
+    ``n_chunks`` (a traced int, optional): only the first this many blocks; the
+    outputs of the rows past them are 0 (padding, see :func:`_extent`)."""
     n = x.shape[0]
     if n <= chunk:
         return fn(x.T)
-    outs = jax.lax.map(fn, _blocks(x, chunk))
+    blocks = _blocks(x, chunk)
+    if n_chunks is None:
+        outs = jax.lax.map(fn, blocks)
+    else:
+        shapes = jax.eval_shape(fn, blocks[0])
+        outs = jax.lax.fori_loop(
+            0, n_chunks, lambda i, o: tuple(a.at[i].set(v) for a, v in zip(o, fn(blocks[i]))),
+            tuple(jnp.zeros((blocks.shape[0],) + s.shape, s.dtype) for s in shapes))
     return tuple(o.reshape(-1)[:n] for o in outs)
 
 
@@ -214,23 +224,6 @@ def _extent(w: jax.Array, chunk: int) -> jax.Array:
     so the work follows the points, not the capacity)."""
     last = jnp.max(jnp.where(w > 0, jnp.arange(w.shape[0], dtype=jnp.int32), -1))
     return (last + chunk) // chunk
-
-
-def _chunked_upto(fn, x: jax.Array, chunk: int, n_chunks: jax.Array):
-    """:func:`_chunked` over the first ``n_chunks`` (dynamic) chunks only; the
-    outputs of the rows past them are 0."""
-    n = x.shape[0]
-    if n <= chunk:
-        return fn(x.T)
-    blocks = _blocks(x, chunk)
-    shapes = jax.eval_shape(fn, blocks[0])
-    init = tuple(jnp.zeros((blocks.shape[0],) + s.shape, s.dtype) for s in shapes)
-
-    def body(i, outs):
-        return tuple(o.at[i].set(v) for o, v in zip(outs, fn(blocks[i])))
-
-    outs = jax.lax.fori_loop(0, n_chunks, body, init)
-    return tuple(o.reshape(-1)[:n] for o in outs)
 
 
 # ----------------------------------------------------------------------------
@@ -292,34 +285,18 @@ def kmeans_plusplus(key: jax.Array, x: jax.Array, w: jax.Array, k: int,
     xt = x.T
     centers = jnp.zeros((k, d), x.dtype).at[0].set(x[first])
     closest = _sqdist_t(xt, x[first][None, :])[0]
-    chunked = n > CHUNK and n % CHUNK == 0  # capacities are: skip the padding past the extent
-    n_chunks = _extent(w, CHUNK) if chunked else None
-
-    def potentials(cand_x, closest):
-        """Weighted potential ``(trials,)`` if each candidate were added."""
-        if not chunked:
-            d_cand = _sqdist_t(xt, cand_x)  # (trials, n): n * trials floats only
-            return jnp.sum(jnp.minimum(closest[None, :], d_cand) * w[None, :], axis=1)
-
-        def add(j, acc):
-            s = j * CHUNK
-            xs = jax.lax.dynamic_slice_in_dim(xt, s, CHUNK, axis=1)
-            cl = jax.lax.dynamic_slice_in_dim(closest, s, CHUNK)
-            ws = jax.lax.dynamic_slice_in_dim(w, s, CHUNK)
-            return acc + jnp.sum(jnp.minimum(cl[None, :], _sqdist_t(xs, cand_x)) * ws[None, :],
-                                 axis=1)
-
-        return jax.lax.fori_loop(0, n_chunks, add, jnp.zeros(cand_x.shape[0], x.dtype))
 
     def body(i, state):
         centers, closest, key = state
         key, sub = jax.random.split(key)
         p = _safe_probs(w * closest, uniform)
         cand = jax.random.choice(sub, n, shape=(n_local_trials,), p=p)
-        best = jnp.argmin(potentials(x[cand], closest))
-        c = x[cand[best]]
-        centers = centers.at[i].set(c)
-        return centers, jnp.minimum(closest, _sqdist_t(xt, c[None, :])[0]), key
+        d_cand = _sqdist_t(xt, x[cand])  # (trials, n): n * trials floats only
+        new_closest = jnp.minimum(closest[None, :], d_cand)
+        pot = jnp.sum(new_closest * w[None, :], axis=1)
+        best = jnp.argmin(pot)
+        centers = centers.at[i].set(x[cand[best]])
+        return centers, new_closest[best], key
 
     centers, _, _ = jax.lax.fori_loop(1, k, body, (centers, closest, key))
     return centers
@@ -360,7 +337,7 @@ def _update_centers(x, w, centers, labels, d2):
 
 def _lloyd_step(x, w, centers, chunk):
     """One Lloyd update; the trailing zero-weight rows (padding) are not searched."""
-    labels, d2 = _chunked_upto(lambda t: _nearest_t(t, centers), x, chunk, _extent(w, chunk))
+    labels, d2 = _chunked(lambda t: _nearest_t(t, centers), x, chunk, _extent(w, chunk))
     return _update_centers(x, w, centers, labels, d2)
 
 
@@ -548,36 +525,31 @@ def move_centers(x: jax.Array, w: jax.Array, bounds: Bounds, old: jax.Array, new
     near = bounds.near  # (m, n)
     m = near.shape[0]
     moved = jnp.sqrt(jnp.sum((new - old) ** 2, axis=1))
-    if m < k:  # the farthest move of a centre a point does not track
+    if m < k:  # the farthest move of a centre this point does not track
         top, arg = jax.lax.top_k(moved, m + 1)
-
-    def rows(xt, wc, lower, near):
-        """The candidate label, bounds and whether to search, of the columns of ``xt (d, c)``."""
-        other = jnp.zeros(xt.shape[1], moved.dtype)
-        if m < k:
-            for i in reversed(range(m + 1)):  # the first of the m + 1 farthest not tracked
-                other = jnp.where(jnp.any(near == arg[i], axis=0), other, top[i])
-        # Exact squared distances to the tracked centres: the sums of _sqdist_t, in its
-        # order. One row per tracked centre, reduced elementwise: XLA fuses it into one loop.
-        ex = []
-        for i in range(m):
-            e = (new[:, 0][near[i]] - xt[0]) ** 2
-            for j in range(1, d):
-                e = e + (new[:, j][near[i]] - xt[j]) ** 2
-            ex.append(e)
-        best = functools.reduce(jnp.minimum, ex)
-        labels = functools.reduce(jnp.minimum, [jnp.where(e <= best, c, k)
-                                                for e, c in zip(ex, near)])
-        second = jnp.sqrt(functools.reduce(jnp.minimum, [jnp.where(c == labels, jnp.inf, e)
-                                                         for e, c in zip(ex, near)]))
-        upper = jnp.sqrt(best)
-        lower = lower - other
-        # float32 slack: a point within rounding error of its bound, or of a tie, is searched
-        need = (wc > 0) & ((upper >= lower - 1e-5 * (1.0 + jnp.abs(lower)))
-                           | (second - upper <= 1e-5 * (1.0 + upper)))
-        return labels.astype(jnp.int32), upper, lower, need
-
-    labels, upper, lower, need = rows(x.T, w, bounds.lower, near)
+        other = jnp.zeros(n, moved.dtype)
+        for i in reversed(range(m + 1)):  # the first of the m + 1 farthest not tracked
+            other = jnp.where(jnp.any(near == arg[i], axis=0), other, top[i])
+    else:
+        other = jnp.zeros(n, moved.dtype)
+    xt = x.T
+    # Exact squared distances to the tracked centres: the sums of _sqdist_t, in its order.
+    # One (n,) row per tracked centre, reduced elementwise: XLA fuses it all into one loop.
+    ex = []
+    for i in range(m):
+        e = (new[:, 0][near[i]] - xt[0]) ** 2
+        for j in range(1, d):
+            e = e + (new[:, j][near[i]] - xt[j]) ** 2
+        ex.append(e)
+    best = functools.reduce(jnp.minimum, ex)
+    labels = functools.reduce(jnp.minimum, [jnp.where(e <= best, c, k) for e, c in zip(ex, near)])
+    second = jnp.sqrt(functools.reduce(jnp.minimum, [jnp.where(c == labels, jnp.inf, e)
+                                                     for e, c in zip(ex, near)]))
+    upper = jnp.sqrt(best)
+    lower = bounds.lower - other
+    # float32 slack: a point within rounding error of its bound, or of a tie, is searched
+    need = (w > 0) & ((upper >= lower - 1e-5 * (1.0 + jnp.abs(lower)))
+                      | (second - upper <= 1e-5 * (1.0 + upper)))
     count = jnp.sum(need)
     start = Bounds(labels.astype(jnp.int32), upper, lower, near)
 
@@ -825,7 +797,7 @@ def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, 
     n_chunks = _extent(w, chunk)
 
     def nearest2(c):  # the padding past the last positive weight is not searched
-        return _chunked_upto(lambda t: _two_nearest_t(t, c), x, chunk, n_chunks)
+        return _chunked(lambda t: _two_nearest_t(t, c), x, chunk, n_chunks)
 
     def body(i, state):
         c, labels, d1, l2, d2, sse, kept, key = state

@@ -207,16 +207,6 @@ def _lut(uniq: np.ndarray, values: np.ndarray) -> jax.Array:
     return table
 
 
-def _lookup(uniq, values, codes):
-    """``values[i]`` for every code equal to ``uniq[i]`` (other codes: 0), ``codes`` in tiles
-    of :data:`PIXEL_TILE`."""
-    codes = np.asarray(codes, np.int32)
-    table = _lut(np.asarray(uniq, np.int32), np.asarray(values))
-    tiles = [_gather(table, _pad_to(codes[s:s + PIXEL_TILE], PIXEL_TILE, _NO_CODE))
-             for s in range(0, len(codes), PIXEL_TILE)]
-    return np.concatenate([np.asarray(t) for t in tiles])[:len(codes)]
-
-
 def _rgb_counts(pixels: np.ndarray):
     """Count ``(N, 3)`` uint8 pixels tile by tile: the counts table (on the device) and
     each tile's packed codes."""
@@ -440,10 +430,8 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
     ran on.
     """
     m = capacity(len(colors))  # padded with zero weights: no compile per colour count
-    cols = np.zeros((m, colors.shape[1]), np.uint8)
-    cols[:len(colors)] = colors
-    cnt = np.zeros(m, np.float32)
-    cnt[:len(colors)] = counts
+    cols = _pad_to(colors, m, 0)
+    cnt = _pad_to(counts.astype(np.float32), m, 0)
     cols, uw = jax.device_put(cols), jax.device_put(cnt)  # binned on the device from here
     uxs = _to_space(cols, space)
     points, binned, bits = _Points(None, uw, len(colors)), False, 6
