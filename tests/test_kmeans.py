@@ -131,16 +131,16 @@ def test_nearest_bounds_tracks_the_m_nearest(rng, m):
 
 
 @pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("regime", ["short list", "long list", "most"])
+@pytest.mark.parametrize("regime", ["few", "some", "most"])
 def test_move_centers_matches_a_full_search(rng, jit, regime):
     n, k = 8192, 24
     x = _points(rng, n, 3, k)
     w = np.ones(n, np.float32)
     old = (x[rng.choice(n, k, replace=False)] + rng.normal(0, 1, (k, 3))).astype(np.float32)
     b0 = km.nearest_bounds(jnp.asarray(x), jnp.asarray(old), chunk=1024)
-    # Both index lists are used (n/16 entries, or n), partly and mostly filled: the move's
-    # size is chosen so that the rule sends the regime's number of points to a search.
-    lo, hi = {"short list": (1, n // km.SMALL_FRAC), "long list": (n // 16 + 1, n // 4),
+    # The index list is used nearly empty, partly and mostly filled: the move's size is
+    # chosen so that the rule sends the regime's number of points to a search.
+    lo, hi = {"few": (1, n // 16), "some": (n // 16 + 1, n // 4),
               "most": (n // 4 + 1, n)}[regime]
     step = rng.normal(0, 1, (k, 3))
     for scale in np.geomspace(1, 80, 60):
