@@ -1,3 +1,4 @@
+import functools
 import json
 import subprocess
 import sys
@@ -166,7 +167,8 @@ def test_refine_option_reaches_the_fit(tmp_path, many_colours, monkeypatch):
 
     steps = []
     real = px._finish
-    monkeypatch.setattr(px, "_finish", lambda *a, **kw: steps.append(kw["steps"]) or real(*a, **kw))
+    monkeypatch.setattr(px, "_finish", functools.wraps(real)(  # keeps .prefetch
+        lambda *a, **kw: steps.append(kw["steps"]) or real(*a, **kw)))
     src = tmp_path / "noisy.png"
     Image.fromarray(many_colours).save(src)  # > 65,536 colours: binned, then refined
     r = run("pixel", src, "-k", "32", "--refine", "3", "-o", tmp_path / "a.png")

@@ -1,4 +1,5 @@
 import contextlib
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -267,7 +268,8 @@ def test_bin_kernels_match_numpy(rng, jit, c, bits):
 def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(many_colours, monkeypatch):
     calls = []
     real = px._swap_search
-    monkeypatch.setattr(px, "_swap_search", lambda *a, **kw: calls.append(kw["rounds"]) or real(*a, **kw))
+    monkeypatch.setattr(px, "_swap_search", functools.wraps(real)(  # keeps .prefetch
+        lambda *a, **kw: calls.append(kw["rounds"]) or real(*a, **kw)))
     img = many_colours
     searched = px.quantize_pixels(img, 32)
     assert calls == [px.SWAP_ROUNDS]  # 5-bit bins carry little of a 32-colour fit's error
@@ -291,7 +293,8 @@ def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(many_colou
 def test_minibatch_refines_two_steps_by_default(many_colours, monkeypatch):
     steps = []
     real = px._finish
-    monkeypatch.setattr(px, "_finish", lambda *a, **kw: steps.append(kw["steps"]) or real(*a, **kw))
+    monkeypatch.setattr(px, "_finish", functools.wraps(real)(  # keeps .prefetch
+        lambda *a, **kw: steps.append(kw["steps"]) or real(*a, **kw)))
     img = many_colours  # binned: the exact refine steps run after the fit
     default = px.quantize_pixels(img, 32, algo="minibatch")
     two = px.quantize_pixels(img, 32, algo="minibatch", refine=2)
@@ -348,6 +351,7 @@ def test_colours_starting_from_their_bins_bounds_change_nothing(many_colours, mo
     seen = []
     real = px._finish
 
+    @functools.wraps(real)  # keeps .prefetch
     def spy(*a, **kw):
         seen.append(kw.get("inherit") is not None)
         return real(*a, **kw)
@@ -355,6 +359,7 @@ def test_colours_starting_from_their_bins_bounds_change_nothing(many_colours, mo
     monkeypatch.setattr(px, "_finish", spy)
     got = px.quantize_pixels(many_colours, k)
 
+    @functools.wraps(real)
     def no_inherit(*a, **kw):
         return real(*a, **{**kw, "inherit": None})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import Future
 from pathlib import Path
 
 from .errors import ClydeError
@@ -235,24 +236,74 @@ def exported(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tup
         raise ValueError(f"exported needs a module-level function (its programs are stored by "
                          f"name), got {name}")
 
+    def bind(args, kwargs):
+        bound = signature.bind(*args, **kwargs).arguments  # every argument by name
+        statics = {k: bound.pop(k) for k in static_argnames if k in bound}
+        leaves, tree = jax.tree_util.tree_flatten(bound)
+        sig = (name, tuple(sorted(statics.items())), str(tree),
+               tuple(str(jax.typeof(x)) for x in leaves))
+        return bound, statics, leaves, sig
+
     @functools.wraps(fun)
     def call(*args, **kwargs):
         if not _can_export():
             return jitted(*args, **kwargs)
-        bound = signature.bind(*args, **kwargs).arguments  # every argument by name
-        statics = {k: bound.pop(k) for k in static_argnames if k in bound}
-        leaves, tree = jax.tree_util.tree_flatten(bound)
+        bound, statics, leaves, sig = bind(args, kwargs)
         if any(isinstance(x, jax.core.Tracer) for x in leaves):
             return jitted(*args, **kwargs)
-        sig = (name, tuple(sorted(statics.items())), str(tree),
-               tuple(str(jax.typeof(x)) for x in leaves))
         fn = _EXPORTS.get(sig)
         if fn is None:
             fn = _EXPORTS[sig] = _load_or_export(jitted, statics, sig, bound, donate_argnames)
+        elif isinstance(fn, Future):  # prefetched: wait for it, or make it here if not begun
+            fn = _EXPORTS[sig] = (_load_or_export(jitted, statics, sig, bound, donate_argnames)
+                                  if fn.cancel() else fn.result())
         return fn(**bound)
 
+    def prefetch(*args, **kwargs) -> None:
+        """Load or compile, in a background thread, the program that ``call(*args,
+        **kwargs)`` would run; arguments may be :class:`jax.ShapeDtypeStruct`. A later
+        call with the same types waits for it instead of compiling it: independent
+        programs compile side by side (XLA's compile leaves the GIL)."""
+        if not _can_export() or donate_argnames:
+            return
+        bound, statics, _, sig = bind(args, kwargs)
+        if sig not in _EXPORTS:
+            _EXPORTS[sig] = _compile_pool().submit(_compiled, jitted, statics, sig, bound)
+
     call.jitted = jitted
+    call.prefetch = prefetch
     return call
+
+
+_POOL: list = []
+
+
+def _compile_pool():
+    """One background thread for :func:`exported`'s prefetches: with the caller's, two
+    compiles run at once (the machines clyde targets have two cores or more)."""
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="clyde-compile"))
+    return _POOL[0]
+
+
+def _compiled(jitted, statics, sig, specs):
+    """The program of ``sig`` loaded or exported, then compiled for ``specs``: a callable
+    that runs the compiled program, or the plain one if the arguments do not fit it."""
+    fn = _load_or_export(jitted, statics, sig, specs)
+    try:
+        compiled = fn.lower(**specs).compile()
+    except Exception:  # noqa: BLE001  (not lowerable ahead: compiled at the call instead)
+        return fn
+
+    def run(**kwargs):
+        try:
+            return compiled(**kwargs)
+        except (TypeError, ValueError):  # types the ahead-of-time program was not made for
+            return fn(**kwargs)
+
+    return run
 
 
 def _load_or_export(jitted, statics, sig, kwargs, donate=()):

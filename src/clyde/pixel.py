@@ -421,6 +421,43 @@ def _finish(xs, w, centers, tol, steps, space, inherit=None):
     return rgb.astype(jnp.uint8), labels, res.n_iter, res.converged
 
 
+@functools.lru_cache(maxsize=None)
+def _bounds_spec(shape: tuple[int, int], k: int) -> km.Bounds:
+    """The types of :func:`clyde.kmeans.nearest_bounds` of ``shape`` points and ``k``
+    centres (traced once per shape: ``eval_shape`` traces at every call)."""
+    f32 = jnp.float32
+    return jax.eval_shape(km.nearest_bounds, jax.ShapeDtypeStruct(shape, f32),
+                          jax.ShapeDtypeStruct((k, shape[1]), f32))
+
+
+def _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, *, rounds, max_iter, tol, refine,
+                     space):
+    """Start compiling (or loading) the programs the coarse start runs after its k-means,
+    in a background thread, while the k-means program compiles in this one: their
+    shapes are known once the bins are. ``fine``: the 6-bit bins when the colours were
+    binned, else None. Mirrors the calls in :func:`_fit`; a call whose types differ
+    from what is prefetched here compiles as before."""
+    f32 = jnp.float32
+    centers = jax.ShapeDtypeStruct((k, cxs.shape[1]), f32)
+    _swap_search.prefetch(jax.random.fold_in(key, 1), cxs, coarse.w, centers, rounds=rounds,
+                          steps=SWAP_STEPS)
+    if fine is not None:
+        fxs = jax.ShapeDtypeStruct(fine.rgb.shape, f32)
+        bounds = _bounds_spec(fxs.shape, k)
+        _finish.prefetch(uxs, uw, centers, 0.0, steps=refine, space=space,
+                         inherit=(fine.groups, fxs, bounds) if refine else None)
+        _lloyd.prefetch(fxs, fine.w, centers, max_iter=max_iter, tol=tol)
+        _to_space.prefetch(fine.rgb, space=space)
+        _nearest_bounds.prefetch(fxs, centers)
+    else:
+        bounds = _bounds_spec(cxs.shape, k)
+        _finish.prefetch(uxs, uw, centers, tol, steps=max_iter, space=space,
+                         inherit=(coarse.groups, cxs, bounds))
+        _nearest_bounds.prefetch(cxs, centers)
+    _from_space.prefetch(centers, space=space)
+    _inertia.prefetch(coarse.rgb, coarse.w, centers)
+
+
 def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_points, refine,
          space):
     """Fit ``k`` colours to weighted distinct colours; see :func:`quantize_pixels`.
@@ -456,13 +493,15 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
         # photos); then Lloyd on the finer points. Unless the bins are too coarse for this k.
         coarse = _bins(cols, uw, COARSE_BITS)
         cxs, cw = _to_space(coarse.rgb, space), coarse.w
+        rounds = (SWAP_ROUNDS_SMALL if small else SWAP_ROUNDS if k <= 128
+                  else SWAP_ROUNDS // 2)  # a round costs ~k
+        _prefetch_stages(key, k, points if binned else None, coarse, cxs, uxs, uw, rounds=rounds,
+                         max_iter=max_iter, tol=tol, refine=refine, space=space)
         res = _kmeans(key, cxs, cw, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
                       n_init=n_init)
         inertia = float(_inertia(coarse.rgb, cw, _from_space(res.centers, space)))
         centers = None
         if coarse.spread <= COARSE_MAX_SHARE * (coarse.spread + inertia):
-            rounds = (SWAP_ROUNDS_SMALL if small else SWAP_ROUNDS if k <= 128
-                      else SWAP_ROUNDS // 2)  # a round costs ~k
             centers = _swap_search(jax.random.fold_in(key, 1), cxs, cw, res.centers,
                                    rounds=rounds, steps=SWAP_STEPS).centers
         elif small:
