@@ -256,7 +256,7 @@ def image_quality(original: np.ndarray, result: np.ndarray, *, data_range: float
                   with_ssim: bool = True, palette: np.ndarray | None = None) -> Quality:
     """PSNR and SSIM of two uint8 images of the same shape.
 
-    The images are padded to a size bucket so that a new image size does not
+    The images are measured in fixed tiles, so that a new image size does not
     force a new compile. Images smaller than the 11 x 11 SSIM window get
     ``ssim = nan``.
 

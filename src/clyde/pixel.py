@@ -17,7 +17,7 @@ Pipeline (no image I/O here; arrays in, arrays out):
    the device (the binning is jitted too); what comes back is a few scalars
    (numbers of bins, iterations, errors), the palette and one label per
    distinct colour.
-3. **Cluster** with :func:`clyde.kmeans.kmeans`, padded to a size bucket.
+3. **Cluster** with :func:`clyde.kmeans.kmeans`, padded to a :func:`capacity`.
    With ``algo="lloyd"``, when the colours were binned or k <= 16, the fit
    starts on 5-bit bins (a few thousand points): k-means there (best of 4
    runs for k <= 16), then :func:`clyde.kmeans.swap_search`, which moves
@@ -263,7 +263,7 @@ def color_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 class _Points(NamedTuple):
-    """Weighted points on the device, padded to a size bucket with zero weights."""
+    """Weighted points on the device, padded to a capacity with zero weights."""
 
     rgb: jax.Array | None  # (m, C) float32 colours in sRGB units (0..255), zero rows past n
     #                        (None for the exact colours, which _fit holds as uint8)
