@@ -61,3 +61,26 @@ def small_codebook(photo_folder, tmp_path_factory) -> np.ndarray:
     out = tmp_path_factory.mktemp("cb") / "p8_k64.npy"
     train(str(photo_folder), out, patch=8, k=64, epochs=3, batch=1024, seed=0, progress=False)
     return np.load(out).astype(np.float32)
+
+
+@pytest.fixture
+def count_traces():
+    """``count_traces(fn)``: how many programs JAX traced (a call with new types) while ``fn()`` ran."""
+    import jax
+    from jax._src import dispatch
+
+    def count(fn):
+        seen = []
+
+        def listen(event, duration, **_):
+            if event == dispatch.JAXPR_TRACE_EVENT:
+                seen.append(event)
+
+        jax.monitoring.register_event_duration_secs_listener(listen)
+        try:
+            fn()
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listen)
+        return len(seen)
+
+    return count

@@ -371,26 +371,8 @@ def test_colours_starting_from_their_bins_bounds_change_nothing(many_colours, mo
     assert got.n_iter == want.n_iter
 
 
-def _traces(fn):
-    """Number of programs JAX traced (a first call with new shapes) while ``fn()`` ran."""
-    from jax._src import dispatch
-
-    seen = []
-
-    def listen(event, duration, **_):
-        if event == dispatch.JAXPR_TRACE_EVENT:
-            seen.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        fn()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    return len(seen)
-
-
 @pytest.mark.parametrize("stored", [False, True])
-def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch, stored):
+def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch, stored, count_traces):
     """Images of other sizes and colour counts reuse the programs of the first one.
 
     Pixels, the lookup and the metrics go in fixed tiles; colours are padded to one
@@ -427,4 +409,4 @@ def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch, stored):
                 image_quality(im, res.indices, palette=res.palette)
 
         run([first])
-        assert _traces(lambda: run(others)) == 0
+        assert count_traces(lambda: run(others)) == 0
