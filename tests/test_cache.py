@@ -1,8 +1,9 @@
-"""The stored lowered programs (_cache.exported): same numbers, from disk, robust to damage."""
+"""The stored compiled programs (_cache.stored): same numbers, from disk, robust to damage."""
 
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -20,7 +21,7 @@ from clyde.errors import ClydeError
 def cache_on(tmp_path, monkeypatch):
     """The cache switched on in a fresh folder, with no programs held in memory."""
     monkeypatch.setattr(_cache, "_enabled", str(tmp_path))
-    monkeypatch.setattr(_cache, "_EXPORTS", {})
+    monkeypatch.setattr(_cache, "_PROGRAMS", {})
     monkeypatch.delenv("CLYDE_NO_EXPORT", raising=False)
     return tmp_path
 
@@ -33,28 +34,28 @@ def test_a_stored_program_gives_the_same_numbers_in_a_new_process(cache_on, rng)
     x = rng.normal(size=(500, 3)).astype(np.float32)
     w = rng.uniform(size=500).astype(np.float32)
     want = np.asarray(jax.jit(_scaled_sum, static_argnames="power")(x, w, power=3))
-    f = _cache.exported(_scaled_sum, static_argnames=("power",))
+    f = _cache.stored(_scaled_sum, static_argnames=("power",))
     np.testing.assert_array_equal(np.asarray(f(x, w, power=3)), want)
-    stored = sorted((cache_on / "exported").iterdir())
-    assert len(stored) == 1 and stored[0].suffix == ".jaxexport"
+    stored = sorted((cache_on / "programs").iterdir())
+    assert len(stored) == 1 and stored[0].suffix == ".xla"
     f(x, w, power=3)  # same shapes and settings: no second program
     f(x[:100], w[:100], power=3)  # a new shape: a second one
-    assert len(list((cache_on / "exported").iterdir())) == 2
+    assert len(list((cache_on / "programs").iterdir())) == 2
     # A new process: nothing in memory, the program is read back instead of traced.
-    _cache._EXPORTS.clear()
-    g = _cache.exported(_scaled_sum, static_argnames=("power",))
+    _cache._PROGRAMS.clear()
+    g = _cache.stored(_scaled_sum, static_argnames=("power",))
     np.testing.assert_array_equal(np.asarray(g(x, w, power=3)), want)
-    assert len(list((cache_on / "exported").iterdir())) == 2
+    assert len(list((cache_on / "programs").iterdir())) == 2
 
 
 def test_a_damaged_program_is_replaced(cache_on, rng):
     x = rng.normal(size=(64, 3)).astype(np.float32)
     w = np.ones(64, np.float32)
-    f = _cache.exported(_scaled_sum, static_argnames=("power",))
+    f = _cache.stored(_scaled_sum, static_argnames=("power",))
     want = np.asarray(f(x, w, power=2))
-    (path,) = (cache_on / "exported").iterdir()
+    (path,) = (cache_on / "programs").iterdir()
     path.write_bytes(b"not a program")
-    _cache._EXPORTS.clear()
+    _cache._PROGRAMS.clear()
     np.testing.assert_array_equal(np.asarray(f(x, w, power=2)), want)
     assert path.read_bytes() != b"not a program"
 
@@ -63,12 +64,12 @@ def test_named_tuple_results_and_prng_keys(cache_on, rng):
     x = rng.uniform(0, 255, (2048, 3)).astype(np.float32)
     w = np.ones(2048, np.float32)
     key = jax.random.key(4)
-    f = _cache.exported(km.kmeans, static_argnames=("k", "n_init"))
+    f = _cache.stored(km.kmeans, static_argnames=("k", "n_init"))
     want = km.kmeans(key, x, w, k=6, n_init=2)
     got = f(key, x, w, k=6, n_init=2)
     assert isinstance(got, km.KMeansResult)
     np.testing.assert_array_equal(np.asarray(got.centers), np.asarray(want.centers))
-    _cache._EXPORTS.clear()
+    _cache._PROGRAMS.clear()
     again = f(key, x, w, k=6, n_init=2)
     np.testing.assert_array_equal(np.asarray(again.centers), np.asarray(want.centers))
 
@@ -76,26 +77,26 @@ def test_named_tuple_results_and_prng_keys(cache_on, rng):
 def test_inside_jit_and_with_the_cache_off_it_is_plain_jit(cache_on, rng, monkeypatch):
     x = rng.normal(size=(32, 3)).astype(np.float32)
     w = np.ones(32, np.float32)
-    f = _cache.exported(_scaled_sum, static_argnames=("power",))
+    f = _cache.stored(_scaled_sum, static_argnames=("power",))
     outer = jax.jit(lambda x, w: f(x, w, power=2) + 1.0)
     np.testing.assert_allclose(np.asarray(outer(x, w)), (x ** 2).sum(0) + 1.0, rtol=1e-5)
-    assert not (cache_on / "exported").exists()  # traced inside another program: nothing stored
+    assert not (cache_on / "programs").exists()  # traced inside another program: nothing stored
     monkeypatch.setattr(_cache, "_enabled", None)
     np.testing.assert_allclose(np.asarray(f(x, w, power=2)), (x ** 2).sum(0), rtol=1e-5)
-    assert not (cache_on / "exported").exists()
+    assert not (cache_on / "programs").exists()
 
 
 def test_lambdas_and_closures_are_refused():
     # Programs are stored under the function's module and name; two lambdas would share one,
     # and a closure's captured values are not part of the key.
-    with pytest.raises(ValueError, match=r"exported needs a module-level function .*<lambda>"):
-        _cache.exported(lambda x: x + 1)
+    with pytest.raises(ValueError, match=r"stored needs a module-level function .*<lambda>"):
+        _cache.stored(lambda x: x + 1)
 
     def scaled(x):
         return 2.0 * x
 
-    with pytest.raises(ValueError, match=r"exported needs a module-level function .*<locals>"):
-        _cache.exported(scaled)
+    with pytest.raises(ValueError, match=r"stored needs a module-level function .*<locals>"):
+        _cache.stored(scaled)
 
 
 @pytest.mark.parametrize("raw, want", [("", 512 << 20), ("0", None), ("1.5", 3 << 19),
@@ -114,12 +115,12 @@ def test_a_bad_bound_is_refused(monkeypatch, raw):
 
 
 def _stored(folder):
-    return {p.name: p.stat().st_size for p in (folder / "exported").iterdir()}
+    return {p.name: p.stat().st_size for p in (folder / "programs").iterdir()}
 
 
 def test_stored_programs_stay_under_their_bound_least_recently_used_first(cache_on, rng,
                                                                          monkeypatch):
-    f = _cache.exported(_scaled_sum, static_argnames=("power",))
+    f = _cache.stored(_scaled_sum, static_argnames=("power",))
     x = rng.normal(size=(64, 3)).astype(np.float32)
     w = np.ones(64, np.float32)
     names = []
@@ -127,50 +128,49 @@ def test_stored_programs_stay_under_their_bound_least_recently_used_first(cache_
         f(x[:n], w[:n], power=2)
         (new,) = set(_stored(cache_on)) - set(names)
         names.append(new)
-        os.utime(cache_on / "exported" / new, (1000.0 * (i + 1),) * 2)
-    _cache._EXPORTS.clear()  # a new process uses the oldest program again: it becomes the newest
+        os.utime(cache_on / "programs" / new, (1000.0 * (i + 1),) * 2)
+    _cache._PROGRAMS.clear()  # a new process uses the oldest program again: it becomes the newest
     f(x[:8], w[:8], power=2)
-    assert (cache_on / "exported" / names[0]).stat().st_mtime > 3000
+    assert (cache_on / "programs" / names[0]).stat().st_mtime > 3000
     sizes = _stored(cache_on)
     # Room for about three programs: storing a fourth removes the least recently used (the second).
-    monkeypatch.setattr(_cache, "_export_limit", sum(sizes.values()) + min(sizes.values()) // 2)
+    monkeypatch.setattr(_cache, "_programs_limit", sum(sizes.values()) + min(sizes.values()) // 2)
     want = (x[:32] ** 2).sum(0)
     np.testing.assert_allclose(np.asarray(f(x[:32], w[:32], power=2)), want, rtol=1e-5)
     after = _stored(cache_on)
     assert len(after) == 3 and names[1] not in after and {names[0], names[2]} <= set(after)
-    assert sum(after.values()) <= _cache._export_limit
+    assert sum(after.values()) <= _cache._programs_limit
 
 
 def test_prune_never_removes_the_program_just_written(tmp_path):
     for i, name in enumerate(["a", "b", "c"]):
-        p = tmp_path / f"{name}.jaxexport"
+        p = tmp_path / f"{name}.xla"
         p.write_bytes(b"x" * 100)
         os.utime(p, (1000.0 * (3 - i),) * 2)  # c is the oldest
     (tmp_path / "other.txt").write_bytes(b"y" * 1000)  # not a program: not counted, not removed
     for name, age in [("old.tmp", 7200), ("new.tmp", 60)]:  # writes killed midway
         (tmp_path / name).write_bytes(b"z")
         os.utime(tmp_path / name, (time.time() - age,) * 2)
-    removed = _cache.prune_exports(tmp_path, 150, keep=tmp_path / "c.jaxexport")
-    assert [p.name for p in removed] == ["b.jaxexport", "a.jaxexport"]
+    removed = _cache.prune_programs(tmp_path, 150, keep=tmp_path / "c.xla")
+    assert [p.name for p in removed] == ["b.xla", "a.xla"]
     # an hour-old temporary file is a dead write; a newer one may be another process writing
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jaxexport", "new.tmp", "other.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.xla", "new.tmp", "other.txt"]
 
 
-def test_a_read_only_cache_is_still_read(cache_on, rng, monkeypatch):
+def test_a_read_only_cache_is_still_read(cache_on, rng, monkeypatch, count_traces):
     x = rng.normal(size=(64, 3)).astype(np.float32)
     w = np.ones(64, np.float32)
-    f = _cache.exported(_scaled_sum, static_argnames=("power",))
+    f = _cache.stored(_scaled_sum, static_argnames=("power",))
     want = np.asarray(f(x, w, power=2))
-    _cache._EXPORTS.clear()
+    _cache._PROGRAMS.clear()
 
     def refuse(*a, **kw):
         raise PermissionError("read-only")
 
-    exports = []
     monkeypatch.setattr(_cache.os, "utime", refuse)
-    monkeypatch.setattr(jax.export, "export", lambda *a, **kw: exports.append(a) or refuse())
-    np.testing.assert_array_equal(np.asarray(f(x, w, power=2)), want)
-    assert exports == []  # loaded, not traced again
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert count_traces(lambda: np.testing.assert_array_equal(np.asarray(f(x, w, power=2)),
+                                                              want)) == 0  # loaded, not traced
 
 
 _COMPILE_MANY = """
@@ -226,15 +226,50 @@ def test_prefetch_compiles_ahead_and_the_call_uses_it(cache_on, rng, count_trace
     x = rng.normal(size=(500, 3)).astype(np.float32)
     w = rng.uniform(size=500).astype(np.float32)
     want = np.asarray(jax.jit(_scaled_sum, static_argnames="power")(x, w, power=2))
-    f = _cache.exported(_scaled_sum, static_argnames=("power",))
+    f = _cache.stored(_scaled_sum, static_argnames=("power",))
     f.prefetch(jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32),
                power=2)
-    (pending,) = _cache._EXPORTS.values()
+    (pending,) = _cache._PROGRAMS.values()
     assert isinstance(pending, Future)
     pending.result()  # compiled in the background thread
     got = []
     assert count_traces(lambda: got.append(np.asarray(f(x, w, power=2)))) == 0  # made ahead
     np.testing.assert_array_equal(got[0], want)
-    assert len(list((cache_on / "exported").iterdir())) == 1
+    assert len(list((cache_on / "programs").iterdir())) == 1
     f.prefetch(x, w, power=2)  # already made: nothing new
-    assert len(_cache._EXPORTS) == 1
+    assert len(_cache._PROGRAMS) == 1
+
+
+def _flags_sum(c):
+    return jnp.sum(c > 0, dtype=jnp.int32) + jnp.where(c[:10] > 1, c[:10], 3).sum()
+
+
+_PLAIN_THEN_STORED = """
+import sys
+sys.path.insert(0, {here!r})
+from clyde import _cache
+_cache.enable_compilation_cache()
+import jax, jax.numpy as jnp
+from test_cache import _flags_sum
+x = jnp.arange(1 << 16, dtype=jnp.int32) - 5
+f = jax.jit(_flags_sum) if sys.argv[1] == "plain" else _cache.stored(_flags_sum)
+print(int(f(x)))
+"""
+
+
+def test_a_program_of_plain_jit_in_the_compile_cache_is_not_stored_again(tmp_path):
+    # A program JAX's compile cache loaded, stored again, lost the machine code of its
+    # functions: the next process failed to run it ("Function ... not found"). The stored
+    # programs are compiled under their own name, past that cache.
+    env = {**os.environ, "CLYDE_CACHE_DIR": str(tmp_path)}
+    for k in ("CLYDE_NO_CACHE", "CLYDE_NO_EXPORT"):
+        env.pop(k, None)
+    code = _PLAIN_THEN_STORED.format(here=os.path.dirname(__file__))
+    want = str(int(_flags_sum(jnp.arange(1 << 16, dtype=jnp.int32) - 5)))
+    for mode in ("plain", "stored", "stored", "stored"):  # plain jit fills JAX's cache first
+        r = subprocess.run([sys.executable, "-c", code, mode], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [want]
+    assert len(list((tmp_path / "programs").glob("*.xla"))) == 1
+    assert not list(tmp_path.glob("jit_clyde_*"))  # never written to JAX's cache

@@ -1,5 +1,5 @@
 """JAX's persistent compilation cache, set up for clyde's small programs, and
-clyde's lowered kernels kept beside it (:func:`exported`)."""
+clyde's compiled kernels kept beside it (:func:`stored`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 from .errors import ClydeError
 
 _enabled: str | None = None
-_export_limit: int | None = None  # bytes the stored programs may take (None: no limit)
+_programs_limit: int | None = None  # bytes the stored programs may take (None: no limit)
 
 CACHE_MAX_MB = 512  # default bound of the whole folder; CLYDE_CACHE_MAX_MB overrides (0: none)
-EXPORT_SHARE = 0.25  # of which the stored programs (``exported``) may take this share
+EXPORT_SHARE = 0.25  # of which the stored programs (:func:`stored`) may take this share
 
 
 def cache_limit() -> int | None:
@@ -80,14 +80,14 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
     versions would otherwise stay forever. When a new program would go over
     the bound, the least recently used ones are removed: JAX does that for
     the compiled programs (``jax_compilation_cache_max_size``, 3/4 of the
-    bound), :func:`exported` for the lowered ones (the other 1/4).
+    bound), :func:`stored` for its own (the other 1/4).
 
     Raises
     ------
     ClydeError
         If ``$CLYDE_CACHE_MAX_MB`` is not a number >= 0.
     """
-    global _enabled, _export_limit
+    global _enabled, _programs_limit
     if os.environ.get("CLYDE_NO_CACHE", "") not in ("", "0"):
         return None
     limit = cache_limit()
@@ -103,11 +103,11 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
         "jax_persistent_cache_min_compile_time_secs": 0.0,
         "jax_persistent_cache_min_entry_size_bytes": 0,
     }
-    _export_limit = None
+    _programs_limit = None
     if limit is not None and _can_bound_compiled():
         _stamp_entries(folder)
         settings["jax_compilation_cache_max_size"] = int(limit * (1 - EXPORT_SHARE))
-        _export_limit = int(limit * EXPORT_SHARE)
+        _programs_limit = int(limit * EXPORT_SHARE)
     if "jax" in sys.modules:
         import jax
 
@@ -131,7 +131,7 @@ def notice_long_compiles(say, after: float = 2.0) -> None:
     new settings compiles for several seconds, and that wait should not be silent.
 
     Only the command line calls this (the library never prints). It does not
-    import JAX: the listener is registered when the kernels are (:func:`exported`).
+    import JAX: the listener is registered when the kernels are (:func:`stored`).
     """
     _NOTICE.setdefault("say", say)
     _NOTICE.setdefault("after", after)
@@ -161,29 +161,40 @@ def _arm_notice() -> None:
 
 
 # ----------------------------------------------------------------------------
-# Lowered programs kept on disk, so that a new process skips tracing them.
+# Compiled programs kept on disk, so that a new process neither traces nor lowers them.
 #
-# The compilation cache above skips XLA's compile, but every process still
-# traces each kernel in Python and lowers it to StableHLO before it can look
-# the compiled program up: 0.5-1 s of a 2 s command. ``exported`` stores the
-# lowered program (``jax.export``) next to the compiled ones and, in a later
-# process, calls it without tracing. Results are the same program, so the
-# same numbers; anything unexpected falls back to plain ``jax.jit``.
+# The compilation cache above skips XLA's compile, but every process still traces each
+# kernel in Python and lowers it to StableHLO to compute the key it looks the compiled
+# program up by: with 20-odd programs, 0.2-0.3 s of a 1 s command. ``stored`` keeps each
+# kernel's compiled program itself, keyed by the call's types and settings, and a later
+# process loads and runs it directly (``jax.experimental.serialize_executable``). It is the
+# same program, so the same numbers; anything unexpected falls back to plain ``jax.jit``.
+# Like JAX's own cache, the folder is trusted: loading a program runs what it holds.
 
-_EXPORTS: dict = {}
+_PROGRAMS: dict = {}
 _DIGEST: list[str] = []
+PROGRAMS_DIR = "programs"  # in the cache folder
+SUFFIX = ".xla"
 
 
 def _source_digest() -> str:
-    """Hash of clyde's sources and the JAX versions: a stored program is used
-    only by the exact code that stored it."""
+    """Hash of clyde's sources, the JAX versions and the machine: a stored program is used
+    only by the exact code that stored it, on a processor with the same features (XLA
+    compiles for the host's instruction set)."""
     if not _DIGEST:
         import hashlib
+        import platform
 
         import jax
         import jaxlib
 
-        h = hashlib.sha256(f"{jax.__version__} {jaxlib.__version__} {jax.default_backend()}".encode())
+        h = hashlib.sha256(f"{jax.__version__} {jaxlib.__version__} {jax.default_backend()} "
+                           f"{platform.machine()} {jax.devices()[0].device_kind}".encode())
+        try:
+            with open("/proc/cpuinfo", "rb") as f:  # Linux: the instruction-set flags
+                h.update(b"".join(sorted({ln for ln in f if ln.startswith((b"flags", b"Features"))})))
+        except OSError:
+            h.update(platform.processor().encode())
         for path in sorted(Path(__file__).parent.glob("*.py")):
             h.update(path.name.encode())
             h.update(path.read_bytes())
@@ -191,29 +202,23 @@ def _source_digest() -> str:
     return _DIGEST[0]
 
 
-def _can_export() -> bool:
-    if _enabled is None or os.environ.get("CLYDE_NO_EXPORT", "") not in ("", "0"):
-        return False
-    try:
-        import flatbuffers  # noqa: F401  (jax.export's serialization needs it)
-    except ImportError:
-        return False
-    return True
+def _can_store() -> bool:
+    return _enabled is not None and os.environ.get("CLYDE_NO_EXPORT", "") in ("", "0")
 
 
-def prepare_exports() -> None:
+def prepare_programs() -> None:
     """Do ahead of time (in a background thread) what the first stored program
-    needs: on CPU, calling one makes jaxlib look up LAPACK in SciPy (a JAX
+    needs: on CPU, running one makes jaxlib look up LAPACK in SciPy (a JAX
     dependency), an import of 0.1-0.15 s."""
-    if _can_export():
+    if _can_store():
         try:
             import scipy.linalg.cython_lapack  # noqa: F401
         except ImportError:  # pragma: no cover - SciPy comes with JAX
             pass
 
 
-def exported(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple[str, ...] = ()):
-    """``jax.jit(fun)``, whose lowered programs are stored in the cache folder.
+def stored(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple[str, ...] = ()):
+    """``jax.jit(fun)``, whose compiled programs are stored in the cache folder.
 
     ``donate_argnames``: arguments whose buffers the call may reuse for its
     results (a table updated tile by tile, in place, not copied each time).
@@ -230,10 +235,11 @@ def exported(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tup
 
     _arm_notice()
     jitted = jax.jit(fun, static_argnames=static_argnames, donate_argnames=donate_argnames)
+    own = jax.jit(_renamed(fun), static_argnames=static_argnames, donate_argnames=donate_argnames)
     signature = inspect.signature(fun)
     name = f"{getattr(fun, '__module__', '')}.{getattr(fun, '__qualname__', repr(fun))}"
     if "<lambda>" in name or "<locals>" in name:  # a closure's captured values are not in the key
-        raise ValueError(f"exported needs a module-level function (its programs are stored by "
+        raise ValueError(f"stored needs a module-level function (its programs are stored by "
                          f"name), got {name}")
 
     def bind(args, kwargs):
@@ -246,17 +252,17 @@ def exported(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tup
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
-        if not _can_export():
+        if not _can_store():
             return jitted(*args, **kwargs)
         bound, statics, leaves, sig = bind(args, kwargs)
         if any(isinstance(x, jax.core.Tracer) for x in leaves):
             return jitted(*args, **kwargs)
-        fn = _EXPORTS.get(sig)
+        fn = _PROGRAMS.get(sig)
         if fn is None:
-            fn = _EXPORTS[sig] = _load_or_export(jitted, statics, sig, bound, donate_argnames)
+            fn = _PROGRAMS[sig] = _load_or_compile(jitted, own, statics, sig, bound)
         elif isinstance(fn, Future):  # prefetched: wait for it, or make it here if not begun
-            fn = _EXPORTS[sig] = (_load_or_export(jitted, statics, sig, bound, donate_argnames)
-                                  if fn.cancel() else fn.result())
+            fn = _PROGRAMS[sig] = (_load_or_compile(jitted, own, statics, sig, bound)
+                                   if fn.cancel() else fn.result())
         return fn(**bound)
 
     def prefetch(*args, **kwargs) -> None:
@@ -264,11 +270,11 @@ def exported(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tup
         **kwargs)`` would run; arguments may be :class:`jax.ShapeDtypeStruct`. A later
         call with the same types waits for it instead of compiling it: independent
         programs compile side by side (XLA's compile leaves the GIL)."""
-        if not _can_export() or donate_argnames:
+        if not _can_store():
             return
         bound, statics, _, sig = bind(args, kwargs)
-        if sig not in _EXPORTS:
-            _EXPORTS[sig] = _compile_pool().submit(_compiled, jitted, statics, sig, bound)
+        if sig not in _PROGRAMS:
+            _PROGRAMS[sig] = _compile_pool().submit(_load_or_compile, jitted, own, statics, sig, bound)
 
     call.jitted = jitted
     call.prefetch = prefetch
@@ -279,7 +285,7 @@ _POOL: list = []
 
 
 def _compile_pool():
-    """One background thread for :func:`exported`'s prefetches: with the caller's, two
+    """One background thread for :func:`stored`'s prefetches: with the caller's, two
     compiles run at once (the machines clyde targets have two cores or more)."""
     if not _POOL:
         from concurrent.futures import ThreadPoolExecutor
@@ -288,51 +294,70 @@ def _compile_pool():
     return _POOL[0]
 
 
-def _compiled(jitted, statics, sig, specs):
-    """The program of ``sig`` loaded or exported, then compiled for ``specs``: a callable
-    that runs the compiled program, or the plain one if the arguments do not fit it."""
-    fn = _load_or_export(jitted, statics, sig, specs)
-    try:
-        compiled = fn.lower(**specs).compile()
-    except Exception:  # noqa: BLE001  (not lowerable ahead: compiled at the call instead)
-        return fn
-
-    def run(**kwargs):
-        try:
-            return compiled(**kwargs)
-        except (TypeError, ValueError):  # types the ahead-of-time program was not made for
-            return fn(**kwargs)
-
-    return run
-
-
-def _load_or_export(jitted, statics, sig, kwargs, donate=()):
-    import functools
+def _program_path(sig) -> Path:
     import hashlib
-    import tempfile
 
-    import jax
-    from jax import export
-
-    _register_results()
     digest = hashlib.sha256(repr((_source_digest(),) + sig).encode()).hexdigest()[:32]
-    path = Path(_enabled) / "exported" / f"{digest}.jaxexport"
-    bound = functools.partial(jitted, **statics)
+    return Path(_enabled) / PROGRAMS_DIR / f"{digest}{SUFFIX}"
+
+
+def _renamed(fun):
+    """``fun`` under another name: the programs :func:`stored` compiles are named
+    ``clyde_<name>``, so that JAX's compilation cache (keyed by name and program) never
+    answers for them with a program plain ``jax.jit`` stored."""
+    import functools
+
+    @functools.wraps(fun)
+    def renamed(*args, **kwargs):
+        return fun(*args, **kwargs)
+
+    renamed.__name__ = renamed.__qualname__ = f"clyde_{getattr(fun, '__name__', 'fun')}"
+    return renamed
+
+
+def _load_or_compile(jitted, own, statics, sig, specs):
+    """The compiled program of ``sig``, read from the folder or else compiled by ``own``
+    and stored; returned as a callable of the arguments by name that runs plain
+    ``jitted`` for arguments the program was not made for. ``specs``: the arguments by
+    name, arrays or :class:`jax.ShapeDtypeStruct`.
+
+    ``own`` compiles past JAX's compilation cache: a program that cache loaded cannot be
+    stored again (its copy lacks the machine code of its functions, and fails when run:
+    "Function ... not found"). Its name keeps it from reading the cache, and a minimum
+    compile time of infinity, set for this thread only, from writing it."""
+    import functools
+    import pickle
+    import tempfile
+    import zlib
+
+    from jax._src import config
+    from jax.experimental import serialize_executable as se
+
+    path = _program_path(sig)
+    compiled = None
     try:
-        exp = export.deserialize(bytearray(path.read_bytes()))
-    except Exception:  # noqa: BLE001  (missing or damaged: export again, replace it)
-        exp = None
+        blob = path.read_bytes()
+    except OSError:
+        pass
     else:
         try:
-            os.utime(path)  # used now: the last to go when the folder is pruned
-        except OSError:  # a read-only cache is still read
-            pass
-    if exp is None:
+            compiled = se.deserialize_and_load(*pickle.loads(zlib.decompress(blob)))
+        except Exception:  # noqa: BLE001  (damaged, or from another build: compile, replace it)
+            compiled = None
+        else:
+            try:
+                os.utime(path)  # used now: the last to go when the folder is pruned
+            except OSError:  # a read-only cache is still read
+                pass
+    if compiled is None:
         try:
-            exp = export.export(jax.jit(bound))(**kwargs)
-            data = exp.serialize()
-        except Exception:  # noqa: BLE001  (not exportable: plain jit)
-            return bound
+            with config.persistent_cache_min_compile_time_secs(float("inf")):
+                compiled = own.lower(**statics, **specs).compile()
+            data = zlib.compress(pickle.dumps(se.serialize(compiled)), 1)
+        except Exception:  # noqa: BLE001  (not compilable ahead, or not storable: plain jit)
+            if compiled is None:
+                return functools.partial(jitted, **statics)
+            return _guarded(compiled, jitted, statics)
         tmp = None
         try:  # atomically: a reader never sees half a file
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -340,18 +365,25 @@ def _load_or_export(jitted, statics, sig, kwargs, donate=()):
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
-            if _export_limit is not None:
-                prune_exports(path.parent, _export_limit, keep=path)
-        except OSError:  # not writable: this process still uses what it exported
+            if _programs_limit is not None:
+                prune_programs(path.parent, _programs_limit, keep=path)
+        except OSError:  # not writable: this process still uses what it compiled
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
-    if not donate:
-        return jax.jit(exp.call)
-    run = jax.jit(lambda donated, rest: exp.call(**donated, **rest), donate_argnums=0)
-    return lambda **kw: run({k: kw.pop(k) for k in donate}, kw)
+    return _guarded(compiled, jitted, statics)
 
 
-def prune_exports(folder: Path, limit: int, *, keep: Path | None = None) -> list[Path]:
+def _guarded(compiled, jitted, statics):
+    def run(**kwargs):
+        try:
+            return compiled(**kwargs)
+        except (TypeError, ValueError):  # types the stored program was not made for
+            return jitted(**statics, **kwargs)
+
+    return run
+
+
+def prune_programs(folder: Path, limit: int, *, keep: Path | None = None) -> list[Path]:
     """Remove the least recently used stored programs in ``folder`` until
     they take at most ``limit`` bytes; return the removed paths.
 
@@ -370,7 +402,7 @@ def prune_exports(folder: Path, limit: int, *, keep: Path | None = None) -> list
                     os.unlink(e.path)
             except OSError:
                 pass
-        elif e.name.endswith(".jaxexport"):
+        elif e.name.endswith(SUFFIX):
             try:
                 st = e.stat()
             except OSError:  # removed meanwhile by another process
@@ -390,23 +422,3 @@ def prune_exports(folder: Path, limit: int, *, keep: Path | None = None) -> list
         total -= size
         removed.append(p)
     return removed
-
-
-_REGISTERED: list[bool] = []
-
-
-def _register_results() -> None:
-    """NamedTuple results must be registered before jax.export can store them."""
-    if _REGISTERED:
-        return
-    from jax import export
-
-    from . import kmeans
-
-    for cls in (kmeans.KMeansResult, kmeans.SwapResult, kmeans.Bounds):
-        try:
-            export.register_namedtuple_serialization(
-                cls, serialized_name=f"{cls.__module__}.{cls.__qualname__}")
-        except ValueError:
-            pass  # already registered
-    _REGISTERED.append(True)

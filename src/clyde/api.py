@@ -33,7 +33,7 @@ def _load_while_importing(src, modules=(".pixel", ".metrics")):
         try:
             for m in modules:
                 importlib.import_module(m, __package__)
-            _cache.prepare_exports()
+            _cache.prepare_programs()
         except BaseException as e:  # pragma: no cover - re-raised below
             errors.append(e)
 

@@ -94,7 +94,7 @@ def psnr(a: jax.Array, b: jax.Array, *, data_range: float = 255.0,
     data_range : float, the peak value (255 for 8-bit images)
     valid_hw : (2,) int array, optional
         Only the top-left ``valid_hw[0] x valid_hw[1]`` pixels count (the
-        rest is padding to a size bucket).
+        rest is padding to the tile).
 
     Returns
     -------
@@ -148,7 +148,7 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 255.0,
 TILE_H, TILE_W = 64, 512
 
 
-@functools.partial(_cache.exported, static_argnames=("data_range", "with_ssim"))
+@functools.partial(_cache.stored, static_argnames=("data_range", "with_ssim"))
 def _tile_sums(a, b, palette, origin, valid_hw, data_range, with_ssim):
     """Squared-error sum and SSIM-map sum of one tile.
 

@@ -135,7 +135,7 @@ LUT_CHUNK = 1 << 16
 _NO_CODE = 1 << 24  # a code past the table: padding, dropped by every scatter
 
 
-@functools.partial(_cache.exported, donate_argnames=("counts",))
+@functools.partial(_cache.stored, donate_argnames=("counts",))
 def _tile_histogram(counts: jax.Array, pixels: jax.Array, n: jax.Array):
     """Count a tile of pixels into the colour table, in place.
 
@@ -160,7 +160,7 @@ def _tile_histogram(counts: jax.Array, pixels: jax.Array, n: jax.Array):
     return codes, counts.at[codes].add(1, mode="drop")
 
 
-@_cache.exported
+@_cache.stored
 def _occupied(counts: jax.Array) -> jax.Array:
     """Which blocks of ``_OCC`` codes hold any colour, ``(2**24 / _OCC,)`` bool: the
     caller finds the colours without scanning all 2**24 counts (a photo's 3x10^5
@@ -168,21 +168,21 @@ def _occupied(counts: jax.Array) -> jax.Array:
     return jnp.any(counts.reshape(-1, _OCC) != 0, axis=1)
 
 
-@_cache.exported
+@_cache.stored
 def _block_counts(counts: jax.Array, blocks: jax.Array) -> jax.Array:
     """The counts ``(B, _OCC)`` of the table's blocks ``blocks (B,)``: only the
     occupied blocks leave the device, not the 64 MB table."""
     return counts.reshape(-1, _OCC)[blocks]
 
 
-@functools.partial(_cache.exported, donate_argnames=("table",))
+@functools.partial(_cache.stored, donate_argnames=("table",))
 def _lut_set(table: jax.Array, uniq: jax.Array, values: jax.Array) -> jax.Array:
     """``table (2**24,)`` with ``values[i]`` set at ``uniq[i]``, in place; ``uniq``
     entries of ``2**24`` are padding, dropped."""
     return table.at[uniq].set(values, mode="drop")
 
 
-@_cache.exported
+@_cache.stored
 def _gather(table: jax.Array, codes: jax.Array) -> jax.Array:
     """``table[codes]`` for one tile of codes (padding codes give any value)."""
     return table[jnp.minimum(codes, table.shape[0] - 1)]
@@ -200,7 +200,7 @@ def _pad_to(a: np.ndarray, size: int, fill) -> np.ndarray:
 def _lut(uniq: np.ndarray, values: np.ndarray) -> jax.Array:
     """A ``(2**24,)`` table holding ``values[i]`` at ``uniq[i]`` and 0 elsewhere, set
     :data:`LUT_CHUNK` colours at a time (one program for any number of colours)."""
-    table = jnp.zeros(1 << 24, values.dtype)
+    table = _zeros_table(dtype=np.dtype(values.dtype).name)
     for s in range(0, len(uniq), LUT_CHUNK):
         table = _lut_set(table, _pad_to(uniq[s:s + LUT_CHUNK], LUT_CHUNK, _NO_CODE),
                          _pad_to(values[s:s + LUT_CHUNK], LUT_CHUNK, 0))
@@ -210,7 +210,7 @@ def _lut(uniq: np.ndarray, values: np.ndarray) -> jax.Array:
 def _rgb_counts(pixels: np.ndarray):
     """Count ``(N, 3)`` uint8 pixels tile by tile: the counts table (on the device) and
     each tile's packed codes."""
-    counts = jnp.zeros(1 << 24, jnp.int32)
+    counts = _zeros_table(dtype="int32")
     codes = []
     for s in range(0, max(len(pixels), 1), PIXEL_TILE):
         tile = pixels[s:s + PIXEL_TILE]
@@ -273,7 +273,7 @@ class _Points(NamedTuple):
     spread: float = 0.0  # bins only: weighted squared error of replacing colours by their bins
 
 
-@functools.partial(_cache.exported, static_argnames=("bits",))
+@functools.partial(_cache.stored, static_argnames=("bits",))
 def _bin_table(colors: jax.Array, counts: jax.Array, bits: int):
     """Merge colours into ``bits``-per-channel bins.
 
@@ -325,7 +325,7 @@ def _bin_table(colors: jax.Array, counts: jax.Array, bits: int):
     return w, means, groups, jnp.sum(occupied.astype(jnp.int32)), spread
 
 
-@functools.partial(_cache.exported, static_argnames=("size",))
+@functools.partial(_cache.stored, static_argnames=("size",))
 def _compact_bins(w: jax.Array, means: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
     """The occupied slots of :func:`_bin_table` in order, padded to ``size``
     with zero rows and weights."""
@@ -358,7 +358,7 @@ def _bins(colors: jax.Array, counts: jax.Array, bits: int) -> _Points:
     return _Points(rgb, wb, n, groups, float(spread))
 
 
-@functools.partial(_cache.exported, static_argnames=("space",))
+@functools.partial(_cache.stored, static_argnames=("space",))
 def _to_space(x, space):
     x = jnp.asarray(x, jnp.float32)
     if space == "oklab":
@@ -367,31 +367,50 @@ def _to_space(x, space):
     return x
 
 
-@functools.partial(_cache.exported, static_argnames=("space",))
+@functools.partial(_cache.stored, static_argnames=("space",))
 def _from_space(x, space):
     if space == "oklab":
         return jnp.concatenate([oklab_to_srgb(x[:, :3]), x[:, 3:] * 255.0], axis=1)
     return x
 
 
-# The jit boundaries of a fit; _cache.exported is jax.jit whose lowered programs are kept on
-# disk with the compilation cache, so that a new process does not trace them again.
-_kmeans = _cache.exported(km.kmeans, static_argnames=("k", "init", "algo", "max_iter",
+# The jit boundaries of a fit; _cache.stored is jax.jit whose compiled programs are kept on
+# disk with the compilation cache, so that a new process neither traces nor lowers them.
+_kmeans = _cache.stored(km.kmeans, static_argnames=("k", "init", "algo", "max_iter",
                                                       "batch_size", "chunk", "n_init"))
-_lloyd = _cache.exported(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))
-_nearest_bounds = _cache.exported(km.nearest_bounds, static_argnames=("chunk", "near"))
+_lloyd = _cache.stored(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))
+_nearest_bounds = _cache.stored(km.nearest_bounds, static_argnames=("chunk", "near"))
 
 
-@_cache.exported  # a named function: stored programs are keyed by module and name
+@_cache.stored  # a named function: stored programs are keyed by module and name
 def _inertia(x, w, c):
     return jnp.sum(w * km.assign(x, c)[1])
 
 
-_swap_search = _cache.exported(km.swap_search, static_argnames=("rounds", "n_remove", "n_add",
-                                                                "steps", "chunk"))
+def _swap_from(key, x, w, centers, *, rounds, steps):
+    """:func:`clyde.kmeans.swap_search` seeded by ``fold_in(key, 1)``, folded inside the
+    program: folded outside, it would be a program of its own to load."""
+    return km.swap_search(jax.random.fold_in(key, 1), x, w, centers, rounds=rounds, steps=steps)
 
 
-@functools.partial(_cache.exported, static_argnames=("steps", "space"))
+_swap_search = _cache.stored(_swap_from, static_argnames=("rounds", "steps"))
+
+
+@functools.partial(_cache.stored, static_argnames=("dtype",))
+def _zeros_table(dtype):
+    """A zero table of one entry per 24-bit colour code (a program, not an eager op)."""
+    return jnp.zeros(1 << 24, dtype)
+
+
+def _key(seed: int) -> jax.Array:
+    """``jax.random.key(seed)`` made on the host: the same key, without the two small
+    programs that make it on the device."""
+    if jax.config.jax_default_prng_impl == "threefry2x32" and 0 <= seed < 1 << 32:
+        return jax.random.wrap_key_data(np.array([0, seed], np.uint32))
+    return jax.random.key(seed)
+
+
+@functools.partial(_cache.stored, static_argnames=("steps", "space"))
 def _finish(xs, w, centers, tol, steps, space, inherit=None):
     """Up to ``steps`` Lloyd steps on the exact colours ``xs`` (in ``space``),
     then the palette as written (sRGB rounded to uint8) and every colour's
@@ -421,13 +440,13 @@ def _finish(xs, w, centers, tol, steps, space, inherit=None):
     return rgb.astype(jnp.uint8), labels, res.n_iter, res.converged
 
 
-@functools.lru_cache(maxsize=None)
-def _bounds_spec(shape: tuple[int, int], k: int) -> km.Bounds:
-    """The types of :func:`clyde.kmeans.nearest_bounds` of ``shape`` points and ``k``
-    centres (traced once per shape: ``eval_shape`` traces at every call)."""
-    f32 = jnp.float32
-    return jax.eval_shape(km.nearest_bounds, jax.ShapeDtypeStruct(shape, f32),
-                          jax.ShapeDtypeStruct((k, shape[1]), f32))
+def _bounds_spec(n: int, k: int) -> km.Bounds:
+    """The types of :func:`clyde.kmeans.nearest_bounds` of ``n`` points and ``k`` centres,
+    written out (``eval_shape`` would trace it at every call)."""
+    i32, f32 = jnp.int32, jnp.float32
+    return km.Bounds(jax.ShapeDtypeStruct((n,), i32), jax.ShapeDtypeStruct((n,), f32),
+                     jax.ShapeDtypeStruct((n,), f32),
+                     jax.ShapeDtypeStruct((min(km.NEAR, k), n), i32))
 
 
 def _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, *, rounds, max_iter, tol, refine,
@@ -439,18 +458,18 @@ def _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, *, rounds, max_iter, to
     from what is prefetched here compiles as before."""
     f32 = jnp.float32
     centers = jax.ShapeDtypeStruct((k, cxs.shape[1]), f32)
-    _swap_search.prefetch(jax.random.fold_in(key, 1), cxs, coarse.w, centers, rounds=rounds,
+    _swap_search.prefetch(key, cxs, coarse.w, centers, rounds=rounds,
                           steps=SWAP_STEPS)
     if fine is not None:
         fxs = jax.ShapeDtypeStruct(fine.rgb.shape, f32)
-        bounds = _bounds_spec(fxs.shape, k)
+        bounds = _bounds_spec(fxs.shape[0], k)
         _finish.prefetch(uxs, uw, centers, 0.0, steps=refine, space=space,
                          inherit=(fine.groups, fxs, bounds) if refine else None)
         _lloyd.prefetch(fxs, fine.w, centers, max_iter=max_iter, tol=tol)
         _to_space.prefetch(fine.rgb, space=space)
         _nearest_bounds.prefetch(fxs, centers)
     else:
-        bounds = _bounds_spec(cxs.shape, k)
+        bounds = _bounds_spec(cxs.shape[0], k)
         _finish.prefetch(uxs, uw, centers, tol, steps=max_iter, space=space,
                          inherit=(coarse.groups, cxs, bounds))
         _nearest_bounds.prefetch(cxs, centers)
@@ -502,7 +521,7 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
         inertia = float(_inertia(coarse.rgb, cw, _from_space(res.centers, space)))
         centers = None
         if coarse.spread <= COARSE_MAX_SHARE * (coarse.spread + inertia):
-            centers = _swap_search(jax.random.fold_in(key, 1), cxs, cw, res.centers,
+            centers = _swap_search(key, cxs, cw, res.centers,
                                    rounds=rounds, steps=SWAP_STEPS).centers
         elif small:
             centers = res.centers
@@ -616,7 +635,7 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
         max_points = 1 << 20 if k <= 16 else 65536
     if refine is None:
         refine = default_refine(algo)
-    key = jax.random.key(seed) if key is None else key
+    key = _key(seed) if key is None else key
     h, w, c = image.shape
     pixels = image.reshape(-1, c)
     transparent = None
