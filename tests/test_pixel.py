@@ -8,11 +8,11 @@ import pytest
 
 from clyde import ClydeError, image_quality, quantize_pixels
 from clyde.color import oklab_to_srgb, srgb_to_oklab
+from clyde import kmeans as km
 from clyde import pixel as px
 from clyde.pixel import color_histogram
 
 import reference as ref
-from clyde.kmeans import bucket_size as km_bucket
 
 
 def test_histogram_matches_numpy_unique(rng):
@@ -410,3 +410,17 @@ def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch, stored, count
 
         run([first])
         assert count_traces(lambda: run(others)) == 0
+
+
+@pytest.mark.parametrize("n, k", [(4096, 16), (5000, 2), (65536, 256)])
+def test_the_written_out_bounds_types_are_those_of_nearest_bounds(n, k):
+    f32 = jax.numpy.float32
+    want = jax.eval_shape(km.nearest_bounds, jax.ShapeDtypeStruct((n, 3), f32),
+                          jax.ShapeDtypeStruct((k, 3), f32))
+    assert px._bounds_spec(n, k) == want
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**31, 2**32 - 1, 2**32, -1])
+def test_keys_made_on_the_host_are_jax_random_keys(seed):
+    want = jax.random.key_data(jax.random.key(seed))
+    np.testing.assert_array_equal(jax.random.key_data(px._key(seed)), want)
