@@ -4,7 +4,7 @@ import pytest
 
 from clyde import ClydeError
 from clyde.patch import (code_bits, normalize, patchify, quantize_patches, quantize_vectors,
-                         shift_offsets, unpatchify, _encode_chunk)
+                         shift_offsets, unpatchify, _encode_chunk, _tiles)
 from clyde.metrics import image_quality
 
 import reference as ref
@@ -141,3 +141,24 @@ def test_bad_arguments(rng):
         quantize_patches(img.astype(np.float32), cb)
     with pytest.raises(ClydeError, match="shifts must be between 1 and 16"):
         quantize_patches(img, cb, shifts=17)
+
+
+def test_tiles_cover_every_vector_in_two_shapes(rng):
+    v = rng.integers(0, 256, size=(2 * 40 + 3 * 10 + 7, 5)).astype(np.uint8)
+    tiles = _tiles(v, 40, 10)
+    assert [len(t) for t in tiles] == [40, 40, 10, 10, 10, 10]
+    joined = np.concatenate(tiles)
+    np.testing.assert_array_equal(joined[:len(v)], v)
+    assert not joined[len(v):].any()  # zero padding in the last chunk
+
+
+def test_new_image_sizes_compile_nothing_new(rng, count_traces):
+    # Vectors go through tiles of TILE_CHUNKS chunks, then single chunks: two programs in
+    # all, whatever the image's size.
+    cb = unit_rows(rng, 16, 64)
+    chunk = 64
+    for shape in ((40, 33, 3), (90, 70, 3)):  # both programs traced
+        quantize_patches(rng.integers(0, 256, size=shape).astype(np.uint8), cb, chunk=chunk)
+    for shape in ((61, 57, 3), (5, 9, 3), (120, 31, 3)):
+        img = rng.integers(0, 256, size=shape).astype(np.uint8)
+        assert count_traces(lambda: quantize_patches(img, cb, shifts=2, chunk=chunk)) == 0, shape

@@ -22,8 +22,8 @@ padded by reflection to whole patches and cropped back.
 Patch geometry (cutting and pasting) is NumPy glue; the per-vector work is
 one jitted JAX kernel, :func:`quantize_vectors`, over fixed-size chunks with
 ``lax.map`` so that memory stays at ``chunk * k`` scores whatever the image
-size, and vector counts are padded to size buckets so that a new image size
-seldom compiles anew.
+size. It is called on tiles of :data:`TILE_CHUNKS` chunks and then on single
+chunks, so a new image size never compiles anew.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import ClydeError
-from .kmeans import bucket_size
 
 __all__ = [
     "FITS",
@@ -56,6 +55,10 @@ FITS = ("lsq", "original")
 #: Vectors per chunk of the assignment matmul: bounds memory at ``CHUNK * k``
 #: float32 scores (98 MB for k = 12000).
 CHUNK = 2048
+
+#: Chunks per call of :func:`quantize_vectors`: every image runs the same two programs, on
+#: tiles of this many chunks and then on single chunks for the rest.
+TILE_CHUNKS = 4
 
 #: Bits stored per vector besides the index: a float16 gain and a float16 offset.
 GAIN_OFFSET_BITS = 32
@@ -252,6 +255,20 @@ def _validate(image, codebook, shifts, fit):
     return p
 
 
+def _tiles(v: np.ndarray, tile: int, chunk: int) -> list[np.ndarray]:
+    """``v (n, d)`` cut into whole tiles of ``tile`` rows, then the rest into chunks of
+    ``chunk`` rows, the last padded with zeros: two shapes, whatever ``n``."""
+    n = len(v)
+    full = n // tile * tile
+    out = [v[s:s + tile] for s in range(0, full, tile)]
+    for s in range(full, n, chunk):
+        part = v[s:s + chunk]
+        if len(part) < chunk:
+            part = np.concatenate([part, np.zeros((chunk - len(part),) + v.shape[1:], v.dtype)])
+        out.append(part)
+    return out
+
+
 def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1, fit: str = "lsq",
                      chunk: int = CHUNK) -> PatchResult:
     """Patch vector quantization of an image with a codebook of unit shapes.
@@ -279,18 +296,15 @@ def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1
     pending = []
     for off in offsets:
         v = patchify(image, p, off)
-        n = len(v)
-        nb = max(bucket_size(n, minimum=chunk), chunk)
-        nb = -(-nb // chunk) * chunk
-        vp = np.zeros((nb, p * p), np.uint8)
-        vp[:n] = v
-        pending.append((off, n, quantize_vectors(vp, cb, fit=fit, chunk=chunk)))  # async dispatch
+        calls = [quantize_vectors(t, cb, fit=fit, chunk=chunk)  # dispatched without waiting
+                 for t in _tiles(v, chunk * TILE_CHUNKS, chunk)]
+        pending.append((off, len(v), calls))
     indices = []
     n_vectors = 0
-    for off, n, (idx, rec) in pending:
-        rec = np.asarray(rec)[:n]
+    for off, n, calls in pending:
+        rec = np.concatenate([np.asarray(r) for _, r in calls])[:n]
         total += unpatchify(rec, (h, w, c), p, off)
-        indices.append(np.asarray(idx)[:n])
+        indices.append(np.concatenate([np.asarray(i) for i, _ in calls])[:n])
         n_vectors += n
     out = np.clip(np.rint(total / len(offsets)), 0, 255).astype(np.uint8)
     bpp = n_vectors * code_bits(k) / (h * w)
