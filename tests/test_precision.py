@@ -47,8 +47,8 @@ def _kernels():
         "oklab_to_srgb": (oklab_to_srgb, (rgb,)),
         "patch lsq": (lambda x, c: patch._encode_chunk(x, c, "lsq"), (vecs, book)),
         "patch original": (lambda x, c: patch._encode_chunk(x, c, "original"), (vecs, book)),
-        "adaptive var": (lambda i, r, c: adaptive._stats(i, r, c, gh=2, gw=2, metric="var"),
-                         (img, ids, ids)),
+        "adaptive var": (lambda i, r, c: adaptive._tile_sums(i, r, c, n_seg=2, metric="var"),
+                         (jnp.zeros((9, 9, 3), jnp.uint8), ids, ids)),
         "train _best": (lambda x, c: train._best(x, c, 16), (vecs, book)),
         "kmeans assign, patch vectors": (lambda x, c: kmeans.assign(x, c, chunk=16), (vecs, book)),
     }

@@ -5,8 +5,9 @@ Stages:
 1. :func:`block_edges` splits each axis into blocks of ``block`` pixels; a
    remainder shorter than half a block joins the last whole block, so there
    are no 1-pixel slivers (a longer remainder is a block of its own).
-2. :func:`block_stats` measures every block's detail in one jitted JAX
-   function (segment sums along each axis, no Python loop over blocks):
+2. :func:`block_stats` measures every block's detail: one JAX program sums each
+   512x512 tile block by block (segment sums along each axis, no Python loop over
+   blocks), and the tiles' sums are added up per block:
 
    * ``eig``: the mean eigenvalue of the block's 3x3 RGB covariance, computed
      as its trace / 3 (the mean of the channel variances);
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import ClydeError
-from .kmeans import bucket_size
+from . import _cache
 from .pixel import quantize_pixels
 
 __all__ = ["METRICS", "AdaptiveResult", "block_edges", "block_stats", "classify",
@@ -96,31 +97,46 @@ def _block_ids(n: int, block: int) -> tuple[np.ndarray, int]:
     return np.repeat(np.arange(len(edges) - 1), np.diff(edges)).astype(np.int32), len(edges) - 1
 
 
-@functools.partial(jax.jit, static_argnames=("gh", "gw", "metric"))
-def _stats(image, row_ids, col_ids, *, gh, gw, metric):
-    x = image[..., :3].astype(jnp.float32)
+#: Pixels per side of the tiles :func:`block_stats` sums block by block: every image runs
+#: one program (per metric and block size), tile after tile, whatever its size.
+STATS_TILE = 512
+
+
+@functools.partial(_cache.stored, static_argnames=("n_seg", "metric"))
+def _tile_sums(tile, row_ids, col_ids, *, n_seg, metric):
+    """Per-block sums of one tile: ``(n_seg, n_seg, m)`` float32, the pixel count first.
+
+    ``tile``: ``(T + 1, T + 1, 3)`` uint8, the tile and one row and column past it (the
+    forward differences of ``tv``); ``row_ids``, ``col_ids``: ``(T,)`` int32 block of each
+    row and column, local to the tile; ids ``>= n_seg`` (padding) are dropped.
+    """
+    t = row_ids.shape[0]
+    x = tile.astype(jnp.float32)
     g = jnp.matmul(x, jnp.asarray(_LUMA, jnp.float32), precision=jax.lax.Precision.HIGHEST)
-    ones = jnp.ones_like(g)
     if metric == "eig":
-        chans = [x[..., 0], x[..., 1], x[..., 2], x[..., 0] ** 2, x[..., 1] ** 2, x[..., 2] ** 2]
+        xi = x[:t, :t]
+        chans = [xi[..., 0], xi[..., 1], xi[..., 2], xi[..., 0] ** 2, xi[..., 1] ** 2,
+                 xi[..., 2] ** 2]
     elif metric == "var":
-        chans = [g, g * g]
+        chans = [g[:t, :t], g[:t, :t] ** 2]
     else:
-        gx = jnp.concatenate([g[:, 1:] - g[:, :-1], jnp.zeros_like(g[:, :1])], axis=1)
-        gy = jnp.concatenate([g[1:] - g[:-1], jnp.zeros_like(g[:1])], axis=0)
+        gx = g[:t, 1:] - g[:t, :t]
+        gy = g[1:, :t] - g[:t, :t]
         chans = [jnp.sqrt(gx * gx + gy * gy)]
-    data = jnp.stack([ones, *chans], axis=-1)                      # (H, W, m)
-    rows = jax.ops.segment_sum(data, row_ids, num_segments=gh)    # (gh, W, m)
-    s = jax.ops.segment_sum(jnp.swapaxes(rows, 0, 1), col_ids, num_segments=gw)  # (gw, gh, m)
-    s = jnp.swapaxes(s, 0, 1)
-    n = s[..., 0]
-    mean = s[..., 1:] / n[..., None]
-    if metric == "eig":
-        var = mean[..., 3:] - mean[..., :3] ** 2
-        return jnp.maximum(var, 0).mean(-1)
-    if metric == "var":
-        return jnp.maximum(mean[..., 1] - mean[..., 0] ** 2, 0)
-    return mean[..., 0]
+    data = jnp.stack([jnp.ones_like(chans[0]), *chans], axis=-1)            # (T, T, m)
+    rows = jax.ops.segment_sum(data, row_ids, num_segments=n_seg)          # (n_seg, T, m)
+    s = jax.ops.segment_sum(jnp.swapaxes(rows, 0, 1), col_ids, num_segments=n_seg)
+    return jnp.swapaxes(s, 0, 1)
+
+
+def _local_ids(ids: np.ndarray, start: int, tile: int, n_seg: int) -> tuple[np.ndarray, int, int]:
+    """Block ids of ``tile`` rows from ``start``, made local (first block 0) and padded
+    with ``n_seg`` (dropped); with the first block's global id and the number of blocks."""
+    part = ids[start:start + tile]
+    base = int(part[0])
+    local = np.full(tile, n_seg, np.int32)
+    local[:len(part)] = part - base
+    return local, base, int(part[-1]) - base + 1
 
 
 def block_stats(image: np.ndarray, block: int = 4, metric: str = "eig") -> np.ndarray:
@@ -140,17 +156,34 @@ def block_stats(image: np.ndarray, block: int = 4, metric: str = "eig") -> np.nd
     h, w = image.shape[:2]
     rid, gh = _block_ids(h, block)
     cid, gw = _block_ids(w, block)
-    # Pad pixels and block counts to size buckets so that a new image size
-    # seldom compiles anew; edge padding keeps the last forward differences 0,
-    # and padded rows and columns carry an out-of-range block id, which
-    # segment_sum drops.
-    hb, wb = bucket_size(h, minimum=64), bucket_size(w, minimum=64)
-    ghb, gwb = bucket_size(gh, minimum=16), bucket_size(gw, minimum=16)
-    img = np.pad(image[..., :3], ((0, hb - h), (0, wb - w), (0, 0)), mode="edge")
-    rid = np.concatenate([rid, np.full(hb - h, ghb, np.int32)])
-    cid = np.concatenate([cid, np.full(wb - w, gwb, np.int32)])
-    out = _stats(img, rid, cid, gh=ghb, gw=gwb, metric=metric)
-    return np.asarray(out)[:gh, :gw]
+    t = STATS_TILE
+    n_seg = t // block + 2  # blocks one tile side can meet: whole ones and a part at each end
+    # Edge padding to whole tiles and one more row and column: the forward differences past
+    # the last row and column are 0, as if the image stopped there.
+    img = np.pad(image[..., :3], ((0, -(-h // t) * t - h + 1), (0, -(-w // t) * t - w + 1),
+                                  (0, 0)), mode="edge")
+    calls = []
+    for r0 in range(0, h, t):
+        lr, br, nr = _local_ids(rid, r0, t, n_seg)
+        for c0 in range(0, w, t):
+            lc, bc, nc = _local_ids(cid, c0, t, n_seg)
+            calls.append((br, nr, bc, nc, _tile_sums(img[r0:r0 + t + 1, c0:c0 + t + 1], lr, lc,
+                                                    n_seg=n_seg, metric=metric)))
+    sums = None
+    for br, nr, bc, nc, out in calls:  # a block cut by a tile edge adds up its parts here
+        part = np.asarray(out)[:nr, :nc].astype(np.float64)
+        if sums is None:
+            sums = np.zeros((gh, gw, part.shape[-1]), np.float64)
+        sums[br:br + nr, bc:bc + nc] += part
+    sums = sums.astype(np.float32)  # float32 from here, as the statistics always were
+    mean = sums[..., 1:] / sums[..., :1]
+    if metric == "eig":
+        stat = np.maximum(mean[..., 3:] - mean[..., :3] ** 2, 0).mean(-1)
+    elif metric == "var":
+        stat = np.maximum(mean[..., 1] - mean[..., 0] ** 2, 0)
+    else:
+        stat = mean[..., 0]
+    return stat.astype(np.float32)
 
 
 def classify(stats: np.ndarray, quantile: float = 0.5) -> tuple[np.ndarray, float]:
