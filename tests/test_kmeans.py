@@ -323,14 +323,6 @@ def test_bad_settings():
         km.kmeans(jax.random.key(0), np.zeros((10, 3)), k=2, n_init=0)
 
 
-def test_bucket_size():
-    assert [km.bucket_size(n) for n in (0, 1, 4096, 4097, 33884, 65536, 65537)] == \
-        [4096, 4096, 4096, 5120, 40960, 65536, 81920]
-    for n in range(4097, 300000, 7919):
-        b = km.bucket_size(n)
-        assert n <= b < 1.25 * n + 1
-
-
 @pytest.mark.parametrize("jit", [False, True])
 def test_n_init_returns_the_best_run(rng, jit):
     # n_init runs side by side from keys split off the given one; the lowest inertia wins.

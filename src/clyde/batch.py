@@ -3,8 +3,8 @@
 Stages per file, overlapped across files with threads (``jobs``):
 
 * load (Pillow decode, EXIF, modes) and size reduction, in worker threads;
-* quantization in the calling thread, so the JAX kernels stay warm; inputs
-  are padded to size buckets inside the kernels, so differently sized images
+* quantization in the calling thread, so the JAX kernels stay warm; the
+  kernels run on fixed-size tiles and capacities, so differently sized images
   reuse compiled code instead of compiling anew;
 * PNG encoding and the metrics, in worker threads again.
 

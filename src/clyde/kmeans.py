@@ -4,8 +4,8 @@ All functions are pure functions of arrays plus static settings. Points carry
 weights, so the same kernels run on
 
 * a colour histogram (unique or binned colours with their pixel counts), and
-* arrays padded to a size bucket, where the padding rows have weight 0 and so
-  never influence a centre.
+* arrays padded to a fixed capacity, where the padding rows have weight 0 and
+  so never influence a centre.
 
 Distances are never materialised as a full ``(n, k)`` matrix for large ``n``:
 the assignment step walks over fixed-size chunks of points with
@@ -55,7 +55,6 @@ __all__ = [
     "minibatch",
     "swap_search",
     "SwapResult",
-    "bucket_size",
     "INITS",
     "ALGOS",
 ]
@@ -95,25 +94,6 @@ class KMeansResult(NamedTuple):
     inertia: jax.Array
     n_iter: jax.Array
     converged: jax.Array
-
-
-def bucket_size(n: int, minimum: int = 4096) -> int:
-    """Round ``n`` up to a size bucket: ``2**e * (4 + j) / 4``, ``j in 0..3``.
-
-    Four buckets per octave waste at most 25 % (on average about 12 %) of the
-    work on padding, and padding arrays to them means a new input size
-    reuses a compiled kernel instead of compiling a new one.
-
-    >>> [bucket_size(n) for n in (1, 4096, 4097, 33884, 65536)]
-    [4096, 4096, 5120, 40960, 65536]
-    """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if n <= minimum:
-        return minimum
-    e = (n - 1).bit_length() - 1          # 2**e < n <= 2**(e+1)
-    step = 1 << max(e - 2, 0)
-    return -(-n // step) * step
 
 
 # ----------------------------------------------------------------------------
@@ -832,7 +812,7 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
     This is the single jit boundary for clustering: ``k``, ``init``,
     ``algo``, ``max_iter``, ``batch_size``, ``chunk`` and ``n_init`` are
     static, and ``x``'s shape sets the compiled program, so callers pad ``x``
-    to a :func:`bucket_size` with zero-weight rows.
+    to a capacity (:func:`clyde.pixel.capacity`) with zero-weight rows.
 
     Parameters
     ----------
