@@ -424,3 +424,15 @@ def test_the_written_out_bounds_types_are_those_of_nearest_bounds(n, k):
 def test_keys_made_on_the_host_are_jax_random_keys(seed):
     want = jax.random.key_data(jax.random.key(seed))
     np.testing.assert_array_equal(jax.random.key_data(px._key(seed)), want)
+
+
+def test_nearest_colors_matches_numpy(rng, count_traces):
+    pal = rng.integers(0, 256, size=(7, 3)).astype(np.uint8)
+    for n in (5, 3000, 4096, 5000):
+        cols = rng.integers(0, 256, size=(n, 3)).astype(np.uint8)
+        d = ((cols[:, None, :].astype(np.float64) - pal[None].astype(np.float64)) ** 2).sum(-1)
+        got = px.nearest_colors(cols, pal)
+        assert got.shape == (n,)
+        np.testing.assert_array_equal(d[np.arange(n), got], d.min(1))  # a nearest (ties aside)
+    cols = rng.integers(0, 256, size=(4000, 3)).astype(np.uint8)  # capacity 4096: seen above
+    assert count_traces(lambda: px.nearest_colors(cols, pal)) == 0

@@ -329,9 +329,8 @@ def palette_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int = 16,
     """
     dst = io.check_output(dst, force=force, inputs=(src,))
     loaded = _load_while_importing(src)
-    from .kmeans import assign
     from .metrics import image_quality
-    from .pixel import color_histogram_of, quantize_pixels
+    from .pixel import color_histogram_of, nearest_colors, quantize_pixels
 
     _give_notes(loaded, on_note, dst)
     img = loaded.array[..., :3]
@@ -340,7 +339,7 @@ def palette_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int = 16,
     psnr = image_quality(img, res.image).psnr
     rng = np.random.default_rng(seed)
     rand = rng.integers(0, 256, size=(k, 3)).astype(np.uint8)
-    lab = np.asarray(assign(hist.colors.astype(np.float32), rand.astype(np.float32))[0])
+    lab = nearest_colors(hist.colors, rand)
     rand_idx = hist.per_pixel(lab.astype(np.uint16)).reshape(img.shape[:2])
     rand_psnr = image_quality(img, rand[rand_idx]).psnr
     pal, idx, name = (rand, rand_idx, "random") if random else (res.palette, res.indices, "k-means")

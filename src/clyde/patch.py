@@ -28,7 +28,6 @@ chunks, so a new image size never compiles anew.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -36,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _cache
 from .errors import ClydeError
 
 __all__ = [
@@ -146,8 +146,7 @@ def _encode_chunk(x, codebook, fit):
     return idx, gain[:, None] * s + offset[:, None]
 
 
-@functools.partial(jax.jit, static_argnames=("fit", "chunk"))
-def quantize_vectors(x: jax.Array, codebook: jax.Array, *, fit: str = "lsq",
+def _quantize_vectors(x: jax.Array, codebook: jax.Array, *, fit: str = "lsq",
                      chunk: int = CHUNK) -> tuple[jax.Array, jax.Array]:
     """Replace every vector by its rescaled nearest codebook shape.
 
@@ -169,6 +168,11 @@ def quantize_vectors(x: jax.Array, codebook: jax.Array, *, fit: str = "lsq",
     cb = jnp.asarray(codebook, jnp.float32)
     idx, rec = jax.lax.map(lambda c: _encode_chunk(c, cb, fit), xs)
     return idx.reshape(n), rec.reshape(n, d)
+
+
+quantize_vectors = jax.jit(_quantize_vectors, static_argnames=("fit", "chunk"))
+# The same program kept compiled on disk: patch mode calls it tile after tile.
+_vectors = _cache.stored(_quantize_vectors, static_argnames=("fit", "chunk"))
 
 
 def shift_offsets(n: int, p: int) -> list[tuple[int, int]]:
@@ -296,7 +300,7 @@ def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1
     pending = []
     for off in offsets:
         v = patchify(image, p, off)
-        calls = [quantize_vectors(t, cb, fit=fit, chunk=chunk)  # dispatched without waiting
+        calls = [_vectors(t, cb, fit=fit, chunk=chunk)  # dispatched without waiting
                  for t in _tiles(v, chunk * TILE_CHUNKS, chunk)]
         pending.append((off, len(v), calls))
     indices = []

@@ -546,6 +546,22 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
                   bool(res.converged), points.n)
 
 
+@_cache.stored
+def _nearest(x, c):
+    return km.assign(x, c)[0]
+
+
+def nearest_colors(colors: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Index of the nearest ``palette`` entry (RGB distance) of every colour.
+
+    ``colors``: ``(n, 3)``; ``palette``: ``(k, 3)``. Returns ``(n,)`` int32. The
+    colours are padded to a :func:`capacity`, so a new image compiles nothing new.
+    """
+    lab = _nearest(_pad_to(np.asarray(colors, np.float32), capacity(len(colors)), 0),
+                   np.asarray(palette, np.float32))
+    return np.asarray(lab)[:len(colors)]
+
+
 def default_refine(algo: str, backend: str | None = None) -> int:
     """``refine`` when none is given: 2 for mini-batch; for Lloyd, 20 on a CPU and 50
     on an accelerator. ``backend``: ``jax.default_backend()`` unless given."""
