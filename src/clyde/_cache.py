@@ -202,6 +202,12 @@ def _source_digest() -> str:
     return _DIGEST[0]
 
 
+#: XLA options for clyde's kernels. On a CPU, XLA's newer fusion emitters compiled the
+#: pixel fit's programs in 3.1 s against 2.2 s with the older ones, and the fit ran as fast
+#: (k=16) or faster (k=256: 0.29 s against 0.43 s); other backends ignore the option.
+COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
 def _can_store() -> bool:
     return _enabled is not None and os.environ.get("CLYDE_NO_EXPORT", "") in ("", "0")
 
@@ -223,8 +229,8 @@ def stored(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple
     ``donate_argnames``: arguments whose buffers the call may reuse for its
     results (a table updated tile by tile, in place, not copied each time).
 
-    Calls made while tracing another function, or with the cache off, go to
-    ``jax.jit`` directly. Stored programs are keyed by ``fun``'s module and
+    Calls made while tracing another function are traced into it; with the cache
+    off, calls go to ``jax.jit`` directly (with :data:`COMPILER_OPTIONS`). Stored programs are keyed by ``fun``'s module and
     qualified name (with the static settings and argument types), so ``fun``
     must be a module-level function: not a lambda, not a closure.
     """
@@ -234,8 +240,10 @@ def stored(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple
     import jax
 
     _arm_notice()
-    jitted = jax.jit(fun, static_argnames=static_argnames, donate_argnames=donate_argnames)
-    own = jax.jit(_renamed(fun), static_argnames=static_argnames, donate_argnames=donate_argnames)
+    settings = dict(static_argnames=static_argnames, donate_argnames=donate_argnames,
+                    compiler_options=COMPILER_OPTIONS)
+    jitted = jax.jit(fun, **settings)
+    own = jax.jit(_renamed(fun), **settings)
     signature = inspect.signature(fun)
     name = f"{getattr(fun, '__module__', '')}.{getattr(fun, '__qualname__', repr(fun))}"
     if "<lambda>" in name or "<locals>" in name:  # a closure's captured values are not in the key
@@ -252,11 +260,11 @@ def stored(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
+            return fun(*args, **kwargs)  # inside another program: traced into it
         if not _can_store():
             return jitted(*args, **kwargs)
         bound, statics, leaves, sig = bind(args, kwargs)
-        if any(isinstance(x, jax.core.Tracer) for x in leaves):
-            return jitted(*args, **kwargs)
         fn = _PROGRAMS.get(sig)
         if fn is None:
             fn = _PROGRAMS[sig] = _load_or_compile(jitted, own, statics, sig, bound)
