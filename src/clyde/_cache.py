@@ -202,10 +202,12 @@ def _source_digest() -> str:
     return _DIGEST[0]
 
 
-#: XLA options for clyde's kernels. On a CPU, XLA's newer fusion emitters compiled the
-#: pixel fit's programs in 3.1 s against 2.2 s with the older ones, and the fit ran as fast
-#: (k=16) or faster (k=256: 0.29 s against 0.43 s); other backends ignore the option.
-COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+#: XLA options for kernels that compile for longer than they run (``stored(...,
+#: compiler_options=QUICK_COMPILE)``). On a CPU, XLA's older fusion emitters compiled the
+#: coarse k-means in 0.43 s instead of 0.78 s and the swap search in 0.48 s instead of
+#: 0.71 s; on the exact colours of full-size photos they ran up to 2x slower, so only
+#: programs over the few thousand coarse bins use them. Other backends ignore the option.
+QUICK_COMPILE = {"xla_cpu_use_fusion_emitters": False}
 
 
 def _can_store() -> bool:
@@ -223,14 +225,16 @@ def prepare_programs() -> None:
             pass
 
 
-def stored(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple[str, ...] = ()):
+def stored(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple[str, ...] = (),
+           compiler_options: dict | None = None):
     """``jax.jit(fun)``, whose compiled programs are stored in the cache folder.
 
     ``donate_argnames``: arguments whose buffers the call may reuse for its
     results (a table updated tile by tile, in place, not copied each time).
+    ``compiler_options``: XLA options for its programs (:data:`QUICK_COMPILE`).
 
     Calls made while tracing another function are traced into it; with the cache
-    off, calls go to ``jax.jit`` directly (with :data:`COMPILER_OPTIONS`). Stored programs are keyed by ``fun``'s module and
+    off, calls go to ``jax.jit`` directly. Stored programs are keyed by ``fun``'s module and
     qualified name (with the static settings and argument types), so ``fun``
     must be a module-level function: not a lambda, not a closure.
     """
@@ -241,10 +245,11 @@ def stored(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple
 
     _arm_notice()
     settings = dict(static_argnames=static_argnames, donate_argnames=donate_argnames,
-                    compiler_options=COMPILER_OPTIONS)
+                    compiler_options=compiler_options)
     jitted = jax.jit(fun, **settings)
     own = jax.jit(_renamed(fun), **settings)
     signature = inspect.signature(fun)
+    options = tuple(sorted((compiler_options or {}).items()))  # part of the programs' key
     name = f"{getattr(fun, '__module__', '')}.{getattr(fun, '__qualname__', repr(fun))}"
     if "<lambda>" in name or "<locals>" in name:  # a closure's captured values are not in the key
         raise ValueError(f"stored needs a module-level function (its programs are stored by "
@@ -255,7 +260,7 @@ def stored(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple
         statics = {k: bound.pop(k) for k in static_argnames if k in bound}
         leaves, tree = jax.tree_util.tree_flatten(bound)
         sig = (name, tuple(sorted(statics.items())), str(tree),
-               tuple(str(jax.typeof(x)) for x in leaves))
+               tuple(str(jax.typeof(x)) for x in leaves), options)
         return bound, statics, leaves, sig
 
     @functools.wraps(fun)

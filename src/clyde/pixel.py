@@ -376,13 +376,16 @@ def _from_space(x, space):
 
 # The jit boundaries of a fit; _cache.stored is jax.jit whose compiled programs are kept on
 # disk with the compilation cache, so that a new process neither traces nor lowers them.
-_kmeans = _cache.stored(km.kmeans, static_argnames=("k", "init", "algo", "max_iter",
-                                                      "batch_size", "chunk", "n_init"))
+_KMEANS_STATICS = ("k", "init", "algo", "max_iter", "batch_size", "chunk", "n_init")
+_kmeans = _cache.stored(km.kmeans, static_argnames=_KMEANS_STATICS)
+# On the coarse bins (at most 32,768 points) the fit compiles for longer than it runs.
+_kmeans_coarse = _cache.stored(km.kmeans, static_argnames=_KMEANS_STATICS,
+                               compiler_options=_cache.QUICK_COMPILE)
 _lloyd = _cache.stored(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))
 _nearest_bounds = _cache.stored(km.nearest_bounds, static_argnames=("chunk", "near"))
 
 
-@_cache.stored  # a named function: stored programs are keyed by module and name
+@functools.partial(_cache.stored, compiler_options=_cache.QUICK_COMPILE)  # on coarse bins
 def _inertia(x, w, c):
     return jnp.sum(w * km.assign(x, c)[1])
 
@@ -393,7 +396,8 @@ def _swap_from(key, x, w, centers, *, rounds, steps):
     return km.swap_search(jax.random.fold_in(key, 1), x, w, centers, rounds=rounds, steps=steps)
 
 
-_swap_search = _cache.stored(_swap_from, static_argnames=("rounds", "steps"))
+_swap_search = _cache.stored(_swap_from, static_argnames=("rounds", "steps"),
+                             compiler_options=_cache.QUICK_COMPILE)
 
 
 @functools.partial(_cache.stored, static_argnames=("dtype",))
@@ -516,8 +520,8 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
                   else SWAP_ROUNDS // 2)  # a round costs ~k
         _prefetch_stages(key, k, points if binned else None, coarse, cxs, uxs, uw, rounds=rounds,
                          max_iter=max_iter, tol=tol, refine=refine, space=space)
-        res = _kmeans(key, cxs, cw, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
-                      n_init=n_init)
+        res = _kmeans_coarse(key, cxs, cw, k=k, init=init, algo=algo, max_iter=max_iter,
+                             tol=tol, n_init=n_init)
         inertia = float(_inertia(coarse.rgb, cw, _from_space(res.centers, space)))
         centers = None
         if coarse.spread <= COARSE_MAX_SHARE * (coarse.spread + inertia):
