@@ -101,8 +101,8 @@ def test_adaptive_summary_line_prints_baselines(photo, tmp_path):
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["--k1", "16", "--k2", "8"], 2, "Error: Invalid value for '--k2': --k2 must be larger than "
-                                     "--k1, got k1=16, k2=8"),
+    (["--k1", "16", "--k2", "8"], 2, "Error: Invalid value for '--k2': need 2 <= k1 < k2, "
+                                     "got k1=16, k2=8"),
     (["--metric", "std"], 2, "'std' is not one of 'eig', 'var', 'tv'."),
     (["--block", "1000"], 1, "Error: block 1000 is larger than the image (226x150)"),
 ])

@@ -340,8 +340,9 @@ def _load_or_compile(jitted, own, statics, sig, specs):
     compile time of infinity, set for this thread only, from writing it."""
     import functools
     import pickle
-    import tempfile
     import zlib
+
+    from ._files import write_atomic
 
     from jax._src import config
     from jax.experimental import serialize_executable as se
@@ -371,18 +372,13 @@ def _load_or_compile(jitted, own, statics, sig, specs):
             if compiled is None:
                 return functools.partial(jitted, **statics)
             return _guarded(compiled, jitted, statics)
-        tmp = None
         try:  # atomically: a reader never sees half a file
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            write_atomic(path, lambda f: f.write(data))
             if _programs_limit is not None:
                 prune_programs(path.parent, _programs_limit, keep=path)
-        except OSError:  # not writable: this process still uses what it compiled
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
+        except (OSError, ClydeError):  # not writable: this process still uses what it compiled
+            pass
     return _guarded(compiled, jitted, statics)
 
 

@@ -26,15 +26,15 @@ Stages:
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ClydeError
+from .errors import ClydeError, check_image, check_k1_k2
 from . import _cache
+from .metrics import index_bits
 from .pixel import quantize_pixels
 
 __all__ = ["METRICS", "AdaptiveResult", "block_edges", "block_stats", "classify",
@@ -195,10 +195,7 @@ def classify(stats: np.ndarray, quantile: float = 0.5) -> tuple[np.ndarray, floa
 
 
 def _check(image, block, metric):
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-            or image.shape[-1] not in (3, 4):
-        raise ClydeError("image must be a uint8 array of shape (H, W, 3) or (H, W, 4), got "
-                         f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
+    check_image(image)
     if metric not in METRICS:
         raise ClydeError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     h, w = image.shape[:2]
@@ -214,7 +211,7 @@ def adaptive_bits(n_blocks: int, palette_sizes: tuple[int, int], pixel_counts: t
     bits = n_blocks + 8 * channels * sum(palette_sizes)
     for k, n in zip(palette_sizes, pixel_counts):
         if n:
-            bits += n * max(1, math.ceil(math.log2(max(k, 2))))
+            bits += n * index_bits(k)
     return bits
 
 
@@ -238,8 +235,7 @@ def quantize_adaptive(image: np.ndarray, k1: int = 32, k2: int = 96, *, block: i
     AdaptiveResult
     """
     _check(image, block, metric)
-    if int(k1) != k1 or int(k2) != k2 or k1 < 2 or k2 <= k1:
-        raise ClydeError(f"need 2 <= k1 < k2, got k1={k1}, k2={k2}")
+    check_k1_k2(k1, k2)
     stats = block_stats(image, block, metric)
     high_blocks, t = classify(stats, quantile)
     h, w, c = image.shape

@@ -7,7 +7,6 @@ and return plain dicts, the same fields ``--json`` prints.
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import sys
 import threading
@@ -21,11 +20,21 @@ from . import _cache, io
 from .errors import ClydeError
 
 
+#: Python's thread switch interval (seconds) while a decode and the JAX import overlap;
+#: None leaves it alone. The command line sets 1e-4 (:func:`clyde.cli.main`): Pillow's
+#: decoders drop the GIL for each block and then wait for it back, and with the default 5 ms
+#: interval the importing thread holds it that long every time, so the overlap gained
+#: nothing (a 14.7 MP PNG: 1.0 s against 0.55 s decode + 0.4 s import; 0.8 s at 0.1 ms). A
+#: library leaves interpreter-wide settings to the program that embeds it.
+OVERLAP_SWITCH_INTERVAL: float | None = None
+
+
 def _load_while_importing(src, modules=(".pixel", ".metrics")):
     """Decode ``src`` while JAX and the kernels import in a second thread.
 
     Importing JAX takes 0.4-1 s and decoding a large photo about as long;
-    Pillow's decoders release the GIL, so the two overlap.
+    Pillow's decoders release the GIL, so the two overlap (see
+    :data:`OVERLAP_SWITCH_INTERVAL`).
     """
     errors = []
 
@@ -37,12 +46,9 @@ def _load_while_importing(src, modules=(".pixel", ".metrics")):
         except BaseException as e:  # pragma: no cover - re-raised below
             errors.append(e)
 
-    # Pillow's decoders drop the GIL for each block they decode and then wait for it back; with
-    # the default 5 ms switch interval the importing thread holds it that long every time, and
-    # the overlap gained nothing (a 14.7 MP PNG: 1.0 s against 0.55 s decode + 0.4 s import).
-    # A 0.1 ms interval while both run: 0.8 s.
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
+    if OVERLAP_SWITCH_INTERVAL is not None:
+        sys.setswitchinterval(OVERLAP_SWITCH_INTERVAL)
     th = threading.Thread(target=imp, daemon=True)
     th.start()
     try:
@@ -52,36 +58,6 @@ def _load_while_importing(src, modules=(".pixel", ".metrics")):
         sys.setswitchinterval(interval)
         if errors:
             raise errors[0]
-
-
-def comparable(image: np.ndarray) -> np.ndarray:
-    """Pixels as metrics see them: RGB of fully transparent pixels set to 0.
-
-    A fully transparent pixel has no visible colour, so its stored RGB is
-    not part of the picture and must not count for or against a result.
-    """
-    if image.shape[-1] == 4:
-        out = image.copy()
-        out[out[..., 3] == 0] = 0
-        return out
-    return image
-
-
-def as_written(dst: str | os.PathLike, original: np.ndarray, result: np.ndarray, quality,
-               on_note: Callable[[str], None] | None = None):
-    """Quality of the file ``dst`` as written: ``quality`` (measured on ``result``)
-    when its format stored ``result`` exactly, else measured again on the decoded
-    file, with a note saying so. Returns ``(quality, pixels as written)``."""
-    got = io.read_written(dst, result.shape[-1])
-    if got is None or np.array_equal(comparable(got), comparable(result)):
-        return quality, result
-    from .metrics import image_quality
-
-    if on_note:
-        fmt = io.output_format(dst)
-        on_note(f"{dst}: {io.LOSSY_WHY.get(fmt, fmt + ' changed the pixels')}, so PSNR and "
-                "SSIM are measured on the file as written")
-    return image_quality(comparable(original), comparable(got)), got
 
 
 def _give_notes(loaded, on_note, *outputs) -> None:
@@ -99,11 +75,6 @@ def _give_notes(loaded, on_note, *outputs) -> None:
 def _file_fields(src, dst, img) -> dict:
     return {"input": str(src), "output": str(dst), "width": int(img.shape[1]),
             "height": int(img.shape[0]), "channels": int(img.shape[-1])}
-
-
-def index_bits(n_colors: int) -> int:
-    """Bits needed per pixel to store an index into ``n_colors`` entries."""
-    return max(1, math.ceil(math.log2(max(n_colors, 2))))
 
 
 def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: str = "kmeans++",
@@ -130,7 +101,7 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     if compare:
         compare = io.check_output(compare, force=force, inputs=(src,), outputs=(dst,))
     loaded = _load_while_importing(src)
-    from .metrics import image_quality_async, index_entropy
+    from .metrics import as_written, comparable, image_quality_async, index_bits, index_entropy
     from .pixel import quantize_pixels
 
     _give_notes(loaded, on_note, dst)
@@ -197,7 +168,7 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
 
     cb = load_codebook(means)
     loaded = _load_while_importing(src, modules=(".patch", ".metrics"))
-    from .metrics import image_quality_async
+    from .metrics import as_written, comparable, image_quality_async
     from .patch import quantize_patches
 
     _give_notes(loaded, on_note, dst)
@@ -266,7 +237,7 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
         compare_path = io.check_output(compare, force=force, inputs=(src,), outputs=taken)
     loaded = _load_while_importing(src, modules=(".adaptive", ".metrics"))
     from .adaptive import quantize_adaptive
-    from .metrics import image_quality
+    from .metrics import as_written, comparable, image_quality, index_bits
     from .pixel import quantize_pixels
 
     _give_notes(loaded, on_note, dst)
@@ -314,6 +285,44 @@ def compare_picture(path: str | os.PathLike, original: np.ndarray, result: np.nd
     from .figures import side_by_side
 
     return side_by_side([(original, "original"), (result, label)], path, icc_profile=icc_profile)
+
+
+def sweep_file(src: str | os.PathLike, ks: list[int], *, measure: str | None = None,
+               target: float | None = None, k_max: int = 256, seed: int = 0,
+               plot: str | os.PathLike | None = None, force: bool = False,
+               on_note: Callable[[str], None] | None = None):
+    """Pixel mode at every k of ``ks`` on the image file ``src`` (:func:`clyde.sweep.sweep`),
+    or, with ``measure`` ("psnr" or "ssim") and ``target``, the smallest k up to ``k_max``
+    reaching it (:func:`clyde.sweep.smallest_k`). ``plot``: also draw PSNR, SSIM and PNG
+    bytes against k to this PNG. Returns ``(rows, answer)``; ``answer`` is None without
+    a target, or when no k reaches it.
+    """
+    from pathlib import Path
+
+    if plot:
+        plot = io.check_output(plot, force=force, inputs=(src,))
+    loaded = _load_while_importing(src, modules=(".sweep",))
+    if on_note:
+        for note in loaded.notes:
+            on_note(note)
+    from .sweep import smallest_k, sweep
+
+    img = loaded.array
+    answer = None
+    if target is not None:
+        answer, rows = smallest_k(img, target=target, measure=measure, k_max=k_max, seed=seed,
+                                  icc_profile=loaded.icc_profile)
+    else:
+        rows = sweep(img, ks, seed=seed, icc_profile=loaded.icc_profile)
+    if plot:
+        from .figures import line_chart
+
+        line_chart([r.k for r in rows], [("PSNR (dB)", [r.psnr for r in rows]),
+                                         ("SSIM", [r.ssim for r in rows]),
+                                         ("PNG bytes", [r.png_bytes for r in rows])],
+                   plot, title=f"{Path(src).name}: pixel mode, quality and size against k",
+                   xlabel="k")
+    return rows, answer
 
 
 def palette_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int = 16, seed: int = 0,

@@ -21,13 +21,15 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from io import StringIO
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 
 from . import io
-from .errors import ClydeError, debug, unexpected
+from ._files import write_atomic
+from .errors import ClydeError, check_k1_k2, debug, unexpected
 
 __all__ = ["ALGOS", "KMEANS_ALGOS", "FileResult", "BatchSummary", "list_files", "target_size",
            "run_batch"]
@@ -143,16 +145,14 @@ def _write_report(path: Path, results: list) -> None:
     rows = [r._asdict() for r in results]
     if path.suffix.lower() == ".json":
         text = json.dumps(rows, indent=1)
-        io._write_atomic(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+        write_atomic(path, lambda f: f.write((text + "\n").encode()))
         return
 
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            wr = csv.DictWriter(f, fieldnames=list(FileResult._fields))
-            wr.writeheader()
-            wr.writerows(rows)
-
-    io._write_atomic(path, write)
+    buf = StringIO(newline="")  # csv's own line ends, untranslated
+    wr = csv.DictWriter(buf, fieldnames=list(FileResult._fields))
+    wr.writeheader()
+    wr.writerows(rows)
+    write_atomic(path, lambda f: f.write(buf.getvalue().encode()))
 
 
 def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so",
@@ -229,7 +229,7 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
                           k1=k1, k2=k2, metric=metric, block=block)
     metrics = metrics and algo != "so"  # a size-only output is its own reference
     if metrics:
-        from .api import as_written, comparable
+        from .metrics import as_written, comparable
         from .metrics import image_quality_async
     fmt_name = io.output_format(Path("x" + ext))
     exact = fmt_name in io.EXACT_FORMATS
@@ -378,8 +378,7 @@ def _quantizer(algo, *, k, seed, iters, means, shifts, fit, k1, k2, metric, bloc
                           len(cb.means))
     from .adaptive import quantize_adaptive
 
-    if k2 <= k1:
-        raise ClydeError(f"need k1 < k2, got k1={k1}, k2={k2}")
+    check_k1_k2(k1, k2)
 
     def qa(a):
         b = min(block, *a.shape[:2])

@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from ._version import __version__
-from .errors import ClydeError, debug, unexpected
+from .errors import ClydeError, check_k1_k2, debug, unexpected
 
 
 # Typer vendors its own copy of click in recent releases; take the exception
@@ -98,6 +98,10 @@ def _root(
 
     Example: clyde pixel photo.jpg -k 16
     """
+    from . import api, deterministic_gpu_kernels
+
+    deterministic_gpu_kernels()  # before JAX starts a backend: the same results every run
+    api.OVERLAP_SWITCH_INTERVAL = 1e-4  # the decode and the JAX import overlap (see there)
     if not no_cache:
         from ._cache import enable_compilation_cache, notice_long_compiles
 
@@ -375,9 +379,10 @@ def adaptive(
     """
     from .api import adaptive_file
 
-    if k2 <= k1:
-        raise typer.BadParameter(f"--k2 must be larger than --k1, got k1={k1}, k2={k2}",
-                                 param_hint="'--k2'")
+    try:
+        check_k1_k2(k1, k2)
+    except ClydeError as e:
+        raise typer.BadParameter(str(e), param_hint="'--k2'") from None
 
     def one(src, dst):
         return adaptive_file(src, dst, k1=k1, k2=k2, block=block, metric=metric.value,
@@ -549,35 +554,16 @@ def sweep(
 
     The colour histogram is computed once and reused by every run.
     """
-    from . import io as cio
-    from .api import _load_while_importing
+    from .api import sweep_file
 
     if target_psnr is not None and target_ssim is not None:
         raise typer.BadParameter("give only one of --target-psnr and --target-ssim",
                                  param_hint="'--target-psnr'")
     k_list = _ks(ks)
-    if plot:
-        cio.check_output(plot, force=force, inputs=(image,))
-    loaded = _load_while_importing(image, modules=(".sweep",))
-    for n in loaded.notes:
-        _note(n)
-    from .sweep import smallest_k, sweep as run
-
-    img = loaded.array
-    answer = None
-    if target_psnr is not None or target_ssim is not None:
-        measure, target = ("psnr", target_psnr) if target_psnr is not None else ("ssim", target_ssim)
-        answer, rows = smallest_k(img, target=target, measure=measure, k_max=k_max, seed=seed,
-                                  icc_profile=loaded.icc_profile)
-    else:
-        rows = run(img, k_list, seed=seed, icc_profile=loaded.icc_profile)
-    if plot:
-        from .figures import line_chart
-
-        line_chart([r.k for r in rows], [("PSNR (dB)", [r.psnr for r in rows]),
-                                         ("SSIM", [r.ssim for r in rows]),
-                                         ("PNG bytes", [r.png_bytes for r in rows])],
-                   plot, title=f"{image.name}: pixel mode, quality and size against k", xlabel="k")
+    measure, target = (("psnr", target_psnr) if target_psnr is not None else
+                       ("ssim", target_ssim) if target_ssim is not None else (None, None))
+    rows, answer = sweep_file(image, k_list, measure=measure, target=target, k_max=k_max,
+                              seed=seed, plot=plot, force=force, on_note=_note)
     if as_json:
         out = {"rows": [r._asdict() for r in rows]}
         if target_psnr is not None or target_ssim is not None:

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._files import write_atomic
 from .errors import ClydeError
 
 __all__ = ["Codebook", "load_codebook", "save_codebook", "default_codebook_path",
@@ -133,17 +134,8 @@ def save_codebook(path: str | os.PathLike, means: np.ndarray, meta: dict | None 
     p = validate_means(means)
     meta = {**(meta or {}), "k": int(len(means)), "patch": p, "dtype": dtype}
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, lambda f: np.save(f, means.astype(dtype)))
-    _write_atomic(meta_path(path), lambda f: f.write(json.dumps(meta, indent=2).encode() + b"\n"))
+    write_atomic(path, lambda f: np.save(f, means.astype(dtype)))
+    write_atomic(meta_path(path), lambda f: f.write(json.dumps(meta, indent=2).encode() + b"\n"))
     return path
 
 
-def _write_atomic(path: Path, write) -> None:
-    """``write(binary_file)`` into a temporary file, then rename (see :mod:`clyde.io`)."""
-    from .io import _write_atomic as atomic
-
-    def to_path(tmp):
-        with open(tmp, "wb") as f:
-            write(f)
-
-    atomic(path, to_path)

@@ -11,7 +11,9 @@ use_sample_covariance=False)``.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+import math
+import os
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +21,8 @@ import numpy as np
 
 from . import _cache
 
-__all__ = ["psnr", "ssim", "Quality", "image_quality", "image_quality_async", "index_entropy"]
+__all__ = ["psnr", "ssim", "Quality", "image_quality", "image_quality_async", "index_entropy",
+           "index_bits", "comparable", "as_written"]
 
 _RADIUS = 5  # 11-pixel window: int(3.5 * 1.5 + 0.5), as scikit-image truncates
 _SIGMA = 1.5
@@ -298,3 +301,39 @@ def index_entropy(indices: np.ndarray, n_colors: int | None = None) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(max(0.0, -np.sum(p * np.log2(p))))
 
+
+
+def index_bits(n_colors: int) -> int:
+    """Bits a fixed-length index into ``n_colors`` entries takes: ``ceil(log2 n)``, at least 1."""
+    return max(1, math.ceil(math.log2(max(n_colors, 2))))
+
+
+def comparable(image: np.ndarray) -> np.ndarray:
+    """Pixels as metrics see them: RGB of fully transparent pixels set to 0.
+
+    A fully transparent pixel has no visible colour, so its stored RGB is
+    not part of the picture and must not count for or against a result.
+    ``image``: ``(..., C)`` uint8; returned as is unless ``C == 4``, else a copy.
+    """
+    if image.shape[-1] == 4:
+        out = image.copy()
+        out[out[..., 3] == 0] = 0
+        return out
+    return image
+
+
+def as_written(dst: str | os.PathLike, original: np.ndarray, result: np.ndarray,
+               quality: Quality, on_note: Callable[[str], None] | None = None):
+    """Quality of the file ``dst`` as written: ``quality`` (measured on ``result``)
+    when its format stored ``result`` exactly, else measured again on the decoded
+    file, with a note saying so. Returns ``(quality, pixels as written)``."""
+    from . import io
+
+    got = io.read_written(dst, result.shape[-1])
+    if got is None or np.array_equal(comparable(got), comparable(result)):
+        return quality, result
+    if on_note:
+        fmt = io.output_format(dst)
+        on_note(f"{dst}: {io.LOSSY_WHY.get(fmt, fmt + ' changed the pixels')}, so PSNR and "
+                "SSIM are measured on the file as written")
+    return image_quality(comparable(original), comparable(got)), got

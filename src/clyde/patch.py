@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _cache
-from .errors import ClydeError
+from .errors import ClydeError, check_image
+from .metrics import index_bits
 
 __all__ = [
     "FITS",
@@ -91,7 +92,7 @@ class PatchResult(NamedTuple):
 
 def code_bits(k: int) -> int:
     """Bits per coded vector: a fixed-length index plus a float16 gain and offset."""
-    return max(1, math.ceil(math.log2(max(k, 2)))) + GAIN_OFFSET_BITS
+    return index_bits(k) + GAIN_OFFSET_BITS
 
 
 def normalize(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -242,9 +243,7 @@ def unpatchify(vectors: np.ndarray, shape: tuple[int, int, int], p: int,
 
 
 def _validate(image, codebook, shifts, fit):
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.dtype != np.uint8:
-        got = f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}"
-        raise ClydeError(f"image must be a uint8 array of shape (H, W, C), got {got}")
+    check_image(image, channels=None)
     cb = np.asarray(codebook)
     if cb.ndim != 2:
         raise ClydeError(f"codebook must be 2-D (k, p*p), got shape {cb.shape}")

@@ -41,7 +41,8 @@ import numpy as np
 from . import _cache
 from . import kmeans as km
 from .color import oklab_to_srgb, srgb_to_oklab
-from .errors import ClydeError
+from .errors import ClydeError, check_image
+from .metrics import comparable
 
 __all__ = ["PixelResult", "quantize_pixels", "color_histogram", "color_histogram_of", "SPACES"]
 
@@ -242,11 +243,7 @@ def color_histogram_of(image: np.ndarray) -> _Histogram:
 
     Fully transparent pixels of an RGBA image count as one colour ``(0, 0, 0, 0)``.
     """
-    pixels = image.reshape(-1, image.shape[-1])
-    if image.shape[-1] == 4:
-        pixels = pixels.copy()
-        pixels[pixels[:, 3] == 0] = 0
-    return _histogram(pixels)
+    return _histogram(comparable(image).reshape(-1, image.shape[-1]))
 
 
 def color_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -576,10 +573,7 @@ def default_refine(algo: str, backend: str | None = None) -> int:
 
 
 def _validate(image, k, init, algo, space, max_iter, tol, refine):
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-            or image.shape[-1] not in (3, 4):
-        got = f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}"
-        raise ClydeError(f"image must be a uint8 array of shape (H, W, 3) or (H, W, 4), got {got}")
+    check_image(image)
     if int(k) != k or k < 2:
         raise ClydeError(f"k must be an integer >= 2, got {k}")
     if k > 65536:
@@ -657,15 +651,9 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
         refine = default_refine(algo)
     key = _key(seed) if key is None else key
     h, w, c = image.shape
-    pixels = image.reshape(-1, c)
-    transparent = None
-    k_fit = k
-    if c == 4:
-        transparent = pixels[:, 3] == 0
-        if transparent.any():
-            k_fit = k - 1
-            pixels = pixels.copy()
-            pixels[transparent] = 0  # all invisible pixels become one colour
+    pixels = comparable(image).reshape(-1, c)  # all invisible pixels become one colour
+    transparent = pixels[:, 3] == 0 if c == 4 else None
+    k_fit = k - 1 if transparent is not None and transparent.any() else k
     hist = histogram if histogram is not None else _histogram(pixels)
     colors, counts = hist.colors, hist.counts
     if transparent is not None and transparent.any():

@@ -6,16 +6,14 @@ run, so a sweep costs little more than its k-means runs.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from . import io
-from .api import comparable
 from .errors import ClydeError
-from .metrics import image_quality
+from .metrics import comparable, image_quality, index_bits
 from .pixel import color_histogram_of, quantize_pixels
 
 __all__ = ["SweepRow", "sweep", "smallest_k"]
@@ -49,7 +47,7 @@ def _row(image, k, hist, kw, icc_profile=None) -> SweepRow:
     secs = time.perf_counter() - t
     q = image_quality(comparable(image), r.indices, palette=comparable(r.palette))
     n = len(r.palette)
-    return SweepRow(k, n, q.psnr, q.ssim, max(1, math.ceil(math.log2(max(n, 2)))),
+    return SweepRow(k, n, q.psnr, q.ssim, index_bits(n),
                     io.encoded_size(r.indices, r.palette, icc_profile=icc_profile), round(secs, 4))
 
 

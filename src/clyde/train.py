@@ -39,6 +39,7 @@ import numpy as np
 
 from . import io
 from ._version import __version__
+from ._files import write_atomic
 from .codebook import save_codebook
 from .errors import ClydeError
 
@@ -297,15 +298,13 @@ def _config(dataset, split, p, k, batch, seed, scales, max_per_image, patience, 
 def save_checkpoint(path: Path, state: TrainState, batcher: Batcher, *, epoch: int, images: int,
                     images_total: int, vectors: int, failed: int, config: dict) -> None:
     """Everything needed to continue exactly, in one ``.npz`` written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, centers=np.asarray(state.centers), counts=np.asarray(state.counts),
+    write_atomic(path, lambda f: np.savez(f, centers=np.asarray(state.centers), counts=np.asarray(state.counts),
              last_win=np.asarray(state.last_win), step=np.asarray(state.step),
              leftover=batcher.leftover,
              info=np.array(json.dumps({
                  "epoch": epoch, "images": images, "images_total": images_total,
                  "vectors": vectors, "failed": failed, "config": config,
-                 "rng": batcher.rng.bit_generator.state})))
-    os.replace(tmp, path)
+                 "rng": batcher.rng.bit_generator.state}))))
 
 
 def load_checkpoint(path: Path, config: dict):
