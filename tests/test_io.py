@@ -222,12 +222,19 @@ def test_encoded_size_is_the_size_save_indexed_writes(tmp_path, rng, k, channels
     assert encoded_size(idx, palette) == save_indexed(tmp_path / "x.png", idx, palette)
 
 
-def test_load_while_importing_restores_the_switch_interval(tmp_path, small):
-    # The decode/import overlap shortens the GIL switch interval only while both run.
+def test_load_while_importing_restores_the_switch_interval(tmp_path, small, monkeypatch):
+    # The decode/import overlap shortens the GIL switch interval only while both run (when
+    # the command line asked for it: a library leaves it alone).
     import sys
 
+    from clyde import api
     from clyde.api import _load_while_importing
 
+    seen = []
+    real = cio.load_image
+    monkeypatch.setattr(cio, "load_image", lambda *a: seen.append(sys.getswitchinterval())
+                        or real(*a))
+    monkeypatch.setattr(api, "OVERLAP_SWITCH_INTERVAL", 2e-4)
     before = sys.getswitchinterval()
     Image.fromarray(small).save(tmp_path / "a.png")
     loaded = _load_while_importing(tmp_path / "a.png")
@@ -236,6 +243,7 @@ def test_load_while_importing_restores_the_switch_interval(tmp_path, small):
     with pytest.raises(ClydeError):
         _load_while_importing(tmp_path / "missing.png")
     assert sys.getswitchinterval() == before
+    assert seen == [pytest.approx(2e-4)] * 2
 
 
 @pytest.mark.parametrize("ext", [".png", ".webp", ".tiff", ".bmp"])

@@ -75,19 +75,36 @@ def test_float16_rounding_matches_numpy(rng, jit):
         np.testing.assert_array_equal(np.asarray(f(a)), want)
 
 
-def _xla_flags_after_import(flags):
+def _xla_flags(flags, code):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     if flags is not None:
         env["XLA_FLAGS"] = flags
-    r = subprocess.run([sys.executable, "-c", "import os, clyde; print(os.environ['XLA_FLAGS'])"],
+    r = subprocess.run([sys.executable, "-c", "import os, clyde\n" + code +
+                        "\nprint(os.environ.get('XLA_FLAGS', '<unset>'))"],
                        env=env, capture_output=True, text=True, check=True)
-    return r.stdout.strip()
+    return r.stdout.strip().splitlines()[-1]
 
 
-def test_import_asks_xla_for_deterministic_gpu_kernels():
-    assert _xla_flags_after_import(None) == "--xla_gpu_deterministic_ops=true"
-    assert (_xla_flags_after_import("--xla_cpu_enable_fast_math=false")
+def test_deterministic_gpu_kernels_are_asked_for_and_the_users_choice_stands():
+    ask = "clyde.deterministic_gpu_kernels()"
+    assert _xla_flags(None, ask) == "--xla_gpu_deterministic_ops=true"
+    assert (_xla_flags("--xla_cpu_enable_fast_math=false", ask)
             == "--xla_cpu_enable_fast_math=false --xla_gpu_deterministic_ops=true")
-    # the user's choice stands
-    assert (_xla_flags_after_import("--xla_gpu_deterministic_ops=false")
+    assert (_xla_flags("--xla_gpu_deterministic_ops=false", ask)
             == "--xla_gpu_deterministic_ops=false")
+
+
+def test_importing_clyde_changes_no_process_wide_setting():
+    # A library leaves XLA_FLAGS, Pillow's globals and the thread switch interval to the
+    # program that embeds it; the command line sets what it needs at start-up.
+    code = ("import sys; from PIL import ImageFile; s = sys.getswitchinterval()\n"
+            "import clyde.api, clyde.io, clyde.pixel\n"
+            "assert ImageFile.LOAD_TRUNCATED_IMAGES is False and sys.getswitchinterval() == s")
+    assert _xla_flags(None, code) == "<unset>"
+
+
+def test_the_command_line_asks_for_deterministic_gpu_kernels():
+    code = ("from typer.testing import CliRunner\nfrom clyde.cli import app\n"
+            "r = CliRunner().invoke(app, ['pixel', 'missing.png', '-k', '4'])\n"
+            "assert r.exit_code == 1, r.output")
+    assert _xla_flags(None, code) == "--xla_gpu_deterministic_ops=true"

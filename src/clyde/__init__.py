@@ -45,28 +45,24 @@ _EXPORTS = {
     "smallest_k": ".sweep",
 }
 
-__all__ = ["__version__", "ClydeError", *_EXPORTS]
+__all__ = ["__version__", "ClydeError", "deterministic_gpu_kernels", *_EXPORTS]
 
 
-def _deterministic_gpu_kernels():
+def deterministic_gpu_kernels() -> None:
     """Ask XLA for deterministic GPU kernels, unless ``XLA_FLAGS`` already decides.
 
     On a GPU, XLA's float scatter-adds (cluster sums, swap costs) may add in
-    thread order. On an H100 (2026-11-22) that made Lloyd's centres differ by
-    ~1e-6 between two programs that compute the same sums, and ``tol=0`` never
-    converged (the centres kept moving by an ulp); with this flag both tests
-    pass, and the pixel, patch and adaptive timings on two photos were the
-    same within noise. XLA reads ``XLA_FLAGS`` when JAX starts its first
-    backend, so this works when clyde is imported before any JAX computation
-    runs. CPUs ignore the flag. Opt out with
-    ``XLA_FLAGS=--xla_gpu_deterministic_ops=false``.
+    thread order, so two runs, or two programs computing the same sums, can give
+    centres an ulp apart, and ``tol=0`` may never converge (docs/benchmarks-gpu.md).
+    The command line calls this at start-up. A program that uses clyde as a
+    library calls it before its first JAX computation if it wants the same;
+    importing clyde changes nothing. XLA reads ``XLA_FLAGS`` when JAX starts its
+    first backend, so a later call has no effect. CPUs ignore the flag. Opt out
+    with ``XLA_FLAGS=--xla_gpu_deterministic_ops=false``.
     """
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_gpu_deterministic_ops" not in flags:
         os.environ["XLA_FLAGS"] = (flags + " --xla_gpu_deterministic_ops=true").strip()
-
-
-_deterministic_gpu_kernels()
 
 
 def __getattr__(name):
