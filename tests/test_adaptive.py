@@ -69,6 +69,7 @@ def test_classify_median_and_quantile():
         classify(s, 2)
 
 
+@pytest.mark.slow
 def test_quantize_adaptive_splits_palettes(chelsea):
     res = quantize_adaptive(chelsea, 8, 24, block=4, metric="eig")
     h, w, _ = chelsea.shape
@@ -86,6 +87,7 @@ def test_quantize_adaptive_splits_palettes(chelsea):
                                      (int((~hi).sum()), int(hi.sum())))
 
 
+@pytest.mark.slow
 def test_detail_gets_more_colours_where_it_is():
     """Left half flat-ish, right half noisy: the noisy half is the high-detail class."""
     rng = np.random.default_rng(0)

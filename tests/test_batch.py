@@ -52,6 +52,7 @@ def test_list_files_sorted_recursive_and_sharded(folder):
         list_files(folder, shard=(3, 3))
 
 
+@pytest.mark.slow
 def test_quantize_folder_mirrors_names_and_lists_failures(folder, tmp_path):
     out = tmp_path / "out"
     seen = []
@@ -109,6 +110,7 @@ def test_never_writes_into_the_input_unless_asked(folder):
     assert s.count("up-to-date") == 4  # its own outputs are not listed as inputs
 
 
+@pytest.mark.slow
 def test_patch_and_adaptive_algos(folder, tmp_path, small_codebook):
     from clyde.codebook import save_codebook
 
@@ -151,6 +153,7 @@ def test_cli_batch_missing_input(tmp_path):
     assert r.stderr.strip() == f"Error: {tmp_path / 'nope'}: no such folder"
 
 
+@pytest.mark.slow
 def test_mkm_is_a_fixed_number_of_lloyd_steps_and_format_is_kept(folder, tmp_path):
     s = run_batch(folder, tmp_path / "o", algo="mkm", k=6, iters=3, fmt="webp", jobs=1,
                   progress=False)
@@ -160,6 +163,7 @@ def test_mkm_is_a_fixed_number_of_lloyd_steps_and_format_is_kept(folder, tmp_pat
     assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) <= 6  # lossless
 
 
+@pytest.mark.slow
 def test_lossy_format_is_measured_as_written(folder, tmp_path, chelsea):
     from clyde import image_quality, load_image
 

@@ -184,6 +184,7 @@ for i in range(12):
 """
 
 
+@pytest.mark.slow
 def test_compiled_programs_stay_under_their_bound_with_older_entries_present(tmp_path):
     # An entry stored by a clyde that set no bound has no access-time file; JAX's eviction needs
     # one, and without it every later write failed with a warning. Stamped, it is evicted first.
@@ -257,6 +258,7 @@ print(int(f(x)))
 """
 
 
+@pytest.mark.slow
 def test_a_program_of_plain_jit_in_the_compile_cache_is_not_stored_again(tmp_path):
     # A program JAX's compile cache loaded, stored again, lost the machine code of its
     # functions: the next process failed to run it ("Function ... not found"). The stored

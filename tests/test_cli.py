@@ -135,6 +135,7 @@ def test_version_and_help():
     assert r.exit_code == 0 and "Example: clyde pixel" in r.stdout
 
 
+@pytest.mark.slow
 def test_python_dash_m(photo, tmp_path):
     env = {"CLYDE_NO_CACHE": "1", "PATH": "/usr/bin:/bin"}
     p = subprocess.run([sys.executable, "-m", "clyde", "pixel", str(photo), "-k", "4", "-o",
@@ -168,6 +169,7 @@ def test_a_bad_cache_bound_is_one_line(photo):
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.slow
 def test_refine_option_reaches_the_fit(tmp_path, many_colours, monkeypatch):
     from clyde import pixel as px
 

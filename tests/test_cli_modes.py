@@ -75,6 +75,7 @@ def test_patch_bad_options(photo, codebook):
     assert "'best' is not one of 'lsq', 'original'." in r.stderr
 
 
+@pytest.mark.slow
 def test_adaptive_mask_compare_json(photo, tmp_path):
     r = run("adaptive", photo, "--k1", "4", "--k2", "12", "--block", "3", "--metric", "tv",
             "--mask", tmp_path / "m.png", "--compare", tmp_path / "c.png", "--json")
@@ -113,6 +114,7 @@ def test_adaptive_bad_options(photo, args, code, message):
     assert len(line.splitlines()) == 1 and line.startswith("Error: ") and line.endswith(message)
 
 
+@pytest.mark.slow
 def test_train_command(photo_folder, tmp_path):
     out = tmp_path / "cb.npy"
     r = run("train", "--dataset", photo_folder, "-p", "8", "-k", "16", "--batch", "1024",
@@ -125,6 +127,7 @@ def test_train_command(photo_folder, tmp_path):
     assert r.exit_code == 1
 
 
+@pytest.mark.slow
 def test_train_bad_scales(photo_folder, tmp_path):
     r = run("train", "--dataset", photo_folder, "-o", tmp_path / "cb.npy", "--scales", "1,x")
     assert r.exit_code == 2

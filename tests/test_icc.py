@@ -272,6 +272,7 @@ def test_pixel_to_a_format_without_profiles_says_so(tagged, tmp_path):
     assert icc_of(out) is None
 
 
+@pytest.mark.slow
 def test_patch_adaptive_palette_keep_the_profile(tagged, tmp_path, small_codebook):
     from clyde.codebook import save_codebook
 

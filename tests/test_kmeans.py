@@ -240,6 +240,7 @@ def test_zero_weight_padding_changes_nothing(rng):
     assert not np.isin(np.asarray(b.centers), xp[1000:]).all(axis=1).any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_kmeans_matches_numpy_lloyd_and_labels_every_row(rng, jit):
     """kmeans runs the bounded Lloyd (one run) or the plain one (n_init > 1): both are
@@ -440,6 +441,7 @@ def test_swap_search_never_raises_the_inertia(rng, jit):
     assert 0 <= int(res.n_swaps) <= 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_padding_past_the_last_weight_is_skipped_not_changed(rng, jit):
     """Rows of weight 0 after the last positive one (a capacity's padding) are not

@@ -118,6 +118,7 @@ def test_any_size_and_alpha(rng, shape):
     assert out.shape == shape
 
 
+@pytest.mark.slow
 def test_psnr_rises_with_shifts_and_lsq_beats_original(chelsea, small_codebook):
     q = {}
     for shifts in (1, 2, 4):

@@ -133,6 +133,7 @@ def test_basic_properties(chelsea):
     np.testing.assert_array_equal(again.palette, res.palette)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [16, 64])
 def test_quality_at_least_sklearn(chelsea, k):
     """Palette PSNR >= scikit-learn KMeans(n_init=1) on all pixels, minus 0.05 dB (median of 3 seeds)."""
@@ -149,6 +150,7 @@ def test_quality_at_least_sklearn(chelsea, k):
     assert np.median(ours) >= np.median(sk) - 0.05
 
 
+@pytest.mark.slow
 def test_binned_path_close_to_exact(chelsea):
     exact = quantize_pixels(chelsea, 32, max_points=1 << 20)
     binned = quantize_pixels(chelsea, 32, max_points=4096)
@@ -158,6 +160,7 @@ def test_binned_path_close_to_exact(chelsea):
     assert pb >= pe - 0.3
 
 
+@pytest.mark.slow
 def test_default_fit_exact_for_small_k_binned_above(many_colours):
     # The documented defaults: k <= 16 fits the exact distinct colours (up to 2**20 of them),
     # larger k fits at most 65,536 bins and then refines on the exact colours.
@@ -169,6 +172,7 @@ def test_default_fit_exact_for_small_k_binned_above(many_colours):
     assert r32.n_points <= 65536
 
 
+@pytest.mark.slow
 def test_refine_steps_improve_the_binned_fit(many_colours):
     img = many_colours
     plain = quantize_pixels(img, 32, refine=0)
@@ -197,6 +201,7 @@ def test_alpha_kept(chelsea):
     assert (out[:, 40:, 3] == 255).all() and (np.abs(out[:30, :40, 3].astype(int) - 128) <= 1).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo,space,init", [("minibatch", "rgb", "kmeans++"), ("lloyd", "oklab", "random")])
 def test_other_settings_give_sane_results(chelsea, algo, space, init):
     res = quantize_pixels(chelsea, 16, algo=algo, space=space, init=init)
@@ -204,6 +209,7 @@ def test_other_settings_give_sane_results(chelsea, algo, space, init):
     assert image_quality(chelsea, res.image).psnr > base - 1.5
 
 
+@pytest.mark.slow
 def test_over_256_colours_gives_uint16(chelsea):
     res = quantize_pixels(chelsea, 300)
     assert res.indices.dtype == np.uint16 and len(res.palette) == 300
@@ -265,6 +271,7 @@ def test_bin_kernels_match_numpy(rng, jit, c, bits):
     assert pts.spread == pytest.approx(spread, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(many_colours, monkeypatch):
     calls = []
     real = px._swap_search
@@ -290,6 +297,7 @@ def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(many_colou
     assert q[0] >= q[1] - 0.05, q
 
 
+@pytest.mark.slow
 def test_minibatch_refines_two_steps_by_default(many_colours, monkeypatch):
     steps = []
     real = px._finish
@@ -304,6 +312,7 @@ def test_minibatch_refines_two_steps_by_default(many_colours, monkeypatch):
     np.testing.assert_array_equal(default.palette, two.palette)
 
 
+@pytest.mark.slow
 def test_swap_search_improves_the_fit(many_colours, monkeypatch):
     # Same seed and coarse start, with and without the search rounds.
     img = many_colours
@@ -314,6 +323,7 @@ def test_swap_search_improves_the_fit(many_colours, monkeypatch):
     assert p[0] > p[1], p
 
 
+@pytest.mark.slow
 def test_more_refine_steps_come_closer_to_the_optimum(many_colours):
     img = many_colours  # binned: the refine steps run on the exact colours
     rs = [quantize_pixels(img, 32, refine=n) for n in (10, 40)]
@@ -328,6 +338,7 @@ def test_bad_refine_is_refused(chelsea, refine):
         quantize_pixels(chelsea, 8, refine=refine)
 
 
+@pytest.mark.slow
 def test_default_refine_follows_the_backend(many_colours, monkeypatch):
     from clyde import pixel
     assert pixel.default_refine("lloyd", "cpu") == 20
@@ -344,6 +355,7 @@ def test_default_refine_follows_the_backend(many_colours, monkeypatch):
     assert got.n_iter == want.n_iter
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [12, 40])
 def test_colours_starting_from_their_bins_bounds_change_nothing(many_colours, monkeypatch, k):
     # The exact colours inherit their bins' bounds (k=40: 6-bit bins after a binned fit; k=12:
@@ -371,6 +383,7 @@ def test_colours_starting_from_their_bins_bounds_change_nothing(many_colours, mo
     assert got.n_iter == want.n_iter
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stored", [False, True])
 def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch, stored, count_traces):
     """Images of other sizes and colour counts reuse the programs of the first one.

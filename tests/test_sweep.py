@@ -31,6 +31,7 @@ def picture_ok(path, min_size):
     assert a.std() > 10 and len(np.unique(a.reshape(-1, 3), axis=0)) > 20  # not blank
 
 
+@pytest.mark.slow
 def test_sweep_rows_match_single_runs(small):
     rows = sweep(small, [8, 2, 4], seed=1)
     assert [r.k for r in rows] == [2, 4, 8]
@@ -42,6 +43,7 @@ def test_sweep_rows_match_single_runs(small):
     assert rows[0].psnr < rows[1].psnr < rows[2].psnr
 
 
+@pytest.mark.slow
 def test_smallest_k_by_bisection_is_the_smallest_that_reaches(small):
     target = sweep(small, [20])[0].psnr - 0.01
     k, rows = smallest_k(small, target=target, k_max=64)
@@ -67,6 +69,7 @@ def test_cli_sweep_table_plot_json_csv(photo, tmp_path):
     assert r.stdout.splitlines()[0] == "k,colors,psnr,ssim,index_bits_per_pixel,png_bytes,seconds"
 
 
+@pytest.mark.slow
 def test_cli_sweep_targets(photo):
     r = runner.invoke(app, ["sweep", str(photo), "--target-psnr", "25", "--k-max", "64"])
     assert r.exit_code == 0, r.output
@@ -94,6 +97,7 @@ def test_cli_palette_and_random(photo, tmp_path):
     picture_ok(photo.with_name("cat.palette-k8-random.png"), (600, 300))
 
 
+@pytest.mark.slow
 def test_compare_pictures(photo, tmp_path, small_codebook):
     from clyde.codebook import save_codebook
 

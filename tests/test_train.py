@@ -77,6 +77,7 @@ def test_stale_shapes_are_reseeded_from_worst_fitted(rng):
     assert np.allclose(centers[2], x[5]) or np.allclose(centers[1], x[5])
 
 
+@pytest.mark.slow
 def test_train_writes_codebook_and_metadata(tmp_path, photo_folder):
     out = tmp_path / "cb.npy"
     r = train(str(photo_folder), out, patch=8, k=32, epochs=2, batch=1024, seed=3, progress=False)
@@ -91,6 +92,7 @@ def test_train_writes_codebook_and_metadata(tmp_path, photo_folder):
     assert (tmp_path / "cb.ckpt.npz").exists()
 
 
+@pytest.mark.slow
 def test_train_is_deterministic_and_resumes_exactly(tmp_path, photo_folder):
     kw = dict(patch=8, k=16, epochs=2, batch=1024, seed=5, pool=1, progress=False,
               checkpoint_every=1)
@@ -105,6 +107,7 @@ def test_train_is_deterministic_and_resumes_exactly(tmp_path, photo_folder):
     np.testing.assert_array_equal(np.load(tmp_path / "part.npy"), np.load(tmp_path / "full.npy"))
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings_and_missing_checkpoint(tmp_path, photo_folder):
     kw = dict(patch=8, k=16, epochs=1, batch=1024, progress=False)
     with pytest.raises(ClydeError, match="no checkpoint to resume from"):
@@ -114,6 +117,7 @@ def test_resume_refuses_other_settings_and_missing_checkpoint(tmp_path, photo_fo
         train(str(photo_folder), tmp_path / "a.npy", resume=True, seed=1, **kw)
 
 
+@pytest.mark.slow
 def test_broken_images_are_counted_not_fatal(tmp_path, photo_folder):
     import shutil
 
@@ -130,6 +134,7 @@ def test_broken_images_are_counted_not_fatal(tmp_path, photo_folder):
     assert r.failed == 1 and len(notes) == 1
 
 
+@pytest.mark.slow
 def test_too_few_vectors_and_bad_output(tmp_path, photo_folder):
     with pytest.raises(ClydeError, match="fewer than k=100000"):
         train(str(photo_folder), tmp_path / "cb.npy", patch=8, k=100000, batch=1024, progress=False)
