@@ -203,10 +203,9 @@ def _source_digest() -> str:
 
 
 #: XLA options for kernels that compile for longer than they run (``stored(...,
-#: compiler_options=QUICK_COMPILE)``). On a CPU, XLA's older fusion emitters compiled the
-#: coarse k-means in 0.43 s instead of 0.78 s and the swap search in 0.48 s instead of
-#: 0.71 s; on the exact colours of full-size photos they ran up to 2x slower, so only
-#: programs over the few thousand coarse bins use them. Other backends ignore the option.
+#: compiler_options=QUICK_COMPILE)``): XLA's older CPU fusion emitters compile about 40 %
+#: faster, but ran up to 2x slower on large inputs, so only programs over small inputs use
+#: them (docs/benchmark-notes.md). Other backends ignore the option.
 QUICK_COMPILE = {"xla_cpu_use_fusion_emitters": False}
 
 

@@ -21,11 +21,9 @@ from .errors import ClydeError
 
 
 #: Python's thread switch interval (seconds) while a decode and the JAX import overlap;
-#: None leaves it alone. The command line sets 1e-4 (:func:`clyde.cli.main`): Pillow's
-#: decoders drop the GIL for each block and then wait for it back, and with the default 5 ms
-#: interval the importing thread holds it that long every time, so the overlap gained
-#: nothing (a 14.7 MP PNG: 1.0 s against 0.55 s decode + 0.4 s import; 0.8 s at 0.1 ms). A
-#: library leaves interpreter-wide settings to the program that embeds it.
+#: None leaves it alone. The command line sets 1e-4: Pillow's decoders drop the GIL for each
+#: block and wait for it back, and at the default 5 ms the importing thread holds it that long
+#: each time, so nothing overlapped. A library leaves interpreter-wide settings to its caller.
 OVERLAP_SWITCH_INTERVAL: float | None = None
 
 

@@ -207,9 +207,7 @@ def pixel(
     refine: Optional[int] = typer.Option(
         None, "--refine", min=0, show_default=False,
         help="Exact Lloyd steps after a fit on binned colours (photos with more than 65,536 "
-             "colours, k > 16): more come closer to the k-means optimum, slower. At k=256 on "
-             "2-4 MP photos, 50 instead of 20 gain 0.01-0.02 dB for 0.3-0.4 s on 2 CPU cores; "
-             "50 instead of 10 cost 0.1 s on an H100. "
+             "colours, k > 16): more come closer to the k-means optimum, slower. "
              "[default: 20 on a CPU, 50 on a GPU; 2 with --algo minibatch]"),
     seed: int = typer.Option(0, "--seed", help="Seed of the jax.random key."),
     space: Space = typer.Option(Space.rgb, "--space", help="Colour space for distances (output is sRGB)."),

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Full float32 products: JAX's default lets GPUs use TF32 (10-bit mantissa), which moved
-# Oklab values by ~1e-3 on an H100.
+# Full float32 products: JAX's default lets GPUs use TF32 (10-bit mantissa), which moves
+# Oklab values by about 1e-3 (tests/test_precision.py).
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 __all__ = ["srgb_to_oklab", "oklab_to_srgb"]

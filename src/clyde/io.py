@@ -431,8 +431,8 @@ def check_output(path: str | os.PathLike, *, force: bool = False,
     return path
 
 
-#: zlib level of PNG outputs. On a 14.7 MP 64-colour image level 4 encodes in
-#: 0.35 s against 1.18 s for Pillow's default 6, for a file 2 % larger.
+#: zlib level of PNG outputs: a third of the encode time of Pillow's default 6, for files
+#: about 2 % larger (docs/benchmark-notes.md).
 PNG_COMPRESS_LEVEL = 4
 
 

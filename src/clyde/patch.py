@@ -120,8 +120,8 @@ def _f16(a):
     """Round float32 values to the nearest float16, kept as float32.
 
     Not ``astype(float16).astype(float32)``: XLA on GPUs may drop that pair of
-    conversions (excess precision is allowed by default), and an H100 then
-    rebuilt patches from unrounded gains. ``reduce_precision`` is kept; it
+    conversions (excess precision is allowed by default) and rebuild patches
+    from unrounded gains (tests/test_precision.py). ``reduce_precision`` is kept; it
     flushes float16's subnormal range (below 2**-14) to zero, which is
     rounded here to multiples of 2**-24 instead, as float16 stores it.
     """

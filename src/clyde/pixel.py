@@ -53,15 +53,10 @@ COARSE_BITS = 5  # the coarse start fits 5-bit-per-channel bins ...
 COARSE_RUNS = 4  # ... taking the best of this many runs at k <= SMALL_K
 COARSE_MIN_COLORS = 4096  # no coarse start on fewer points (fitting them directly is cheap)
 SWAP_ROUNDS = 50  # swap-search rounds on the 5-bit bins (half that above k=128) ...
-SWAP_ROUNDS_SMALL = 25  # ... and at k <= SMALL_K, where the best of 4 starts leaves less to
-#                         swap: 25 rounds match 50 within 0.003 dB in 25 of 26 fits (11 images,
-#                         k=4-16; the cat at k=12 loses 0.04 dB); 16 rounds lose up to 0.045 dB
+SWAP_ROUNDS_SMALL = 25  # ... and at k <= SMALL_K, where the best of 4 starts leaves less to swap
 SWAP_STEPS = 2  # Lloyd steps after each swap
-#: Exact Lloyd steps after a binned fit (``refine``), by where JAX runs. Steps cost little
-#: on a GPU: on an H100, 50 instead of 10 at k=256 took 0.0-0.11 s more (+0.03 dB on
-#: EveningGlow and LadyBird). On 2 CPU cores a step at k=256 costs about 10 ms since the
-#: colours start from their bins' bounds; 20 instead of 10 gain 0.013-0.018 dB there (two
-#: photos x 3 seeds), 50 another 0.01-0.02 dB for 0.3-0.4 s more.
+#: Exact Lloyd steps after a binned fit (``refine``), by where JAX runs: more come closer to
+#: the k-means optimum, and they cost less on an accelerator (docs/benchmark-notes.md).
 REFINE_CPU, REFINE_ACCELERATOR, REFINE_MINIBATCH = 20, 50, 2
 COARSE_MAX_SHARE = 0.5  # the 5-bit start is used while the bins carry at most this share of
 #                         the error (within-bin error / (that + the 5-bit fit's inertia))
@@ -164,8 +159,8 @@ def _tile_histogram(counts: jax.Array, pixels: jax.Array, n: jax.Array):
 @_cache.stored
 def _occupied(counts: jax.Array) -> jax.Array:
     """Which blocks of ``_OCC`` codes hold any colour, ``(2**24 / _OCC,)`` bool: the
-    caller finds the colours without scanning all 2**24 counts (a photo's 3x10^5
-    colours fill about 7% of the blocks)."""
+    caller finds the colours without scanning all 2**24 counts (a photo's colours fill
+    a few percent of the blocks)."""
     return jnp.any(counts.reshape(-1, _OCC) != 0, axis=1)
 
 
@@ -618,24 +613,13 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: 
         2**20 for k <= 16, else 65,536. With ``algo="lloyd"``, binned fits
         and fits at k <= 16 start on 5-bit bins with swap search (module
         docstring, step 3); at k <= 16 that start is the best of 4 runs and
-        Lloyd then runs on the exact colours to convergence (one exact run
-        from one seed varied by 0.1-0.2 dB across seeds).
+        Lloyd then runs on the exact colours to convergence.
     refine : int, optional
-        Exact Lloyd steps after a binned fit (0 to skip). Default
-        (:func:`default_refine`) for ``algo="lloyd"``: 20 on a CPU, 50 on a
-        GPU or other accelerator, where 50 cost 0.1 s more at k=256 on an
-        H100; 2 for ``"minibatch"``. After the swap-search start
-        ten gain 0.01-0.02 dB at k=64 and 0.04-0.07 dB at k=256 on photos
-        with 200-300k colours. They skip the colours that cannot change
-        centre (:func:`clyde.kmeans.lloyd_bounded`; the colours start from
-        their bins' bounds), so at k=256 a step costs about 10 ms on 2 CPU
-        cores. More come closer to the k-means optimum: at k=256, 20 instead
-        of 10 gain 0.013-0.018 dB, and 50 another 0.01-0.02 dB for 0.3-0.4 s
-        more (two photos x 3 seeds). Mini-batch centres are further from
-        a Lloyd optimum, more colours change centre at each step, and ten
-        steps took as long as the whole Lloyd fit; two keep it the faster
-        choice (0.4-0.55 s against 0.7 s at k=256, 0.08-0.14 dB lower, on
-        two photos with 270-300k colours).
+        Exact Lloyd steps after a binned fit (0 to skip); they skip the
+        colours that cannot change centre (:func:`clyde.kmeans.lloyd_bounded`).
+        More come closer to the k-means optimum, for more time. Default
+        (:func:`default_refine`): 20 on a CPU, 50 on a GPU or other
+        accelerator, 2 for ``algo="minibatch"`` (docs/benchmark-notes.md).
     key : PRNG key, optional
     histogram : optional, ``color_histogram_of(image)`` computed once and
         reused across calls on the same image (a sweep over k)
