@@ -84,3 +84,17 @@ def count_traces():
         return len(seen)
 
     return count
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """``spy(module, name, record)``: replace ``module.name`` by a wrapper that calls
+    ``record(*args, **kwargs)``, then the real function; keeps its attributes (``.prefetch``)."""
+    import functools
+
+    def install(module, name, record):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, functools.wraps(real)(
+            lambda *a, **kw: record(*a, **kw) or real(*a, **kw)))
+
+    return install

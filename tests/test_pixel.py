@@ -272,11 +272,10 @@ def test_bin_kernels_match_numpy(rng, jit, c, bits):
 
 
 @pytest.mark.slow
-def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(many_colours, monkeypatch):
+def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(many_colours, monkeypatch,
+                                                                     spy):
     calls = []
-    real = px._swap_search
-    monkeypatch.setattr(px, "_swap_search", functools.wraps(real)(  # keeps .prefetch
-        lambda *a, **kw: calls.append(kw["rounds"]) or real(*a, **kw)))
+    spy(px, "_swap_search", lambda *a, **kw: calls.append(kw["rounds"]))
     img = many_colours
     searched = px.quantize_pixels(img, 32)
     assert calls == [px.SWAP_ROUNDS]  # 5-bit bins carry little of a 32-colour fit's error
@@ -298,11 +297,9 @@ def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(many_colou
 
 
 @pytest.mark.slow
-def test_minibatch_refines_two_steps_by_default(many_colours, monkeypatch):
+def test_minibatch_refines_two_steps_by_default(many_colours, spy):
     steps = []
-    real = px._finish
-    monkeypatch.setattr(px, "_finish", functools.wraps(real)(  # keeps .prefetch
-        lambda *a, **kw: steps.append(kw["steps"]) or real(*a, **kw)))
+    spy(px, "_finish", lambda *a, **kw: steps.append(kw["steps"]))
     img = many_colours  # binned: the exact refine steps run after the fit
     default = px.quantize_pixels(img, 32, algo="minibatch")
     two = px.quantize_pixels(img, 32, algo="minibatch", refine=2)

@@ -179,13 +179,17 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
         raise typer.Exit(1)
 
 
+def _line(r: dict, what: str, cost: str) -> str:
+    """One summary line: files, size, ``what`` ran, quality, ``cost`` in bits, bytes, time."""
+    return (f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, {what}, "
+            f"PSNR {_fmt_num(r['psnr'], 2)} dB, SSIM {_fmt_num(r['ssim'], 4)}, {cost}, "
+            f"{r['bytes_in']:,} -> {r['bytes_out']:,} bytes, {r['seconds']:.2f} s")
+
+
 def summary_line(r: dict) -> str:
     """The one-line human summary of a result dict (see ``--json`` for the fields)."""
-    return (f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, k={r['k']} "
-            f"({r['colors']} used, {r['algo']}, {r['iterations']} iterations), "
-            f"PSNR {_fmt_num(r['psnr'], 2)} dB, SSIM {_fmt_num(r['ssim'], 4)}, "
-            f"{r['index_bits_per_pixel']} bits/px indices, "
-            f"{r['bytes_in']:,} -> {r['bytes_out']:,} bytes, {r['seconds']:.2f} s")
+    return _line(r, f"k={r['k']} ({r['colors']} used, {r['algo']}, {r['iterations']} iterations)",
+                 f"{r['index_bits_per_pixel']} bits/px indices")
 
 
 @app.command(epilog="Example: clyde pixel photo.jpg -k 16 -o photo16.png --seed 0\n\n"
@@ -242,11 +246,8 @@ class Fit(str, Enum):
 
 def patch_summary_line(r: dict) -> str:
     """One-line human summary of a patch result."""
-    return (f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, {r['k']} shapes of "
-            f"{r['patch']}x{r['patch']}, shifts {r['shifts']}, fit {r['fit']}, "
-            f"PSNR {_fmt_num(r['psnr'], 2)} dB, SSIM {_fmt_num(r['ssim'], 4)}, "
-            f"codes {r['code_bits_per_pixel']:.3f} bits/px, "
-            f"{r['bytes_in']:,} -> {r['bytes_out']:,} bytes, {r['seconds']:.2f} s")
+    return _line(r, f"{r['k']} shapes of {r['patch']}x{r['patch']}, shifts {r['shifts']}, "
+                    f"fit {r['fit']}", f"codes {r['code_bits_per_pixel']:.3f} bits/px")
 
 
 @app.command(epilog="Example: clyde patch photo.jpg --means means/p16_k12000.npy --shifts 4 -o out.png")
@@ -391,11 +392,9 @@ def adaptive(
         if as_json:
             typer.echo(json.dumps(r))
             return
-        typer.echo(f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, k1={k1} k2={k2} "
-                   f"({metric.value}, block {block}, {100 * r['high_share']:.0f}% of pixels "
-                   f"high-detail), PSNR {_fmt_num(r['psnr'], 2)} dB, SSIM {_fmt_num(r['ssim'], 4)}, "
-                   f"{r['bits_per_pixel']:.3f} bits/px (map + palettes + indices), "
-                   f"{r['bytes_in']:,} -> {r['bytes_out']:,} bytes, {r['seconds']:.2f} s")
+        typer.echo(_line(r, f"k1={k1} k2={k2} ({metric.value}, block {block}, "
+                            f"{100 * r['high_share']:.0f}% of pixels high-detail)",
+                         f"{r['bits_per_pixel']:.3f} bits/px (map + palettes + indices)"))
         for b in r.get("baselines", []):
             typer.echo(f"  pixel k={b['k']} ({b['basis']}): PSNR {_fmt_num(b['psnr'], 2)} dB, "
                        f"SSIM {_fmt_num(b['ssim'], 4)}, {b['bits_per_pixel']:.3f} bits/px")
