@@ -65,7 +65,7 @@ def test_named_tuple_results_and_prng_keys(cache_on, rng):
     w = np.ones(2048, np.float32)
     key = jax.random.key(4)
     f = _cache.stored(km.kmeans, static_argnames=("k", "n_init"))
-    want = km.kmeans(key, x, w, k=6, n_init=2)
+    want = jax.jit(km.kmeans, static_argnames=("k", "n_init"))(key, x, w, k=6, n_init=2)
     got = f(key, x, w, k=6, n_init=2)
     assert isinstance(got, km.KMeansResult)
     np.testing.assert_array_equal(np.asarray(got.centers), np.asarray(want.centers))

@@ -10,6 +10,10 @@ import clyde.kmeans as km
 
 import reference as ref
 
+# kmeans is a whole fit, jitted by its caller at its stage boundary; the tests are that caller.
+KM = jax.jit(km.kmeans, static_argnames=("k", "init", "algo", "max_iter", "batch_size", "chunk",
+                                        "n_init"))
+
 
 def _points(rng, n, d, k):
     """Gaussian blobs around k random centres: a realistic, non-degenerate cloud."""
@@ -231,10 +235,10 @@ def test_zero_weight_padding_changes_nothing(rng):
     x = _points(rng, 1000, 3, 6)
     w = np.ones(1000, np.float32)
     key = jax.random.key(3)
-    a = km.kmeans(key, x, w, k=6)
+    a = KM(key, x, w, k=6)
     xp = np.concatenate([x, rng.uniform(0, 255, (536, 3)).astype(np.float32)])
     wp = np.concatenate([w, np.zeros(536, np.float32)])
-    b = km.kmeans(key, xp, wp, k=6)
+    b = KM(key, xp, wp, k=6)
     # Padding changes the random draws' index space, so compare the fitted objective.
     np.testing.assert_allclose(float(a.inertia), float(b.inertia), rtol=1e-3)
     assert not np.isin(np.asarray(b.centers), xp[1000:]).all(axis=1).any()
@@ -253,7 +257,7 @@ def test_kmeans_matches_numpy_lloyd_and_labels_every_row(rng, jit):
     key = jax.random.key(5)
     c0 = np.asarray(km.random_init(jax.random.split(key)[0], jnp.asarray(x), jnp.asarray(w), k))
     for n_init in (1, 2):
-        f = functools.partial(km.kmeans, k=k, init="random", tol=0.0, max_iter=30, n_init=n_init)
+        f = functools.partial(KM, k=k, init="random", tol=0.0, max_iter=30, n_init=n_init)
         if jit:
             res = f(key, x, w)
         else:
@@ -295,13 +299,13 @@ def test_kmeanspp_beats_random_on_duplicates(rng):
     x = _points(rng, 50, 3, 50)
     w = np.ones(50, np.float32)
     w[:3] = 10000
-    pp = km.kmeans(jax.random.key(0), x, w, k=12, init="kmeans++", max_iter=1)
-    assert float(pp.inertia) <= float(km.kmeans(jax.random.key(0), x, w, k=12, init="random", max_iter=1).inertia)
+    pp = KM(jax.random.key(0), x, w, k=12, init="kmeans++", max_iter=1)
+    assert float(pp.inertia) <= float(KM(jax.random.key(0), x, w, k=12, init="random", max_iter=1).inertia)
 
 
 def test_lloyd_converges_to_numpy_fixed_point(rng):
     x = _points(rng, 3000, 3, 5)
-    res = km.kmeans(jax.random.key(0), x, k=5, tol=0.0, max_iter=200)
+    res = KM(jax.random.key(0), x, k=5, tol=0.0, max_iter=200)
     assert bool(res.converged)
     # A converged solution is a fixed point of the NumPy Lloyd step.
     again = ref.lloyd(x, np.ones(3000), np.asarray(res.centers), 1)
@@ -310,18 +314,18 @@ def test_lloyd_converges_to_numpy_fixed_point(rng):
 
 def test_minibatch_close_to_lloyd(rng):
     x = _points(rng, 20000, 3, 8)
-    full = km.kmeans(jax.random.key(0), x, k=8)
-    mb = km.kmeans(jax.random.key(0), x, k=8, algo="minibatch", max_iter=200, batch_size=512)
+    full = KM(jax.random.key(0), x, k=8)
+    mb = KM(jax.random.key(0), x, k=8, algo="minibatch", max_iter=200, batch_size=512)
     assert float(mb.inertia) <= 1.05 * float(full.inertia)
 
 
 def test_bad_settings():
     with pytest.raises(ValueError, match="init must be one of"):
-        km.kmeans(jax.random.key(0), np.zeros((10, 3)), k=2, init="nope")
+        KM(jax.random.key(0), np.zeros((10, 3)), k=2, init="nope")
     with pytest.raises(ValueError, match="algo must be one of"):
-        km.kmeans(jax.random.key(0), np.zeros((10, 3)), k=2, algo="nope")
+        KM(jax.random.key(0), np.zeros((10, 3)), k=2, algo="nope")
     with pytest.raises(ValueError, match="n_init must be >= 1, got 0"):
-        km.kmeans(jax.random.key(0), np.zeros((10, 3)), k=2, n_init=0)
+        KM(jax.random.key(0), np.zeros((10, 3)), k=2, n_init=0)
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -330,12 +334,12 @@ def test_n_init_returns_the_best_run(rng, jit):
     x = _points(rng, 600, 3, 6)
     w = rng.uniform(0.5, 2.0, 600).astype(np.float32)
     key = jax.random.key(3)
-    runs = [km.kmeans(kk, x, w, k=6, init="random", max_iter=30) for kk in jax.random.split(key, 3)]
+    runs = [KM(kk, x, w, k=6, init="random", max_iter=30) for kk in jax.random.split(key, 3)]
     if jit:
-        best = km.kmeans(key, x, w, k=6, init="random", max_iter=30, n_init=3)
+        best = KM(key, x, w, k=6, init="random", max_iter=30, n_init=3)
     else:
         with jax.disable_jit():
-            best = km.kmeans(key, x, w, k=6, init="random", max_iter=30, n_init=3)
+            best = KM(key, x, w, k=6, init="random", max_iter=30, n_init=3)
     inertias = [float(r.inertia) for r in runs]
     i = int(np.argmin(inertias))
     assert float(best.inertia) == pytest.approx(min(inertias), rel=1e-5)
@@ -430,7 +434,7 @@ def test_swap_search_never_raises_the_inertia(rng, jit):
     x = _points(rng, 3000, 3, 24)
     w = rng.uniform(0.5, 3.0, 3000).astype(np.float32)
     w[-200:] = 0.0  # padding rows
-    start = km.kmeans(jax.random.key(1), x, w, k=24)
+    start = KM(jax.random.key(1), x, w, k=24)
     f = functools.partial(km.swap_search, rounds=20, chunk=1024)
     if jit:
         f = jax.jit(f, static_argnames=())
@@ -451,7 +455,7 @@ def test_padding_past_the_last_weight_is_skipped_not_changed(rng, jit):
     w = rng.uniform(0.5, 3.0, 1500).astype(np.float32)
     xp = np.concatenate([x, rng.uniform(0, 255, (6692, 3)).astype(np.float32)])  # 4 chunks
     wp = np.concatenate([w, np.zeros(6692, np.float32)])
-    fit = functools.partial(km.kmeans, k=12, n_init=3)  # plain Lloyd steps, vmapped
+    fit = functools.partial(KM, k=12, n_init=3)  # plain Lloyd steps, vmapped
     swap = functools.partial(km.swap_search, rounds=8, chunk=1024)
     ctx = contextlib.nullcontext() if jit else jax.disable_jit()
     with ctx:

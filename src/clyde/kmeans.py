@@ -796,21 +796,20 @@ def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, 
 
 
 # ----------------------------------------------------------------------------
-# one jitted entry point
+# the entry point
 
 
-@functools.partial(jax.jit, static_argnames=("k", "init", "algo", "max_iter", "batch_size", "chunk",
-                                             "n_init"))
 def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
            init: str = "kmeans++", algo: str = "lloyd", max_iter: int = 300,
            tol: float = 1e-4, batch_size: int = 1024, chunk: int = CHUNK,
            n_init: int = 1) -> KMeansResult:
     """Fit ``k`` centres to weighted points: initialise, then iterate.
 
-    This is the single jit boundary for clustering: ``k``, ``init``,
-    ``algo``, ``max_iter``, ``batch_size``, ``chunk`` and ``n_init`` are
-    static, and ``x``'s shape sets the compiled program, so callers pad ``x``
-    to a capacity (:func:`clyde.pixel.capacity`) with zero-weight rows.
+    A whole fit, meant to be jitted once at the caller's stage boundary with
+    ``k``, ``init``, ``algo``, ``max_iter``, ``batch_size``, ``chunk`` and
+    ``n_init`` static (pixel mode does, through :func:`clyde._cache.stored`).
+    ``x``'s shape sets the compiled program, so callers pad ``x`` to a capacity
+    (:func:`clyde.pixel.capacity`) with zero-weight rows.
 
     Parameters
     ----------
