@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clyde import ClydeError
-from clyde.batch import list_files, run_batch, target_size
+from clyde.batch import AdaptiveOptions, PatchOptions, list_files, run_batch, target_size
 from clyde.cli import app
 
 runner = CliRunner()
@@ -115,9 +115,9 @@ def test_patch_and_adaptive_algos(folder, tmp_path, small_codebook):
     from clyde.codebook import save_codebook
 
     cb = save_codebook(tmp_path / "cb.npy", small_codebook)
-    s = run_batch(folder, tmp_path / "p", algo="patch", means=cb, shifts=2, step=2, progress=False)
+    s = run_batch(folder, tmp_path / "p", algo="patch", patch=PatchOptions(cb, shifts=2), step=2, progress=False)
     assert s.count("done") == 2 and Image.open(tmp_path / "p" / "cat.png").size == (226, 150)
-    s = run_batch(folder, tmp_path / "a", algo="adaptive", k1=4, k2=8, step=2, recursive=True,
+    s = run_batch(folder, tmp_path / "a", algo="adaptive", adaptive=AdaptiveOptions(k1=4, k2=8), step=2, recursive=True,
                   progress=False)
     assert s.count("done") == 4 and Image.open(tmp_path / "a" / "cat.png").mode == "P"
 

@@ -31,7 +31,8 @@ from . import io
 from ._files import write_atomic
 from .errors import ClydeError, check_k1_k2, debug, unexpected
 
-__all__ = ["ALGOS", "KMEANS_ALGOS", "FileResult", "BatchSummary", "list_files", "target_size",
+__all__ = ["ALGOS", "KMEANS_ALGOS", "FileResult", "BatchSummary", "PatchOptions",
+           "AdaptiveOptions", "Plan", "Quantized", "list_files", "target_size", "plan_batch",
            "run_batch"]
 
 #: so: size only; mkm: a simple Lloyd from random pixels with a fixed number of
@@ -155,17 +156,120 @@ def _write_report(path: Path, results: list) -> None:
     write_atomic(path, lambda f: f.write(buf.getvalue().encode()))
 
 
+class PatchOptions(NamedTuple):
+    """Patch mode settings for ``algo="patch"`` (see :func:`clyde.patch.quantize_patches`)."""
+
+    means: str | os.PathLike | None = None  # codebook file; None: the bundled one
+    shifts: int = 1
+    fit: str = "lsq"
+
+
+class AdaptiveOptions(NamedTuple):
+    """Adaptive mode settings for ``algo="adaptive"`` (see :func:`clyde.adaptive.quantize_adaptive`)."""
+
+    k1: int = 32
+    k2: int = 96
+    metric: str = "eig"
+    block: int = 4
+
+
+class Plan(NamedTuple):
+    """What a run will do: checked settings and this shard's files."""
+
+    src: Path
+    dst: Path
+    ext: str             # output extension, with its dot
+    fmt_name: str        # Pillow's format name of ``ext``
+    todo: list           # (relative input path, output path) to process
+    done: list           # FileResult of the files skipped (not images) or up to date
+
+
+class Quantized(NamedTuple):
+    """One image after quantization: an index image and palette, or plain pixels."""
+
+    k: int | None
+    pixels: np.ndarray | None = None     # (H, W, C) uint8 (size-only and patch mode)
+    indices: np.ndarray | None = None    # (H, W), into ``palette``
+    palette: np.ndarray | None = None    # (k, C) uint8
+
+    def image(self) -> np.ndarray:
+        return self.pixels if self.pixels is not None else self.palette[self.indices]
+
+
+class _InFlight(NamedTuple):
+    """A file whose output is being encoded and measured in a worker thread."""
+
+    name: str
+    loaded: io.LoadedImage
+    small: np.ndarray
+    k: int | None
+    seconds: float      # load and quantize
+    saved: object       # Future of (bytes, Quality or None, seconds)
+
+
+def plan_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so",
+               k: int | None = None, step: int | None = 5, resample: str = "box",
+               fmt: str = "png", recursive: bool = False, overwrite: bool = False,
+               allow_inside: bool = False, shard: tuple[int, int] = (0, 1),
+               adaptive: AdaptiveOptions = AdaptiveOptions(),
+               report: str | os.PathLike | None = None) -> Plan:
+    """Check the settings, create ``dst`` and list this shard's files (see :func:`run_batch`)."""
+    src, dst = Path(src), Path(dst)
+    if algo not in ALGOS:
+        raise ClydeError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
+    if algo in KMEANS_ALGOS and k is None:
+        raise ClydeError(f"--algo {algo} needs -k (the number of colours)")
+    if not src.is_dir():
+        raise ClydeError(f"{src}: no such folder")
+    if step is not None and step < 1:
+        raise ClydeError(f"step must be >= 1, got {step}")
+    if resample not in io.RESAMPLE:
+        raise ClydeError(f"resample must be one of {', '.join(io.RESAMPLE)}, got {resample!r}")
+    ext = "." + fmt.lower().lstrip(".")
+    fmt_name = io.output_format(Path("x" + ext))
+    if algo in KMEANS_ALGOS or algo == "adaptive":
+        io.check_colors(f"--format {fmt}", k if algo in KMEANS_ALGOS else adaptive.k1 + adaptive.k2,
+                        ext)
+    if algo == "adaptive":
+        check_k1_k2(adaptive.k1, adaptive.k2)
+    s_res, d_res = src.resolve(), dst.resolve()
+    inside = d_res == s_res or s_res in d_res.parents
+    if inside and not allow_inside:
+        raise ClydeError(f"{dst}: the output folder is the input folder or inside it "
+                         "(choose another, or pass --allow-inside)")
+    if d_res == s_res:
+        raise ClydeError(f"{dst}: the output folder cannot be the input folder itself")
+    if report is not None and Path(report).suffix.lower() not in (".csv", ".json"):
+        raise ClydeError(f"{report}: the report must be a .csv or .json file")
+    dst.mkdir(parents=True, exist_ok=True)
+    image_exts = io.image_extensions()
+    todo, done = [], []
+    for rel in list_files(src, recursive=recursive, exclude=d_res if inside else None, shard=shard):
+        out = dst / rel.with_suffix(ext)
+        if rel.suffix.lower() not in image_exts:
+            done.append(FileResult(rel.as_posix(), "skipped", error="not an image file"))
+        elif not overwrite and out.exists() and out.stat().st_mtime >= (src / rel).stat().st_mtime:
+            done.append(FileResult(rel.as_posix(), "up-to-date"))
+        else:
+            todo.append((rel, out))
+    return Plan(src, dst, ext, fmt_name, todo, done)
+
+
 def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so",
               k: int | None = None, step: int | None = 5, max_side: int | None = None,
               size: tuple[int, int] | None = None, resample: str = "box", fmt: str = "png",
               recursive: bool = False, overwrite: bool = False, allow_inside: bool = False,
               jobs: int = 2, shard: tuple[int, int] = (0, 1), seed: int = 0, iters: int | None = None,
-              means: str | os.PathLike | None = None, shifts: int = 1, fit: str = "lsq",
-              k1: int = 32, k2: int = 96, metric: str = "eig", block: int = 4,
+              patch: PatchOptions = PatchOptions(), adaptive: AdaptiveOptions = AdaptiveOptions(),
               metrics: bool = True, report: str | os.PathLike | None = None,
               progress: bool = True, on_result: Callable[[FileResult], None] | None = None,
               on_note: Callable[[str], None] | None = None) -> BatchSummary:
     """Size-reduce and quantize every image of a folder into another folder.
+
+    Three stages: :func:`plan_batch` checks the settings and lists the files; a
+    pipeline decodes and reduces (worker threads), quantizes (this thread, so the
+    kernels stay warm) and encodes and measures (worker threads again); the report
+    closes the run.
 
     Parameters
     ----------
@@ -181,8 +285,8 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
     jobs : worker threads for decoding and encoding
     shard : (i, n), this process's share of the files
     iters : Lloyd iterations for mkm (default 10) or at most for fkm/mbkm (default 300)
-    means, shifts, fit : patch mode settings
-    k1, k2, metric, block : adaptive mode settings
+    patch : :class:`PatchOptions`, for ``algo="patch"``
+    adaptive : :class:`AdaptiveOptions`, for ``algo="adaptive"``
     metrics : compute PSNR and SSIM against the size-reduced input
     report : .csv or .json file with one row per file
     progress : tqdm bar over files
@@ -196,50 +300,21 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
     """
     from tqdm import tqdm
 
-    src, dst = Path(src), Path(dst)
-    if algo not in ALGOS:
-        raise ClydeError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
-    if algo in KMEANS_ALGOS and k is None:
-        raise ClydeError(f"--algo {algo} needs -k (the number of colours)")
-    if not src.is_dir():
-        raise ClydeError(f"{src}: no such folder")
-    if step is not None and step < 1:
-        raise ClydeError(f"step must be >= 1, got {step}")
-    if resample not in io.RESAMPLE:
-        raise ClydeError(f"resample must be one of {', '.join(io.RESAMPLE)}, got {resample!r}")
-    ext = "." + fmt.lower().lstrip(".")
-    io.output_format(Path("x" + ext))
-    if algo in KMEANS_ALGOS or algo == "adaptive":
-        io.check_colors(f"--format {fmt}", k if algo in KMEANS_ALGOS else k1 + k2, ext)
-    s_res, d_res = src.resolve(), dst.resolve()
-    inside = d_res == s_res or s_res in d_res.parents
-    if inside and not allow_inside:
-        raise ClydeError(f"{dst}: the output folder is the input folder or inside it "
-                         "(choose another, or pass --allow-inside)")
-    if d_res == s_res:
-        raise ClydeError(f"{dst}: the output folder cannot be the input folder itself")
-    if report is not None and Path(report).suffix.lower() not in (".csv", ".json"):
-        raise ClydeError(f"{report}: the report must be a .csv or .json file")
-    dst.mkdir(parents=True, exist_ok=True)
-    files = list_files(src, recursive=recursive, exclude=d_res if inside else None, shard=shard)
-    image_exts = io.image_extensions()
-
-    # kernels, loaded once for the whole run
-    quantize = _quantizer(algo, k=k, seed=seed, iters=iters, means=means, shifts=shifts, fit=fit,
-                          k1=k1, k2=k2, metric=metric, block=block)
+    plan = plan_batch(src, dst, algo=algo, k=k, step=step, resample=resample, fmt=fmt,
+                      recursive=recursive, overwrite=overwrite, allow_inside=allow_inside,
+                      shard=shard, adaptive=adaptive, report=report)
+    quantize = _quantizer(algo, k=k, seed=seed, iters=iters, patch=patch, adaptive=adaptive)
     metrics = metrics and algo != "so"  # a size-only output is its own reference
-    if metrics:
-        from .metrics import as_written, comparable
-        from .metrics import image_quality_async
-    fmt_name = io.output_format(Path("x" + ext))
-    exact = fmt_name in io.EXACT_FORMATS
+    exact = plan.fmt_name in io.EXACT_FORMATS
     if metrics and not exact and on_note:
-        on_note(f"--format {fmt}: {io.LOSSY_WHY.get(fmt_name, fmt_name + ' may change the pixels')}"
+        on_note(f"--format {fmt}: "
+                f"{io.LOSSY_WHY.get(plan.fmt_name, plan.fmt_name + ' may change the pixels')}"
                 ", so PSNR and SSIM are measured on the files as written")
 
     t0 = time.perf_counter()
     results: list[FileResult] = []
-    bar = tqdm(total=len(files), unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(plan.todo) + len(plan.done), unit="img", disable=not progress,
+               dynamic_ncols=True)
 
     def finish(r: FileResult):
         results.append(r)
@@ -247,68 +322,90 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
         if on_result:
             on_result(r)
 
-    def load(rel: Path):
-        t = time.perf_counter()
-        def goal(w, h):
-            return target_size(w, h, step=step, max_side=max_side, size=size)
+    for r in plan.done:
+        finish(r)
 
-        # JPEGs decode straight at a DCT scale close to the target (not for
-        # nearest: the strided pick must see every original pixel position).
-        loaded = io.load_image(src / rel, reduce_for=None if resample == "nearest" else goal)
-        wh = goal(*loaded.full_size)
-        return loaded, _reduce(loaded.array, wh, step, resample), time.perf_counter() - t
+    def reduce(rel: Path):
+        return _load_reduced(plan.src / rel, step=step, max_side=max_side, size=size,
+                             resample=resample)
 
-    def save(out: Path, result, pending, small, icc):
-        t = time.perf_counter()
-        kind, payload = result
-        if kind == "indexed":
-            nbytes = io.save_indexed(out, *payload, icc)
-        else:
-            nbytes = io.save_image(out, payload, icc)
-        q = pending() if pending else None
-        if q is not None and not exact:  # what is measured is what was written
-            image = payload[1][payload[0]] if kind == "indexed" else payload
-            q = as_written(out, small, image, q)[0]
-        return nbytes, q, time.perf_counter() - t
+    no_icc = _pipeline(plan, reduce, quantize, finish, jobs=max(1, int(jobs)), metrics=metrics,
+                       exact=exact)
+    bar.close()
+    if no_icc and on_note:
+        many = len(no_icc) > 1
+        on_note(f"--format {fmt}: {plan.fmt_name} cannot store ICC profiles; {len(no_icc)} "
+                f"input{'s' if many else ''} had one other than sRGB and {'were' if many else 'was'} "
+                f"written without it (first: {no_icc[0]})")
+    summary = BatchSummary(results, time.perf_counter() - t0)
+    if report is not None:
+        _write_report(Path(report), results)
+    return summary
 
-    todo = []
-    for rel in files:
-        if rel.suffix.lower() not in image_exts:
-            finish(FileResult(rel.as_posix(), "skipped", error="not an image file"))
-            continue
-        out = dst / rel.with_suffix(ext)
-        if not overwrite and out.exists() and out.stat().st_mtime >= (src / rel).stat().st_mtime:
-            finish(FileResult(rel.as_posix(), "up-to-date"))
-            continue
-        todo.append((rel, out))
 
-    jobs = max(1, int(jobs))
-    no_icc = []  # inputs whose (not sRGB) ICC profile the output format cannot store
+def _load_reduced(path: Path, *, step, max_side, size, resample):
+    """Decode ``path`` and reduce it: ``(LoadedImage, reduced pixels, seconds)``."""
+    t = time.perf_counter()
+
+    def goal(w, h):
+        return target_size(w, h, step=step, max_side=max_side, size=size)
+
+    # JPEGs decode straight at a DCT scale close to the target (not for
+    # nearest: the strided pick must see every original pixel position).
+    loaded = io.load_image(path, reduce_for=None if resample == "nearest" else goal)
+    wh = goal(*loaded.full_size)
+    return loaded, _reduce(loaded.array, wh, step, resample), time.perf_counter() - t
+
+
+def _save(out: Path, q: Quantized, pending, small: np.ndarray, icc, exact: bool):
+    """Encode ``q`` to ``out`` and collect its quality: ``(bytes, Quality or None, seconds)``."""
+    t = time.perf_counter()
+    if q.pixels is None:
+        nbytes = io.save_indexed(out, q.indices, q.palette, icc)
+    else:
+        nbytes = io.save_image(out, q.pixels, icc)
+    quality = pending() if pending else None
+    if quality is not None and not exact:  # what is measured is what was written
+        from .metrics import as_written
+
+        quality = as_written(out, small, q.image(), quality)[0]
+    return nbytes, quality, time.perf_counter() - t
+
+
+def _pipeline(plan: Plan, reduce, quantize, finish, *, jobs: int, metrics: bool,
+              exact: bool) -> list[str]:
+    """Decode, quantize and encode ``plan.todo``, ``jobs`` threads on each side of the
+    quantization, calling ``finish`` with every file's result in order. Returns the
+    names of the inputs whose ICC profile the output format could not store."""
+    if metrics:
+        from .metrics import comparable, image_quality_async
+    no_icc = []
     with ThreadPoolExecutor(jobs) as loaders, ThreadPoolExecutor(jobs) as savers:
         ahead = 2 * jobs
-        loads = [loaders.submit(load, rel) for rel, _ in todo[:ahead]]
-        saves = []
+        todo = plan.todo
+        loads = [loaders.submit(reduce, rel) for rel, _ in todo[:ahead]]
+        in_flight: list[_InFlight] = []
         for n, (rel, out) in enumerate(todo):
             if n + ahead < len(todo):
-                loads.append(loaders.submit(load, todo[n + ahead][0]))
+                loads.append(loaders.submit(reduce, todo[n + ahead][0]))
             name = rel.as_posix()
             try:
                 loaded, small, t_load = loads[n].result()
                 loads[n] = None
                 t = time.perf_counter()
-                result, kk = quantize(small)
-                kind, payload = result
+                q = quantize(small)
                 pending = None
-                if metrics and kind == "array":
-                    pending = image_quality_async(comparable(small), comparable(payload))
+                if metrics and q.pixels is not None:
+                    pending = image_quality_async(comparable(small), comparable(q.pixels))
                 elif metrics:
-                    idx, pal = payload
-                    pending = image_quality_async(comparable(small), idx, palette=comparable(pal))
+                    pending = image_quality_async(comparable(small), q.indices,
+                                                  palette=comparable(q.palette))
                 out.parent.mkdir(parents=True, exist_ok=True)
                 if io.icc_note(out, loaded.icc_profile):
                     no_icc.append(name)
-                fut = savers.submit(save, out, result, pending, small, loaded.icc_profile)
-                saves.append((name, loaded, small, kk, t_load + time.perf_counter() - t, fut))
+                saved = savers.submit(_save, out, q, pending, small, loaded.icc_profile, exact)
+                in_flight.append(_InFlight(name, loaded, small, q.k,
+                                           t_load + time.perf_counter() - t, saved))
             except ClydeError as e:
                 finish(FileResult(name, "failed", error=str(e)))
             except MemoryError:
@@ -318,45 +415,36 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
                     raise
                 finish(FileResult(name, "failed", error=unexpected(e)))
             # retire finished saves in order, keeping memory bounded
-            while saves and (saves[0][-1].done() or len(saves) > ahead):
-                _retire(saves.pop(0), finish)
-        while saves:
-            _retire(saves.pop(0), finish)
-    bar.close()
-    if no_icc and on_note:
-        many = len(no_icc) > 1
-        on_note(f"--format {fmt}: {fmt_name} cannot store ICC profiles; {len(no_icc)} "
-                f"input{'s' if many else ''} had one other than sRGB and {'were' if many else 'was'} "
-                f"written without it (first: {no_icc[0]})")
-    summary = BatchSummary(results, time.perf_counter() - t0)
-    if report is not None:
-        _write_report(Path(report), results)
-    return summary
+            while in_flight and (in_flight[0].saved.done() or len(in_flight) > ahead):
+                _retire(in_flight.pop(0), finish)
+        while in_flight:
+            _retire(in_flight.pop(0), finish)
+    return no_icc
 
 
-def _retire(item, finish):
-    name, loaded, small, kk, secs, fut = item
+def _retire(f: _InFlight, finish):
     try:
-        nbytes, q, t_save = fut.result()
+        nbytes, q, t_save = f.saved.result()
     except ClydeError as e:
-        finish(FileResult(name, "failed", error=str(e)))
+        finish(FileResult(f.name, "failed", error=str(e)))
         return
     except Exception as e:
         if debug():
             raise
-        finish(FileResult(name, "failed", error=unexpected(e)))
+        finish(FileResult(f.name, "failed", error=unexpected(e)))
         return
-    w, h = loaded.full_size
-    finish(FileResult(name, "done", w, h, small.shape[1], small.shape[0], loaded.file_bytes,
-                      nbytes, kk, None if q is None else round(q.psnr, 4),
-                      None if q is None else round(q.ssim, 5), round(secs + t_save, 4),
-                      notes="; ".join(loaded.notes)))
+    w, h = f.loaded.full_size
+    finish(FileResult(f.name, "done", w, h, f.small.shape[1], f.small.shape[0],
+                      f.loaded.file_bytes, nbytes, f.k, None if q is None else round(q.psnr, 4),
+                      None if q is None else round(q.ssim, 5), round(f.seconds + t_save, 4),
+                      notes="; ".join(f.loaded.notes)))
 
 
-def _quantizer(algo, *, k, seed, iters, means, shifts, fit, k1, k2, metric, block):
-    """A function ``small -> ((kind, payload), k)`` for the chosen algorithm."""
+def _quantizer(algo, *, k, seed, iters, patch: PatchOptions, adaptive: AdaptiveOptions):
+    """A function ``reduced pixels -> Quantized`` for the chosen algorithm; codebooks and
+    kernels are loaded once, here."""
     if algo == "so":
-        return lambda a: (("array", a), None)
+        return lambda a: Quantized(None, pixels=a)
     if algo in KMEANS_ALGOS:
         from .pixel import quantize_pixels
 
@@ -366,22 +454,22 @@ def _quantizer(algo, *, k, seed, iters, means, shifts, fit, k1, k2, metric, bloc
 
         def q(a):
             r = quantize_pixels(a, k, seed=seed, **kw)
-            return ("indexed", (r.indices, r.palette)), k
+            return Quantized(k, indices=r.indices, palette=r.palette)
         return q
     if algo == "patch":
         from .codebook import load_codebook
         from .patch import quantize_patches, shift_offsets
 
-        cb = load_codebook(means)
-        shift_offsets(shifts, cb.patch)
-        return lambda a: (("array", quantize_patches(a, cb.means, shifts=shifts, fit=fit).image),
-                          len(cb.means))
+        cb = load_codebook(patch.means)
+        shift_offsets(patch.shifts, cb.patch)
+        return lambda a: Quantized(len(cb.means), pixels=quantize_patches(
+            a, cb.means, shifts=patch.shifts, fit=patch.fit).image)
     from .adaptive import quantize_adaptive
 
-    check_k1_k2(k1, k2)
+    o = adaptive
 
     def qa(a):
-        b = min(block, *a.shape[:2])
-        r = quantize_adaptive(a, k1, k2, block=b, metric=metric, seed=seed)
-        return ("indexed", (r.indices, r.palette)), k1 + k2
+        r = quantize_adaptive(a, o.k1, o.k2, block=min(o.block, *a.shape[:2]), metric=o.metric,
+                              seed=seed)
+        return Quantized(o.k1 + o.k2, indices=r.indices, palette=r.palette)
     return qa

@@ -492,7 +492,7 @@ def batch(
     done; the exit code is 1 if any image failed. Outputs newer than their
     input are skipped, so an interrupted run can simply be started again.
     """
-    from .batch import KMEANS_ALGOS, run_batch
+    from .batch import KMEANS_ALGOS, AdaptiveOptions, PatchOptions, run_batch
 
     if algo.value in KMEANS_ALGOS and k is None:
         if sys.stdin.isatty() and sys.stdout.isatty():
@@ -508,8 +508,9 @@ def batch(
     summary = run_batch(src, dst, algo=algo.value, k=k, step=step, max_side=max_side,
                         size=_size(size), resample=resample.value, fmt=fmt, recursive=recursive,
                         overwrite=overwrite, allow_inside=allow_inside, jobs=jobs,
-                        shard=_shard(shard), seed=seed, iters=iters, means=means, shifts=shifts,
-                        fit=fit.value, k1=k1, k2=k2, metric=metric.value, block=block,
+                        shard=_shard(shard), seed=seed, iters=iters,
+                        patch=PatchOptions(means, shifts, fit.value),
+                        adaptive=AdaptiveOptions(k1, k2, metric.value, block),
                         metrics=not no_metrics, report=report, progress=not quiet, on_note=_note)
     typer.echo(summary.line())
     for r in summary.failures:
