@@ -343,6 +343,63 @@ class TrainReport(NamedTuple):
     mean_cos: float
 
 
+def _pools(dataset: str, *, split: str, seed: int, epoch: int, skip: int, pool: int, sample,
+           on_note=None):
+    """This epoch's images as pools of ``pool`` images: yields ``(vectors, images read,
+    images failed, whole)``, ``vectors`` a list of ``sample(image)`` arrays, and last the
+    rest of the epoch with ``whole`` False. Images are sampled one by one as the caller
+    asks for the next pool, so the random draws keep their order."""
+    pooled, n, failed = [], 0, 0
+    for _, loaded in open_images(dataset, split=split, seed=seed, epoch=epoch, skip=skip):
+        n += 1
+        if isinstance(loaded, ClydeError):
+            failed += 1
+            if on_note:
+                on_note(f"skipped {loaded}")
+        else:
+            pooled.append(sample(loaded.array))
+        if n == pool:
+            yield pooled, n, failed, True
+            pooled, n, failed = [], 0, 0
+    yield pooled, n, failed, False
+
+
+class _Run:
+    """What changes while training runs: the centres (None until ``k`` vectors have been
+    seen), the batcher, the counters, and the vectors held until the centres start."""
+
+    def __init__(self, k, state, batcher, epoch, images, images_total, vectors, failed):
+        self.k, self.state, self.batcher = k, state, batcher
+        self.epoch, self.images, self.images_total = epoch, images, images_total
+        self.vectors, self.failed = vectors, failed
+        self.init_buf: list[np.ndarray] = []
+        self.mean_cos = float("nan")
+        self.last_ckpt = self.step
+
+    @property
+    def step(self) -> int:
+        return int(self.state.step) if self.state is not None else 0
+
+    def absorb(self, pooled: list, bar, *, patience: int, reseed: int, chunk: int) -> None:
+        """Train on a pool's vectors: the first ``k`` vectors seen start the centres."""
+        if self.state is None:
+            self.init_buf.extend(pooled)
+            if sum(len(v) for v in self.init_buf) < self.k:
+                return
+            allv = np.concatenate(self.init_buf)
+            self.state = init_state(allv[:self.k])
+            pooled, self.init_buf = [allv[self.k:]], []
+        cos = None
+        for xb in self.batcher.batches(pooled):
+            self.state, cos = spherical_step(self.state, jnp.asarray(xb), patience=patience,
+                                             reseed=reseed, chunk=chunk)
+            self.vectors += len(xb)
+            bar.update(len(xb))
+        if cos is not None:
+            self.mean_cos = float(cos)
+        bar.set_postfix(cos=f"{self.mean_cos:.4f}", images=self.images, refresh=False)
+
+
 def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 12000,
           epochs: int = 1, batch: int = 4096, seed: int = 0, split: str = "train",
           scales: tuple[int, ...] = (1,), max_per_image: int | None = None, pool: int = 8,
@@ -391,7 +448,6 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
         raise ClydeError(f"{output.parent}: no such folder")
     if patch < 2 or k < 2 or epochs < 1:
         raise ClydeError(f"need patch >= 2, k >= 2 and epochs >= 1, got {patch}, {k}, {epochs}")
-    chunk = 1024 if batch % 1024 == 0 else batch
     if batch < 1:
         raise ClydeError(f"batch must be >= 1, got {batch}")
     scales = tuple(int(s) for s in scales)
@@ -400,95 +456,70 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     ckpt = Path(checkpoint) if checkpoint else output.with_name(output.stem + ".ckpt.npz")
     patience = patience or max(20, math.ceil(200 * k / batch))
     config = _config(dataset, split, patch, k, batch, seed, scales, max_per_image, patience, reseed)
-    d = patch * patch
+    step_settings = dict(patience=patience, reseed=reseed,
+                         chunk=1024 if batch % 1024 == 0 else batch)
 
+    # checkpoint: where the run starts
     if resume:
         if not ckpt.exists():
             raise ClydeError(f"{ckpt}: no checkpoint to resume from")
         state, batcher, info = load_checkpoint(ckpt, config)
-        epoch, images, vectors, failed = info["epoch"], info["images"], info["vectors"], info["failed"]
-        images_total = info["images_total"]
+        run = _Run(k, state, batcher, info["epoch"], info["images"], info["images_total"],
+                   info["vectors"], info["failed"])
     else:
-        state, epoch, images, images_total, vectors, failed = None, 0, 0, 0, 0, 0
-        batcher = Batcher(batch, d, np.random.default_rng(seed))
+        run = _Run(k, None, Batcher(batch, patch * patch, np.random.default_rng(seed)), 0, 0, 0,
+                   0, 0)
 
+    def save():
+        save_checkpoint(ckpt, run.state, run.batcher, epoch=run.epoch, images=run.images,
+                        images_total=run.images_total, vectors=run.vectors, failed=run.failed,
+                        config=config)
+        run.last_ckpt = run.step
+
+    # the loop: pools of images through the steps, a checkpoint now and then and after each epoch
     t0 = time.perf_counter()
-    vec_start, last_ckpt = vectors, int(state.step) if state is not None else 0
+    vec_start = run.vectors
     bar = tqdm(total=None, unit="vec", unit_scale=True, disable=not progress, dynamic_ncols=True,
-               desc=f"epoch {epoch + 1}/{epochs}")
-    init_buf: list[np.ndarray] = []
-    mean_cos = float("nan")
+               desc=f"epoch {run.epoch + 1}/{epochs}")
     stopped = False
-
-    def flush(pooled):
-        nonlocal state, vectors, mean_cos, init_buf
-        if state is None:  # initialise from the first k vectors seen
-            init_buf.extend(pooled)
-            have = sum(len(v) for v in init_buf)
-            if have < k:
-                return
-            allv = np.concatenate(init_buf)
-            state = init_state(allv[:k])
-            pooled, init_buf = [allv[k:]], []
-        cos = None
-        for xb in batcher.batches(pooled):
-            state, cos = spherical_step(state, jnp.asarray(xb), patience=patience, reseed=reseed,
-                                        chunk=chunk)
-            vectors += len(xb)
-            bar.update(len(xb))
-        if cos is not None:
-            mean_cos = float(cos)
-        bar.set_postfix(cos=f"{mean_cos:.4f}", images=images, refresh=False)
-
-    while epoch < epochs and not stopped:
-        bar.set_description(f"epoch {epoch + 1}/{epochs}")
-        pooled: list[np.ndarray] = []
-        in_pool = 0
-        for name, loaded in open_images(dataset, split=split, seed=seed, epoch=epoch, skip=images):
-            images += 1
-            if isinstance(loaded, ClydeError):
-                failed += 1
-                if on_note:
-                    on_note(f"skipped {loaded}")
-            else:
-                pooled.append(sample_vectors(loaded.array, patch, batcher.rng, scales, max_per_image))
-            in_pool += 1
-            if in_pool == pool:
-                flush(pooled)
-                pooled, in_pool = [], 0
-                step = int(state.step) if state is not None else 0
-                stopped = stop_after is not None and step >= stop_after
-                if state is not None and (stopped or step - last_ckpt >= checkpoint_every):
-                    save_checkpoint(ckpt, state, batcher, epoch=epoch, images=images,
-                                    images_total=images_total, vectors=vectors, failed=failed,
-                                    config=config)
-                    last_ckpt = step
-                if stopped:
-                    break
+    while run.epoch < epochs and not stopped:
+        bar.set_description(f"epoch {run.epoch + 1}/{epochs}")
+        for pooled, n_images, n_failed, whole in _pools(
+                dataset, split=split, seed=seed, epoch=run.epoch, skip=run.images, pool=pool,
+                sample=lambda img: sample_vectors(img, patch, run.batcher.rng, scales,
+                                                  max_per_image),
+                on_note=on_note):
+            run.images += n_images
+            run.failed += n_failed
+            run.absorb(pooled, bar, **step_settings)
+            if not whole:  # the epoch's last images
+                break
+            stopped = stop_after is not None and run.step >= stop_after
+            if run.state is not None and (stopped or run.step - run.last_ckpt >= checkpoint_every):
+                save()
+            if stopped:
+                break
         if stopped:
             break
-        flush(pooled)
-        if images == 0:
+        if run.images == 0:
             raise ClydeError(f"{dataset}: no images found")
-        images_total += images
-        epoch, images = epoch + 1, 0
-        if state is not None:
-            save_checkpoint(ckpt, state, batcher, epoch=epoch, images=0,
-                            images_total=images_total, vectors=vectors, failed=failed, config=config)
-            last_ckpt = int(state.step)
+        run.images_total += run.images
+        run.epoch, run.images = run.epoch + 1, 0
+        if run.state is not None:
+            save()
     bar.close()
-    if state is None:
-        raise ClydeError(f"{dataset}: only {sum(len(v) for v in init_buf)} non-flat patch vectors, "
-                         f"fewer than k={k}")
+    if run.state is None:
+        raise ClydeError(f"{dataset}: only {sum(len(v) for v in run.init_buf)} non-flat patch "
+                         f"vectors, fewer than k={k}")
     seconds = time.perf_counter() - t0
-    vps = (vectors - vec_start) / seconds if seconds > 0 else 0.0
-    if not stopped:
-        meta = {"dataset": str(dataset), "split": split, "epochs": epochs, "steps": int(state.step),
-                "images_seen": images_total, "images_failed": failed, "vectors_seen": vectors,
-                "batch": batch, "seed": seed, "scales": list(scales),
-                "max_per_image": max_per_image, "patience": patience, "reseed": reseed,
-                "final_mean_cos": round(mean_cos, 5),
+    vps = (run.vectors - vec_start) / seconds if seconds > 0 else 0.0
+    if not stopped:  # the metadata written beside the codebook
+        meta = {"dataset": str(dataset), "split": split, "epochs": epochs, "steps": run.step,
+                "images_seen": run.images_total, "images_failed": run.failed,
+                "vectors_seen": run.vectors, "batch": batch, "seed": seed,
+                "scales": list(scales), "max_per_image": max_per_image, "patience": patience,
+                "reseed": reseed, "final_mean_cos": round(run.mean_cos, 5),
                 "clyde_version": __version__, "method": "mini-batch spherical k-means"}
-        save_codebook(output, np.asarray(state.centers), meta, dtype=dtype)
-    return TrainReport(output, int(state.step), epoch, images_total, vectors, failed, seconds, vps,
-                       mean_cos)
+        save_codebook(output, np.asarray(run.state.centers), meta, dtype=dtype)
+    return TrainReport(output, run.step, run.epoch, run.images_total, run.vectors, run.failed,
+                       seconds, vps, run.mean_cos)
