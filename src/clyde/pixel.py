@@ -473,73 +473,98 @@ def _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, *, rounds, max_iter, to
     _inertia.prefetch(coarse.rgb, coarse.w, centers)
 
 
+class _Start(NamedTuple):
+    """Where the exact colours start from, and how to finish from there (:func:`_exact`)."""
+
+    centers: jax.Array  # (k, C) in the fit's space
+    steps: int          # exact Lloyd steps still to run (0: only the palette and labels)
+    tol: float          # their tolerance
+    n_iter: int         # iterations run so far
+    converged: bool     # whether the last run converged
+    n_points: int       # points the fit ran on
+    inherit: tuple | None = None  # (groups, bins in space, bounds): start from the bins' bounds
+
+
 def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_points, refine,
          space):
     """Fit ``k`` colours to weighted distinct colours; see :func:`quantize_pixels`.
+
+    Stages, with the colours on the device throughout: bin them while there are more
+    than ``max_points``; start from a coarse fit on 5-bit bins (:func:`_coarse_start`)
+    or fit the points directly; then finish on the exact colours (:func:`_exact`).
 
     Returns the uint8 palette, every colour's palette index, the iterations
     run, whether the last Lloyd run converged, and the number of points it
     ran on.
     """
     m = capacity(len(colors))  # padded with zero weights: no compile per colour count
-    cols = _pad_to(colors, m, 0)
-    cnt = _pad_to(counts.astype(np.float32), m, 0)
-    cols, uw = jax.device_put(cols), jax.device_put(cnt)  # binned on the device from here
+    cols = jax.device_put(_pad_to(colors, m, 0))
+    uw = jax.device_put(_pad_to(counts.astype(np.float32), m, 0))
     uxs = _to_space(cols, space)
     points, binned, bits = _Points(None, uw, len(colors)), False, 6
     while points.n > max_points and bits >= 3:
         points, binned, bits = _bins(cols, uw, bits), True, bits - 1
     small = algo == "lloyd" and k <= SMALL_K
     n_init = COARSE_RUNS if small else 1
-
-    def finish(centers, steps, tol_, n_iter, converged, n_points, inherit=None):
-        if not steps:  # colours start from their bins' bounds only for steps to run
-            inherit = None
-        palette, labels, it, conv = _finish(uxs, uw, centers, tol_, steps=steps, space=space,
-                                            inherit=inherit)
-        if steps and not binned:  # the steps were the fit itself
-            converged = bool(conv)
-        return (np.asarray(palette), np.asarray(labels)[:len(colors)], n_iter + int(it), converged,
-                n_points)
-
+    start = None
     if algo == "lloyd" and (binned or small) and points.n > COARSE_MIN_COLORS:
-        # Coarse start: fit on 5-bit bins (a few thousand points, so cheap) and improve that
-        # fit by swap search, which escapes Lloyd's local optima (+0.03-0.11 dB at k=64 on
-        # photos); then Lloyd on the finer points. Unless the bins are too coarse for this k.
-        coarse = _bins(cols, uw, COARSE_BITS)
-        cxs, cw = _to_space(coarse.rgb, space), coarse.w
-        rounds = (SWAP_ROUNDS_SMALL if small else SWAP_ROUNDS if k <= 128
-                  else SWAP_ROUNDS // 2)  # a round costs ~k
-        _prefetch_stages(key, k, points if binned else None, coarse, cxs, uxs, uw, rounds=rounds,
-                         max_iter=max_iter, tol=tol, refine=refine, space=space)
-        res = _kmeans_coarse(key, cxs, cw, k=k, init=init, algo=algo, max_iter=max_iter,
-                             tol=tol, n_init=n_init)
-        inertia = float(_inertia(coarse.rgb, cw, _from_space(res.centers, space)))
-        centers = None
-        if coarse.spread <= COARSE_MAX_SHARE * (coarse.spread + inertia):
-            centers = _swap_search(key, cxs, cw, res.centers,
-                                   rounds=rounds, steps=SWAP_STEPS).centers
-        elif small:
-            centers = res.centers
-        # else: binning alone would carry most of the error; fit the finer points below.
-        if centers is not None:
-            n_iter = int(res.n_iter)
-            if binned:  # converge on the 6-bit bins, then a few exact steps
-                fxs = _to_space(points.rgb, space)
-                r2 = _lloyd(fxs, points.w, centers, max_iter=max_iter, tol=tol)
-                # Fresh bin bounds (the fit's own were loosened by every step): 16x fewer
-                # colours to search when they inherit them (k=256, 6-bit bins).
-                return finish(r2.centers, refine, 0.0, n_iter + int(r2.n_iter),
-                              bool(r2.converged), points.n,
-                              (points.groups, fxs, _nearest_bounds(fxs, r2.centers)))
-            return finish(centers, max_iter, tol, n_iter, True, len(colors),
-                          (coarse.groups, cxs, _nearest_bounds(cxs, centers)))
+        start = _coarse_start(key, cols, uw, uxs, points if binned else None, k, small=small,
+                              init=init, n_init=n_init, max_iter=max_iter, tol=tol, refine=refine,
+                              space=space, n_colors=len(colors))
+    if start is None:  # fit the points directly
+        xs = uxs if not binned else _to_space(points.rgb, space)
+        res = _kmeans(key, xs, points.w, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
+                      batch_size=batch_size, n_init=n_init)
+        start = _Start(res.centers, refine if binned else 0, 0.0, int(res.n_iter),
+                       bool(res.converged), points.n)
+    palette, labels, n_iter, converged = _exact(start, uxs, uw, binned=binned, space=space)
+    return palette, labels[:len(colors)], n_iter, converged, start.n_points
 
-    xs = uxs if not binned else _to_space(points.rgb, space)
-    res = _kmeans(key, xs, points.w, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
-                  batch_size=batch_size, n_init=n_init)
-    return finish(res.centers, refine if binned else 0, 0.0, int(res.n_iter),
-                  bool(res.converged), points.n)
+
+def _coarse_start(key, cols, uw, uxs, fine, k, *, small, init, n_init, max_iter, tol, refine,
+                  space, n_colors) -> _Start | None:
+    """Fit 5-bit bins (a few thousand points, so cheap) and improve that fit by swap
+    search, which escapes Lloyd's local optima; then Lloyd on the 6-bit bins ``fine``
+    when the colours were binned. None where the 5-bit bins would carry most of the
+    error (and ``k > SMALL_K``): the caller then fits the finer points directly."""
+    coarse = _bins(cols, uw, COARSE_BITS)
+    cxs, cw = _to_space(coarse.rgb, space), coarse.w
+    rounds = (SWAP_ROUNDS_SMALL if small else SWAP_ROUNDS if k <= 128
+              else SWAP_ROUNDS // 2)  # a round costs ~k
+    _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, rounds=rounds, max_iter=max_iter,
+                     tol=tol, refine=refine, space=space)
+    res = _kmeans_coarse(key, cxs, cw, k=k, init=init, algo="lloyd", max_iter=max_iter, tol=tol,
+                         n_init=n_init)
+    inertia = float(_inertia(coarse.rgb, cw, _from_space(res.centers, space)))
+    if coarse.spread <= COARSE_MAX_SHARE * (coarse.spread + inertia):
+        centers = _swap_search(key, cxs, cw, res.centers, rounds=rounds,
+                               steps=SWAP_STEPS).centers
+    elif small:
+        centers = res.centers
+    else:
+        return None
+    n_iter = int(res.n_iter)
+    if fine is None:  # the exact colours converge from here, starting from their bins' bounds
+        return _Start(centers, max_iter, tol, n_iter, True, n_colors,
+                      (coarse.groups, cxs, _nearest_bounds(cxs, centers)))
+    # Converge on the 6-bit bins, then a few exact steps. Fresh bin bounds (the fit's own
+    # were loosened by every step): far fewer colours to search when they inherit them.
+    fxs = _to_space(fine.rgb, space)
+    r2 = _lloyd(fxs, fine.w, centers, max_iter=max_iter, tol=tol)
+    return _Start(r2.centers, refine, 0.0, n_iter + int(r2.n_iter), bool(r2.converged), fine.n,
+                  (fine.groups, fxs, _nearest_bounds(fxs, r2.centers)))
+
+
+def _exact(start: _Start, uxs, uw, *, binned: bool, space: str):
+    """``start.steps`` Lloyd steps on the exact colours, then the palette as written and
+    every colour's label (:func:`_finish`): ``(palette, labels, iterations, converged)``
+    as NumPy arrays and Python values."""
+    inherit = start.inherit if start.steps else None  # bounds only help steps that run
+    palette, labels, it, conv = _finish(uxs, uw, start.centers, start.tol, steps=start.steps,
+                                        space=space, inherit=inherit)
+    # Without binning, the steps run here were the fit itself: their convergence is the fit's.
+    converged = bool(conv) if start.steps and not binned else start.converged
+    return np.asarray(palette), np.asarray(labels), start.n_iter + int(it), converged
 
 
 @_cache.stored
