@@ -121,6 +121,50 @@ def list_files(src: str | os.PathLike, *, recursive: bool = False, exclude: Path
     return files[i::n]
 
 
+def scheduler_shard(num_shards: int | None = None, env=None) -> tuple[int, int]:
+    """This task's share ``(i, n)`` of a job, from the scheduler's environment.
+
+    Read in this order: a Slurm job array (``SLURM_ARRAY_TASK_ID``, with
+    ``SLURM_ARRAY_TASK_COUNT`` or ``SLURM_ARRAY_TASK_MIN``/``MAX``; ids need not start
+    at 0), Slurm tasks (``SLURM_PROCID`` of ``SLURM_NTASKS``), a Kubernetes Indexed Job
+    (``JOB_COMPLETION_INDEX``, with ``num_shards`` tasks: Kubernetes does not say how
+    many). ``env``: the environment (default ``os.environ``).
+
+    Raises
+    ------
+    ClydeError
+        When none is set, or the values do not make a share.
+    """
+    env = os.environ if env is None else env
+
+    def num(name):
+        try:
+            return int(env[name])
+        except (KeyError, ValueError):
+            return None
+
+    if num("SLURM_ARRAY_TASK_ID") is not None:
+        lo, hi, count = num("SLURM_ARRAY_TASK_MIN"), num("SLURM_ARRAY_TASK_MAX"), \
+            num("SLURM_ARRAY_TASK_COUNT")
+        lo = 0 if lo is None else lo
+        n = count if count is not None else (hi - lo + 1 if hi is not None else None)
+        i, source = num("SLURM_ARRAY_TASK_ID") - lo, "SLURM_ARRAY_TASK_ID"
+    elif num("SLURM_PROCID") is not None and num("SLURM_NTASKS") is not None:
+        i, n, source = num("SLURM_PROCID"), num("SLURM_NTASKS"), "SLURM_PROCID"
+    elif num("JOB_COMPLETION_INDEX") is not None:
+        if num_shards is None:
+            raise ClydeError("--shard auto under a Kubernetes Indexed Job needs --num-shards "
+                             "(the job's completions)")
+        i, n, source = num("JOB_COMPLETION_INDEX"), num_shards, "JOB_COMPLETION_INDEX"
+    else:
+        raise ClydeError("--shard auto: no scheduler variables found (SLURM_ARRAY_TASK_ID, "
+                         "SLURM_PROCID with SLURM_NTASKS, or JOB_COMPLETION_INDEX)")
+    if n is None or n < 1 or not 0 <= i < n:
+        raise ClydeError(f"--shard auto: {source} gives share {i} of {n}, not a share "
+                         "(0 <= i < n)")
+    return i, n
+
+
 def target_size(w: int, h: int, *, step: int | None = 5, max_side: int | None = None,
                 size: tuple[int, int] | None = None) -> tuple[int, int]:
     """Output ``(width, height)``: exact ``size``; or fit in ``max_side`` (never
@@ -263,7 +307,7 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
               patch: PatchOptions = PatchOptions(), adaptive: AdaptiveOptions = AdaptiveOptions(),
               metrics: bool = True, report: str | os.PathLike | None = None,
               progress: bool = True, on_result: Callable[[FileResult], None] | None = None,
-              on_note: Callable[[str], None] | None = None) -> BatchSummary:
+              on_note: Callable[[str], None] | None = None, workers: int = 1) -> BatchSummary:
     """Size-reduce and quantize every image of a folder into another folder.
 
     Three stages: :func:`plan_batch` checks the settings and lists the files; a
@@ -282,8 +326,11 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
     fmt : output extension (png, webp, tiff, bmp, jpg...)
     recursive : mirror subfolders
     overwrite : redo outputs that exist and are newer than their input
-    jobs : worker threads for decoding and encoding
-    shard : (i, n), this process's share of the files
+    jobs : worker threads for decoding and encoding (in each worker process)
+    shard : (i, n), this process's share of the files (see :func:`scheduler_shard`)
+    workers : processes that split this shard's files, each with its own JAX runtime
+        (spawned, never forked); with ``CUDA_VISIBLE_DEVICES`` listing several GPUs, each
+        worker gets one. Outputs are the same bytes as with one.
     iters : Lloyd iterations for mkm (default 10) or at most for fkm/mbkm (default 300)
     patch : :class:`PatchOptions`, for ``algo="patch"``
     adaptive : :class:`AdaptiveOptions`, for ``algo="adaptive"``
@@ -294,16 +341,37 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
     on_note : called with a note for the user (a lossy ``fmt``: quality measured on
         the files as written; a ``fmt`` that cannot store the inputs' ICC profiles)
 
+    A shard that finished with no failure leaves a marker in ``dst``
+    (``.clyde-shard-I-of-N.json``, with a digest of the settings and of the file
+    list): running it again does nothing, unless ``overwrite``. An interrupted shard
+    resumes: outputs newer than their input are kept.
+
     Returns
     -------
     BatchSummary
     """
     from tqdm import tqdm
 
+    if int(workers) != workers or workers < 1:
+        raise ClydeError(f"workers must be an integer >= 1, got {workers}")
+
     plan = plan_batch(src, dst, algo=algo, k=k, step=step, resample=resample, fmt=fmt,
                       recursive=recursive, overwrite=overwrite, allow_inside=allow_inside,
                       shard=shard, adaptive=adaptive, report=report)
-    quantize = _quantizer(algo, k=k, seed=seed, iters=iters, patch=patch, adaptive=adaptive)
+    settings = dict(algo=algo, k=k, step=step, max_side=max_side, size=size, resample=resample,
+                    fmt=fmt, seed=seed, iters=iters, patch=tuple(patch), adaptive=tuple(adaptive),
+                    metrics=metrics)
+    marker = _Marker(plan, shard, settings)
+    t0 = time.perf_counter()
+    if not overwrite and marker.done():
+        results = plan.done + [FileResult(rel.as_posix(), "up-to-date") for rel, _ in plan.todo]
+        if on_result:
+            for r in results:
+                on_result(r)
+        summary = BatchSummary(results, time.perf_counter() - t0)
+        if report is not None:
+            _write_report(Path(report), results)
+        return summary
     metrics = metrics and algo != "so"  # a size-only output is its own reference
     exact = plan.fmt_name in io.EXACT_FORMATS
     if metrics and not exact and on_note:
@@ -311,7 +379,6 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
                 f"{io.LOSSY_WHY.get(plan.fmt_name, plan.fmt_name + ' may change the pixels')}"
                 ", so PSNR and SSIM are measured on the files as written")
 
-    t0 = time.perf_counter()
     results: list[FileResult] = []
     bar = tqdm(total=len(plan.todo) + len(plan.done), unit="img", disable=not progress,
                dynamic_ncols=True)
@@ -325,12 +392,16 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
     for r in plan.done:
         finish(r)
 
-    def reduce(rel: Path):
-        return _load_reduced(plan.src / rel, step=step, max_side=max_side, size=size,
-                             resample=resample)
-
-    no_icc = _pipeline(plan, reduce, quantize, finish, jobs=max(1, int(jobs)), metrics=metrics,
-                       exact=exact)
+    work = dict(step=step, max_side=max_side, size=size, resample=resample, algo=algo, k=k,
+                seed=seed, iters=iters, patch=patch, adaptive=adaptive, jobs=max(1, int(jobs)),
+                metrics=metrics, exact=exact)
+    if workers > 1 and len(plan.todo) > 1:
+        no_icc = _run_workers(plan, int(workers), work, finish)
+        order = {r.name: i for i, r in enumerate(plan.done)}
+        order.update({rel.as_posix(): len(plan.done) + i for i, (rel, _) in enumerate(plan.todo)})
+        results.sort(key=lambda r: order[r.name])  # the order one process gives
+    else:
+        no_icc = _work(plan, finish, **work)
     bar.close()
     if no_icc and on_note:
         many = len(no_icc) > 1
@@ -340,7 +411,110 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so
     summary = BatchSummary(results, time.perf_counter() - t0)
     if report is not None:
         _write_report(Path(report), results)
+    if not summary.failures:
+        marker.write(summary)
     return summary
+
+
+class _Marker:
+    """The done-marker of a shard: ``dst/.clyde-shard-I-of-N.json``, with digests of the
+    settings and of the shard's file list, so that other settings or new files run again."""
+
+    def __init__(self, plan: Plan, shard: tuple[int, int], settings: dict):
+        import hashlib
+
+        self.path = plan.dst / f".clyde-shard-{shard[0]}-of-{shard[1]}.json"
+        names = sorted([r.name for r in plan.done] + [rel.as_posix() for rel, _ in plan.todo])
+        self.key = {"settings": hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest(),
+                    "files": hashlib.sha256("\n".join(names).encode()).hexdigest()}
+
+    def done(self) -> bool:
+        try:
+            got = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return False
+        return all(got.get(k) == v for k, v in self.key.items())
+
+    def write(self, summary: BatchSummary) -> None:
+        record = {**self.key, "done": summary.count("done"),
+                  "up_to_date": summary.count("up-to-date"), "seconds": round(summary.seconds, 2)}
+        write_atomic(self.path, lambda f: f.write((json.dumps(record) + "\n").encode()))
+
+
+def _work(plan: Plan, finish, *, step, max_side, size, resample, algo, k, seed, iters, patch,
+          adaptive, jobs, metrics, exact) -> list[str]:
+    """Quantize ``plan.todo`` in this process (:func:`_pipeline`)."""
+    quantize = _quantizer(algo, k=k, seed=seed, iters=iters, patch=patch, adaptive=adaptive)
+
+    def reduce(rel: Path):
+        return _load_reduced(plan.src / rel, step=step, max_side=max_side, size=size,
+                             resample=resample)
+
+    return _pipeline(plan, reduce, quantize, finish, jobs=jobs, metrics=metrics, exact=exact)
+
+
+def _worker(plan: Plan, work: dict, cache: str | None, device: str | None, queue) -> None:
+    """One ``--workers`` process: its files' results, then ``("end", no_icc)``, on ``queue``."""
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    from . import _cache, deterministic_gpu_kernels
+
+    deterministic_gpu_kernels()
+    if cache:
+        _cache.enable_compilation_cache(cache)
+    try:
+        no_icc = _work(plan, queue.put, **work)
+    except BaseException as e:  # noqa: BLE001  (reported by the parent, file by file)
+        queue.put(("error", str(e) if isinstance(e, ClydeError) else unexpected(e)))
+        raise SystemExit(1)
+    queue.put(("end", no_icc))
+
+
+def _run_workers(plan: Plan, n: int, work: dict, finish) -> list[str]:
+    """Split ``plan.todo`` over ``n`` spawned processes; ``finish`` every result here."""
+    import multiprocessing as mp
+    import queue as stdqueue
+
+    from . import _cache
+
+    ctx = mp.get_context("spawn")  # never fork a process that may have started JAX
+    q = ctx.Queue()
+    gpus = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    parts = [plan.todo[w::n] for w in range(n)]
+    procs = []
+    for w, part in enumerate(parts):
+        if not part:
+            continue
+        device = gpus[w % len(gpus)] if len(gpus) > 1 else None
+        p = ctx.Process(target=_worker, args=(plan._replace(todo=part, done=[]), work,
+                                              _cache._enabled, device, q), daemon=True)
+        p.start()
+        procs.append((p, {rel.as_posix() for rel, _ in part}))
+    pending = {name for _, names in procs for name in names}
+    no_icc, ended, errors = [], 0, []
+    while ended < len(procs):
+        try:
+            item = q.get(timeout=1.0)
+        except stdqueue.Empty:
+            if all(not p.is_alive() for p, _ in procs):  # a worker died without a word
+                break
+            continue
+        if isinstance(item, FileResult):
+            pending.discard(item.name)
+            finish(item)
+        elif item[0] == "end":
+            no_icc += item[1]
+            ended += 1
+        else:
+            errors.append(item[1])
+            ended += 1
+    for p, _ in procs:
+        p.join()
+    why = errors[0] if errors else "its worker process ended early"
+    for rel, _ in plan.todo:  # files a failed worker never reported
+        if rel.as_posix() in pending:
+            finish(FileResult(rel.as_posix(), "failed", error=why))
+    return no_icc
 
 
 def _load_reduced(path: Path, *, step, max_side, size, resample):

@@ -431,7 +431,14 @@ def _size(value: Optional[str]):
     return w, h
 
 
-def _shard(value: str):
+def _shard(value: str, num_shards: int | None = None):
+    if value == "auto":
+        from .batch import scheduler_shard
+
+        try:
+            return scheduler_shard(num_shards)
+        except ClydeError as e:
+            raise typer.BadParameter(str(e), param_hint="'--shard'") from None
     try:
         i, n = (int(v) for v in value.split("/"))
         if n < 1 or not 0 <= i < n:
@@ -446,7 +453,9 @@ def _shard(value: str):
              "  clyde batch Uncompressed Compressed --algo mbkm -k 16\n\n"
              "  clyde batch Uncompressed Compressed --algo so --step 5\n\n"
              "  clyde batch photos/ small/ --algo fkm -k 32 --max-side 512 --recursive --jobs 2 "
-             "--report report.csv")
+             "--report report.csv\n\n"
+             "  srun clyde batch in/ out/ --algo mbkm -k 16 --shard auto --workers 2  "
+             "(docs/scale-out.md)")
 def batch(
     src: Path = typer.Argument(..., help="Input folder.", show_default=False),
     dst: Path = typer.Argument(..., help="Output folder (created).", show_default=False),
@@ -469,7 +478,13 @@ def batch(
     allow_inside: bool = typer.Option(False, "--allow-inside", help="Allow an output folder "
                                       "inside the input folder."),
     shard: str = typer.Option("0/1", "--shard", help="Process only share i of n (0-based) of the "
-                              "sorted file list, for several processes or hosts."),
+                              "sorted file list, for several processes or hosts; 'auto' reads it "
+                              "from Slurm (array or tasks) or a Kubernetes Indexed Job."),
+    num_shards: Optional[int] = typer.Option(None, "--num-shards", min=1, help="Shards of a "
+                                             "Kubernetes Indexed Job, for --shard auto."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes that split this shard's "
+                                "files (each its own JAX runtime; one GPU each if "
+                                "CUDA_VISIBLE_DEVICES lists several)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the jax.random keys."),
     iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Lloyd iterations for mkm "
                                         "[default: 10], at most for fkm/mbkm [default: 300]."),
@@ -508,7 +523,7 @@ def batch(
     summary = run_batch(src, dst, algo=algo.value, k=k, step=step, max_side=max_side,
                         size=_size(size), resample=resample.value, fmt=fmt, recursive=recursive,
                         overwrite=overwrite, allow_inside=allow_inside, jobs=jobs,
-                        shard=_shard(shard), seed=seed, iters=iters,
+                        shard=_shard(shard, num_shards), seed=seed, iters=iters, workers=workers,
                         patch=PatchOptions(means, shifts, fit.value),
                         adaptive=AdaptiveOptions(k1, k2, metric.value, block),
                         metrics=not no_metrics, report=report, progress=not quiet, on_note=_note)

@@ -1,0 +1,105 @@
+"""Batch across scheduler tasks and worker processes: shares, done-markers, same bytes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clyde import ClydeError
+from clyde.batch import run_batch, scheduler_shard
+
+
+@pytest.mark.parametrize("env, want", [
+    ({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}, (2, 4)),
+    ({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "3", "SLURM_ARRAY_TASK_MAX": "6"}, (2, 4)),
+    ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "4"},
+     (3, 4)),
+    ({"SLURM_PROCID": "1", "SLURM_NTASKS": "3"}, (1, 3)),
+    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_PROCID": "1",
+      "SLURM_NTASKS": "3"}, (0, 2)),  # the array wins over the tasks
+    ({"JOB_COMPLETION_INDEX": "7"}, (7, 8)),
+])
+def test_scheduler_shard(env, want):
+    assert scheduler_shard(8 if "JOB_COMPLETION_INDEX" in env else None, env=env) == want
+
+
+@pytest.mark.parametrize("env, num, message", [
+    ({}, None, "--shard auto: no scheduler variables found (SLURM_ARRAY_TASK_ID, SLURM_PROCID "
+               "with SLURM_NTASKS, or JOB_COMPLETION_INDEX)"),
+    ({"JOB_COMPLETION_INDEX": "1"}, None, "--shard auto under a Kubernetes Indexed Job needs "
+                                          "--num-shards (the job's completions)"),
+    ({"JOB_COMPLETION_INDEX": "4"}, 4, "--shard auto: JOB_COMPLETION_INDEX gives share 4 of 4, "
+                                       "not a share (0 <= i < n)"),
+    ({"SLURM_ARRAY_TASK_ID": "3"}, None, "--shard auto: SLURM_ARRAY_TASK_ID gives share 3 of "
+                                         "None, not a share (0 <= i < n)"),
+])
+def test_scheduler_shard_refuses(env, num, message):
+    with pytest.raises(ClydeError) as e:
+        scheduler_shard(num, env=env)
+    assert str(e.value) == message
+
+
+@pytest.fixture
+def photos(tmp_path, chelsea):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(6):
+        Image.fromarray(np.roll(chelsea, 37 * i, axis=1)[: 120 + 20 * i]).save(d / f"p{i}.png")
+    return d
+
+
+def _outputs(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.png")}
+
+
+def test_a_finished_shard_does_nothing_when_run_again(photos, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    s = run_batch(photos, out, algo="mbkm", k=8, step=2, shard=(1, 2), progress=False)
+    assert s.count("done") == 3
+    marker = out / ".clyde-shard-1-of-2.json"
+    assert marker.exists()
+    # Run again: nothing is read or written (an output older than its input would be redone).
+    for p in out.glob("*.png"):
+        os.utime(p, (1.0, 1.0))
+    monkeypatch.setattr("clyde.io.load_image", lambda *a, **kw: pytest.fail("read a file"))
+    s = run_batch(photos, out, algo="mbkm", k=8, step=2, shard=(1, 2), progress=False)
+    assert s.count("done") == 0 and s.count("up-to-date") == 3
+    monkeypatch.undo()
+    # Other settings, or a new file, run again.
+    s = run_batch(photos, out, algo="mbkm", k=4, step=2, shard=(1, 2), progress=False)
+    assert s.count("done") == 3
+
+
+@pytest.mark.slow
+def test_two_auto_shards_at_once_write_disjoint_files_that_cover_all(photos, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "clyde", "batch", str(photos), str(out), "--algo", "mbkm", "-k",
+           "8", "--step", "2", "--shard", "auto", "-q"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOB_COMPLETION"))}
+    procs = [subprocess.Popen(cmd, env={**env, "SLURM_ARRAY_TASK_ID": str(i + 1),
+                                        "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "2"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    lines = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert [line.split(",")[0] for line in lines] == ["3 done", "3 done"]
+    assert sorted(_outputs(out)) == [f"p{i}.png" for i in range(6)]
+    assert {p.name for p in out.glob(".clyde-shard-*")} == {".clyde-shard-0-of-2.json",
+                                                            ".clyde-shard-1-of-2.json"}
+
+
+@pytest.mark.slow
+def test_workers_write_the_same_bytes_as_one_process(photos, tmp_path):
+    one = run_batch(photos, tmp_path / "one", algo="mbkm", k=8, step=2, progress=False,
+                    report=tmp_path / "one.csv")
+    two = run_batch(photos, tmp_path / "two", algo="mbkm", k=8, step=2, progress=False,
+                    workers=2, report=tmp_path / "two.csv")
+    assert two.count("done") == one.count("done") == 6
+    assert _outputs(tmp_path / "two") == _outputs(tmp_path / "one")
+    assert [r.name for r in two.results] == [r.name for r in one.results]
+    assert [(r.psnr, r.bytes_out) for r in two.results] == [(r.psnr, r.bytes_out)
+                                                             for r in one.results]
