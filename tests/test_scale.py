@@ -103,3 +103,29 @@ def test_workers_write_the_same_bytes_as_one_process(photos, tmp_path):
     assert [r.name for r in two.results] == [r.name for r in one.results]
     assert [(r.psnr, r.bytes_out) for r in two.results] == [(r.psnr, r.bytes_out)
                                                              for r in one.results]
+
+
+_TRAIN_ON_DEVICES = """
+import sys
+import jax
+from clyde.train import train
+assert jax.local_device_count() == int(sys.argv[3]), jax.devices()
+train(sys.argv[1], sys.argv[2], patch=8, k=32, epochs=2, batch=int(sys.argv[4]), seed=0,
+      progress=False, pool=2, dtype="float32")
+"""
+
+
+@pytest.mark.slow
+def test_two_devices_train_the_same_codebook_as_one(photo_folder, tmp_path):
+    # Data-parallel steps over 2 CPU devices, with the same global batch (2 x 512 rows):
+    # the sums are added across devices in another order, so equal within float32 rounding.
+    env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+    for devices, batch in ((1, 1024), (2, 512)):
+        r = subprocess.run([sys.executable, "-c", _TRAIN_ON_DEVICES, str(photo_folder),
+                            str(tmp_path / f"d{devices}.npy"), str(devices), str(batch)],
+                           env={**env, "JAX_NUM_CPU_DEVICES": str(devices)}, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    one, two = (np.load(tmp_path / f"d{n}.npy") for n in (1, 2))
+    assert one.shape == two.shape == (32, 64)
+    np.testing.assert_allclose(two, one, atol=1e-5)

@@ -261,28 +261,71 @@ def spherical_step(state: TrainState, x: jax.Array, *, patience: int, reseed: in
     state : TrainState
     mean_cos : () float32, mean cosine between the batch and its nearest shapes
     """
-    centers, counts, last, step = state
+    r = min(reseed, x.shape[0], state.centers.shape[0])
+    sums, hits, best, worst = _batch_stats(x, state.centers, chunk, r)
+    return _update(state, sums, hits, worst, patience=patience), jnp.mean(best)
+
+
+def _batch_stats(x, centers, chunk, r):
+    """What a batch adds up to: every shape's sum and count of the vectors it wins, every
+    vector's cosine to its shape, and the ``r`` worst-fitted vectors (worst first)."""
     k = centers.shape[0]
     idx, best = _best(x, centers, chunk)
     sums = jax.ops.segment_sum(x, idx, num_segments=k)
     hits = jax.ops.segment_sum(jnp.ones_like(best), idx, num_segments=k)
+    _, worst = jax.lax.top_k(-best, r)
+    return sums, hits, best, x[worst]
+
+
+def _update(state: TrainState, sums, hits, worst, *, patience: int) -> TrainState:
+    """Move every shape that won vectors toward their mean (learning rate 1 / its count),
+    then re-seed shapes stale for more than ``patience`` steps with ``worst`` vectors."""
+    centers, counts, last, step = state
     counts = counts + hits
     rate = jnp.where(hits > 0, 1.0 / jnp.maximum(counts, 1.0), 0.0)
     centers = centers + rate[:, None] * (sums - hits[:, None] * centers)
     centers = centers / jnp.maximum(jnp.linalg.norm(centers, axis=1, keepdims=True), 1e-12)
     step = step + 1
     last = jnp.where(hits > 0, step, last)
-    # Re-seed stale shapes from the worst-fitted vectors of this batch.
-    r = min(reseed, x.shape[0], k)
-    stale = step - last
-    stale_val, stale_idx = jax.lax.top_k(stale, r)
-    _, worst = jax.lax.top_k(-best, r)
+    r = worst.shape[0]
+    stale_val, stale_idx = jax.lax.top_k(step - last, r)
     do = stale_val > patience
-    new_c = jnp.where(do[:, None], x[worst], centers[stale_idx])
+    new_c = jnp.where(do[:, None], worst, centers[stale_idx])
     centers = centers.at[stale_idx].set(new_c)
     counts = counts.at[stale_idx].set(jnp.where(do, 1.0, counts[stale_idx]))
     last = last.at[stale_idx].set(jnp.where(do, step, last[stale_idx]))
-    return TrainState(centers, counts, last, step), jnp.mean(best)
+    return TrainState(centers, counts, last, step)
+
+
+def data_parallel_step(mesh, *, patience: int, reseed: int = 64, chunk: int = 1024):
+    """:func:`spherical_step` over every device of ``mesh`` (one axis): each device takes
+    its rows of the batch, the per-shape sums and counts are added across devices
+    (``psum``), and every device applies the same update, so all hold the same centres.
+    The re-seeding candidates are every device's worst vectors, of which the worst win.
+
+    Returns a jitted ``step(state, x) -> (state, mean_cos)``; ``x``: ``(b, d)`` sharded
+    over the mesh's axis, ``b`` a multiple of ``chunk`` times the number of devices.
+    """
+    from jax.sharding import PartitionSpec as P
+
+    axis = mesh.axis_names[0]
+    n_dev = mesh.shape[axis]
+
+    def local(state, x):
+        k = state.centers.shape[0]
+        r_local = min(reseed, x.shape[0], k)
+        r = min(reseed, x.shape[0] * n_dev, k)
+        sums, hits, best, worst = _batch_stats(x, state.centers, chunk, r_local)
+        sums, hits = jax.lax.psum(sums, axis), jax.lax.psum(hits, axis)
+        cos = jax.lax.psum(jnp.sum(best), axis) / (x.shape[0] * n_dev)
+        worst_cos = jax.lax.all_gather(jax.lax.top_k(-best, r_local)[0], axis, tiled=True)
+        worst = jax.lax.all_gather(worst, axis, tiled=True)
+        _, pick = jax.lax.top_k(worst_cos, r)  # -cos: the largest are the worst fitted
+        return _update(state, sums, hits, worst[pick], patience=patience), cos
+
+    # Gathered values are the same on every device; check_vma cannot infer that.
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axis)),
+                                 out_specs=(P(), P()), check_vma=False))
 
 
 # ----------------------------------------------------------------------------
@@ -317,12 +360,14 @@ def load_checkpoint(path: Path, config: dict):
     except (OSError, ValueError, KeyError) as e:
         raise ClydeError(f"{path}: not a clyde training checkpoint ({e})") from None
     if info["config"] != config:
-        diff = {k: (info["config"].get(k), v) for k, v in config.items() if info["config"].get(k) != v}
+        diff = {k: (info["config"].get(k), config.get(k)) for k in {**info["config"], **config}
+                if info["config"].get(k) != config.get(k)}
         raise ClydeError(f"{path}: checkpoint was made with other settings "
                          + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items()))
     rng = np.random.default_rng()
     rng.bit_generator.state = info["rng"]
-    return state, Batcher(config["batch"], config["patch"] ** 2, rng, leftover), info
+    batch = config["batch"] * config.get("devices", 1)  # rows of a step, over every device
+    return state, Batcher(batch, config["patch"] ** 2, rng, leftover), info
 
 
 # ----------------------------------------------------------------------------
@@ -364,12 +409,33 @@ def _pools(dataset: str, *, split: str, seed: int, epoch: int, skip: int, pool: 
     yield pooled, n, failed, False
 
 
+class _Devices:
+    """Where the steps run: one device (:func:`spherical_step`), or every local device,
+    data-parallel (:func:`data_parallel_step`), each taking ``batch`` rows of a batch."""
+
+    def __init__(self, *, patience: int, reseed: int, chunk: int):
+        self.n = jax.local_device_count()
+        settings = dict(patience=patience, reseed=reseed, chunk=chunk)
+        if self.n == 1:
+            self.place = lambda state: state
+            self.step = lambda state, xb: spherical_step(state, jnp.asarray(xb), **settings)
+            return
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        mesh = jax.make_mesh((self.n,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+        step = data_parallel_step(mesh, **settings)
+        rows, whole = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+        self.place = lambda state: jax.device_put(state, whole)
+        self.step = lambda state, xb: step(state, jax.device_put(xb, rows))
+
+
 class _Run:
     """What changes while training runs: the centres (None until ``k`` vectors have been
     seen), the batcher, the counters, and the vectors held until the centres start."""
 
-    def __init__(self, k, state, batcher, epoch, images, images_total, vectors, failed):
-        self.k, self.state, self.batcher = k, state, batcher
+    def __init__(self, k, state, batcher, epoch, images, images_total, vectors, failed, devices):
+        self.k, self.batcher, self.devices = k, batcher, devices
+        self.state = None if state is None else devices.place(state)
         self.epoch, self.images, self.images_total = epoch, images, images_total
         self.vectors, self.failed = vectors, failed
         self.init_buf: list[np.ndarray] = []
@@ -380,19 +446,18 @@ class _Run:
     def step(self) -> int:
         return int(self.state.step) if self.state is not None else 0
 
-    def absorb(self, pooled: list, bar, *, patience: int, reseed: int, chunk: int) -> None:
+    def absorb(self, pooled: list, bar) -> None:
         """Train on a pool's vectors: the first ``k`` vectors seen start the centres."""
         if self.state is None:
             self.init_buf.extend(pooled)
             if sum(len(v) for v in self.init_buf) < self.k:
                 return
             allv = np.concatenate(self.init_buf)
-            self.state = init_state(allv[:self.k])
+            self.state = self.devices.place(init_state(allv[:self.k]))
             pooled, self.init_buf = [allv[self.k:]], []
         cos = None
         for xb in self.batcher.batches(pooled):
-            self.state, cos = spherical_step(self.state, jnp.asarray(xb), patience=patience,
-                                             reseed=reseed, chunk=chunk)
+            self.state, cos = self.devices.step(self.state, xb)
             self.vectors += len(xb)
             bar.update(len(xb))
         if cos is not None:
@@ -416,7 +481,8 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     patch : int, patch side ``p``
     k : int, number of shapes
     epochs : int, passes over the dataset
-    batch : int, vectors per mini-batch step (a multiple of 1024)
+    batch : int, vectors per mini-batch step on each device (a multiple of 1024); with
+        several local devices a step takes ``batch`` rows on each (data-parallel)
     seed : int, seeds the image order, offsets, shuffles (deterministic)
     scales : tuple of int, downscale factors patches are also cut at
     max_per_image : int, optional, vectors kept per image
@@ -454,10 +520,12 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     if not scales or min(scales) < 1:
         raise ClydeError(f"scales must be integers >= 1, got {scales}")
     ckpt = Path(checkpoint) if checkpoint else output.with_name(output.stem + ".ckpt.npz")
-    patience = patience or max(20, math.ceil(200 * k / batch))
+    n_dev = jax.local_device_count()  # each device takes ``batch`` rows of every step
+    patience = patience or max(20, math.ceil(200 * k / (batch * n_dev)))
     config = _config(dataset, split, patch, k, batch, seed, scales, max_per_image, patience, reseed)
-    step_settings = dict(patience=patience, reseed=reseed,
-                         chunk=1024 if batch % 1024 == 0 else batch)
+    if n_dev > 1:  # a checkpoint resumes on as many devices as wrote it
+        config["devices"] = n_dev
+    devices = _Devices(patience=patience, reseed=reseed, chunk=1024 if batch % 1024 == 0 else batch)
 
     # checkpoint: where the run starts
     if resume:
@@ -465,10 +533,10 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
             raise ClydeError(f"{ckpt}: no checkpoint to resume from")
         state, batcher, info = load_checkpoint(ckpt, config)
         run = _Run(k, state, batcher, info["epoch"], info["images"], info["images_total"],
-                   info["vectors"], info["failed"])
+                   info["vectors"], info["failed"], devices)
     else:
-        run = _Run(k, None, Batcher(batch, patch * patch, np.random.default_rng(seed)), 0, 0, 0,
-                   0, 0)
+        run = _Run(k, None, Batcher(batch * n_dev, patch * patch, np.random.default_rng(seed)),
+                   0, 0, 0, 0, 0, devices)
 
     def save():
         save_checkpoint(ckpt, run.state, run.batcher, epoch=run.epoch, images=run.images,
@@ -491,7 +559,7 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
                 on_note=on_note):
             run.images += n_images
             run.failed += n_failed
-            run.absorb(pooled, bar, **step_settings)
+            run.absorb(pooled, bar)
             if not whole:  # the epoch's last images
                 break
             stopped = stop_after is not None and run.step >= stop_after
