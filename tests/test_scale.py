@@ -129,3 +129,59 @@ def test_two_devices_train_the_same_codebook_as_one(photo_folder, tmp_path):
     one, two = (np.load(tmp_path / f"d{n}.npy") for n in (1, 2))
     assert one.shape == two.shape == (32, 64)
     np.testing.assert_allclose(two, one, atol=1e-5)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _held_out_cos(codebook: np.ndarray, image: np.ndarray) -> float:
+    from clyde.patch import normalize, patchify
+
+    u, _, nrm = (np.asarray(a) for a in normalize(patchify(image, 8, (3, 5)).astype(np.float32)))
+    u = u[nrm > 0]
+    return float((u @ codebook.T).max(axis=1).mean())
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_codebook_as_good_as_one_process(photo_folder, tmp_path,
+                                                                  chelsea):
+    base = [sys.executable, "-m", "clyde", "train", "--dataset", str(photo_folder), "-p", "8",
+            "-k", "32", "--steps", "30", "-q"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_"))}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1"
+    single = subprocess.run(base + ["--batch", "1024", "-o", str(tmp_path / "one.npy")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    port = _free_port()
+    procs = [subprocess.Popen(base + ["--batch", "512", "-o", str(tmp_path / "two.npy"),
+                                      "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                      "--process-id", str(i)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    said = [[ln for ln in o.splitlines() if not ln.startswith("[Gloo]")] for o, _ in outs]
+    assert len(said[0]) == 1 and "after 30 steps on 2 processes" in said[0][0]
+    assert said[1] == []  # process 0 alone reports (Gloo itself prints a line per process)
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["one.npy", "two.npy"]
+    held_out = np.ascontiguousarray(chelsea[::-1, 40:360])  # not among the training images
+    one, two = (np.load(tmp_path / n).astype(np.float32) for n in ("one.npy", "two.npy"))
+    assert abs(_held_out_cos(two, held_out) - _held_out_cos(one, held_out)) < 0.01
+
+
+def test_several_processes_need_steps_and_all_three_options(photo_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from clyde.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--dataset", str(photo_folder), "-o",
+                                 str(tmp_path / "x.npy"), "--coordinator", "127.0.0.1:1"])
+    assert r.exit_code == 1
+    assert r.stderr == ("Error: several processes need all of --coordinator HOST:PORT, "
+                        "--num-processes and --process-id (or none, where the cluster says "
+                        "them)\n")

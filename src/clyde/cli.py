@@ -323,14 +323,48 @@ def train(
                                            "vectors. [default: ceil(200 k / batch)]"),
     reseed: int = typer.Option(16, "--reseed", min=1, help="Most shapes re-seeded per step."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Train for exactly this many "
+                                        "steps instead of --epochs (needed with several "
+                                        "processes; a process that runs out of data starts it "
+                                        "again)."),
+    coordinator: Optional[str] = typer.Option(None, "--coordinator", help="HOST:PORT of process "
+                                              "0, for several processes (with --num-processes "
+                                              "and --process-id); else Slurm or Open MPI say."),
+    num_processes: Optional[int] = typer.Option(None, "--num-processes", min=1,
+                                                help="Processes in the run."),
+    process_id: Optional[int] = typer.Option(None, "--process-id", min=0,
+                                             help="This process's number, 0 to N-1."),
+    no_distributed: bool = typer.Option(False, "--no-distributed", help="One process, even "
+                                        "under Slurm or Open MPI."),
 ):
     """Train a patch codebook by mini-batch spherical k-means over a streamed dataset.
 
     Memory does not grow with the dataset. A checkpoint is written every
     --checkpoint-every batches; --resume continues exactly where it stopped.
+    Every local device takes --batch rows of each step; several processes
+    (docs/scale-out.md) each stream their own part of the dataset for --steps.
     """
-    from .train import train as run
+    from .train import start_distributed, train as run, train_steps
 
+    rank, world = start_distributed(coordinator, num_processes, process_id,
+                                    False if no_distributed else None)
+    if world > 1 and steps is None:
+        raise typer.BadParameter("several processes need --steps N (every process runs the "
+                                 "same number of steps)", param_hint="'--steps'")
+    if steps is not None:
+        if resume:
+            raise typer.BadParameter("--resume works with --epochs only for now",
+                                     param_hint="'--resume'")
+        r = train_steps(dataset, output, steps=steps, rank=rank, world=world, patch=patch_size,
+                        k=k, batch=batch, seed=seed, split=split, scales=_scales(scales),
+                        max_per_image=max_per_image, patience=patience, reseed=reseed,
+                        progress=not quiet, on_note=_note)
+        if rank == 0:
+            typer.echo(f"{r.output}: {k} shapes of {patch_size}x{patch_size} after {r.steps} "
+                       f"steps on {world} process{'es' if world > 1 else ''}, {r.vectors:,} "
+                       f"vectors, mean cosine {r.mean_cos:.4f}, "
+                       f"{r.vectors_per_second:,.0f} vectors/s, {r.seconds:.1f} s")
+        return
     r = run(dataset, output, patch=patch_size, k=k, epochs=epochs, batch=batch, seed=seed,
             split=split, scales=_scales(scales), max_per_image=max_per_image,
             checkpoint=checkpoint, checkpoint_every=every, resume=resume, progress=not quiet,

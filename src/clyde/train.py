@@ -66,7 +66,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def open_images(dataset: str, *, split: str = "train", seed: int = 0, epoch: int = 0,
-                skip: int = 0) -> Iterator[tuple[str, object]]:
+                skip: int = 0, rank: int = 0, world: int = 1,
+                on_note=None) -> Iterator[tuple[str, object]]:
     """Stream ``(name, image)`` pairs of a dataset in a seeded, per-epoch shuffled order.
 
     Parameters
@@ -79,6 +80,9 @@ def open_images(dataset: str, *, split: str = "train", seed: int = 0, epoch: int
         The order is shuffled with seed ``seed + epoch``.
     skip : int
         Images to skip from the start of this epoch's order (for resuming).
+    rank, world : int
+        This process's part of the dataset, ``rank`` of ``world``
+        (``datasets.distributed.split_dataset_by_node``).
 
     Yields
     ------
@@ -116,6 +120,14 @@ def open_images(dataset: str, *, split: str = "train", seed: int = 0, epoch: int
     if not cols:
         raise ClydeError(f"{dataset}: no image column (features: {', '.join(ds.features or {})})")
     ds = ds.cast_column(cols[0], datasets.Image(decode=False))
+    if world > 1:
+        from datasets.distributed import split_dataset_by_node
+
+        shards = getattr(ds, "num_shards", getattr(ds, "n_shards", 0))
+        if shards % world and on_note and epoch == 0:
+            on_note(f"{dataset}: {shards} file shards do not divide among {world} processes, so "
+                    f"every process reads the whole dataset and keeps 1 image in {world}")
+        ds = split_dataset_by_node(ds, rank=rank, world_size=world)
     ds = ds.shuffle(seed=seed + epoch, buffer_size=1000)
     if skip:
         ds = ds.skip(skip)
@@ -389,13 +401,14 @@ class TrainReport(NamedTuple):
 
 
 def _pools(dataset: str, *, split: str, seed: int, epoch: int, skip: int, pool: int, sample,
-           on_note=None):
+           on_note=None, rank: int = 0, world: int = 1):
     """This epoch's images as pools of ``pool`` images: yields ``(vectors, images read,
     images failed, whole)``, ``vectors`` a list of ``sample(image)`` arrays, and last the
     rest of the epoch with ``whole`` False. Images are sampled one by one as the caller
     asks for the next pool, so the random draws keep their order."""
     pooled, n, failed = [], 0, 0
-    for _, loaded in open_images(dataset, split=split, seed=seed, epoch=epoch, skip=skip):
+    for _, loaded in open_images(dataset, split=split, seed=seed, epoch=epoch, skip=skip,
+                                 rank=rank, world=world, on_note=on_note):
         n += 1
         if isinstance(loaded, ClydeError):
             failed += 1
@@ -591,3 +604,139 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
         save_codebook(output, np.asarray(run.state.centers), meta, dtype=dtype)
     return TrainReport(output, run.step, run.epoch, run.images_total, run.vectors, run.failed,
                        seconds, vps, run.mean_cos)
+
+
+# ----------------------------------------------------------------------------
+# several processes
+
+
+def start_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                      process_id: int | None = None, enabled: bool | None = None) -> tuple[int, int]:
+    """Join a multi-process JAX run; return ``(rank, world)``. Call it before any JAX
+    computation.
+
+    Explicit ``coordinator`` (``HOST:PORT``), ``num_processes`` and ``process_id`` win;
+    otherwise JAX's own detection runs where a cluster says this step has several tasks
+    (``srun``: ``SLURM_STEP_NUM_TASKS``; Open MPI: ``OMPI_COMM_WORLD_SIZE``; Kubernetes
+    through ``jax[k8s]`` when ``enabled`` is True). ``enabled=False`` keeps one process. On CPUs the processes
+    add up through Gloo. A proxy in ``HTTP_PROXY``/``http_proxy`` can make the
+    initialisation hang: exclude the coordinator's host with ``NO_PROXY``.
+    """
+    explicit = coordinator is not None or num_processes is not None or process_id is not None
+    cluster = any(int(os.environ.get(v, "1") or 1) > 1
+                  for v in ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE"))
+    if enabled is False or not (explicit or cluster or enabled):
+        return 0, 1
+    if explicit and None in (coordinator, num_processes, process_id):
+        raise ClydeError("several processes need all of --coordinator HOST:PORT, --num-processes "
+                         "and --process-id (or none, where the cluster says them)")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        if explicit:
+            jax.distributed.initialize(coordinator_address=coordinator,
+                                       num_processes=num_processes, process_id=process_id)
+        else:
+            jax.distributed.initialize()
+    except (RuntimeError, ValueError) as e:
+        raise ClydeError(f"cannot start the multi-process run: {str(e).splitlines()[0]}") from None
+    return jax.process_index(), jax.process_count()
+
+
+def _local(a) -> np.ndarray:
+    """This process's copy of an array replicated over every process."""
+    return np.asarray(a.addressable_shards[0].data) if hasattr(a, "addressable_shards") else \
+        np.asarray(a)
+
+
+class _Global:
+    """Steps over every device of every process, data-parallel; this process feeds its
+    devices ``batch`` rows each (``jax.make_array_from_process_local_data``)."""
+
+    def __init__(self, *, patience: int, reseed: int, chunk: int):
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        self.n = jax.device_count()
+        mesh = jax.make_mesh((self.n,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+        step = data_parallel_step(mesh, patience=patience, reseed=reseed, chunk=chunk)
+        rows, whole = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+        self.place = lambda state: jax.tree_util.tree_map(
+            lambda a: jax.make_array_from_process_local_data(whole, _local(a)), state)
+        self.step = lambda state, xb: step(state, jax.make_array_from_process_local_data(rows, xb))
+
+
+def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: int = 0,
+                world: int = 1, patch: int = 16, k: int = 12000, batch: int = 4096, seed: int = 0,
+                split: str = "train", scales: tuple[int, ...] = (1,),
+                max_per_image: int | None = None, pool: int = 8, dtype: str = "float16",
+                patience: int | None = None, reseed: int = 16, progress: bool = True,
+                on_note=None) -> TrainReport:
+    """Train for exactly ``steps`` steps in every process of a multi-process run (see
+    :func:`start_distributed`): each process streams its own part of the dataset (and
+    starts it again when it runs out, so that no process leaves the others waiting),
+    every step adds up every device's rows, and process 0 alone shows progress and writes
+    the codebook and its metadata. The starting shapes are process 0's first ``k``
+    vectors, sent to all. With one process this is :func:`train` for a fixed number of
+    steps. Not resumable yet: there are no checkpoints.
+    """
+    from jax.experimental import multihost_utils
+    from tqdm import tqdm
+
+    output = Path(output)
+    if rank == 0 and not output.parent.exists():
+        raise ClydeError(f"{output.parent}: no such folder")
+    if steps < 1 or patch < 2 or k < 2 or batch < 1:
+        raise ClydeError(f"need steps >= 1, patch >= 2, k >= 2 and batch >= 1, got {steps}, "
+                         f"{patch}, {k}, {batch}")
+    scales = tuple(int(s) for s in scales)
+    local_rows = batch * jax.local_device_count()
+    patience = patience or max(20, math.ceil(200 * k / (batch * jax.device_count())))
+    devices = _Global(patience=patience, reseed=reseed, chunk=1024 if batch % 1024 == 0 else batch)
+    batcher = Batcher(local_rows, patch * patch, np.random.default_rng([seed, rank]))
+
+    def stream():
+        epoch, read = 0, 0
+        while True:
+            for pooled, n, _, _ in _pools(dataset, split=split, seed=seed, epoch=epoch, skip=0,
+                                          pool=pool, rank=rank, world=world, on_note=on_note,
+                                          sample=lambda img: sample_vectors(
+                                              img, patch, batcher.rng, scales, max_per_image)):
+                read += n
+                yield pooled
+            if read == 0:
+                raise ClydeError(f"{dataset}: no images found for process {rank} of {world}")
+            epoch += 1
+
+    pools = stream()
+    first = []  # this process's first k vectors: process 0's start the shapes
+    while sum(len(v) for v in first) < k:
+        first.extend(next(pools))
+    allv = np.concatenate(first)
+    start = multihost_utils.broadcast_one_to_all(allv[:k].astype(np.float32))
+    state = devices.place(init_state(np.asarray(start)))
+    leftover = [allv[k:]]
+    t0 = time.perf_counter()
+    bar = tqdm(total=steps, unit="step", disable=not progress or rank != 0, dynamic_ncols=True)
+    cos, done = float("nan"), 0
+    while done < steps:
+        for xb in batcher.batches(leftover):
+            if done == steps:
+                break
+            state, c = devices.step(state, xb)
+            done += 1
+            bar.update(1)
+        leftover = next(pools) if done < steps else []
+    cos = float(_local(c))
+    bar.close()
+    seconds = time.perf_counter() - t0
+    vectors = steps * batch * jax.device_count()
+    if rank == 0:
+        meta = {"dataset": str(dataset), "split": split, "steps": steps, "processes": world,
+                "devices": jax.device_count(), "batch_per_device": batch, "seed": seed,
+                "scales": list(scales), "max_per_image": max_per_image, "patience": patience,
+                "reseed": reseed, "vectors_seen": vectors, "final_mean_cos": round(cos, 5),
+                "clyde_version": __version__,
+                "method": "mini-batch spherical k-means, data-parallel"}
+        save_codebook(output, _local(state.centers), meta, dtype=dtype)
+    multihost_utils.sync_global_devices("clyde train: written")
+    return TrainReport(output, steps, 0, 0, vectors, 0, seconds,
+                       vectors / seconds if seconds > 0 else 0.0, cos)
