@@ -642,6 +642,25 @@ def start_distributed(coordinator: str | None = None, num_processes: int | None 
     return jax.process_index(), jax.process_count()
 
 
+class _stdout_to_stderr:
+    """Send what native code writes to standard output to standard error meanwhile: the
+    output of a command is its summary line, for scripts to read."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stdout.flush()
+        self.saved = os.dup(1)
+        os.dup2(2, 1)
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.stdout.flush()
+        os.dup2(self.saved, 1)
+        os.close(self.saved)
+
+
 def _local(a) -> np.ndarray:
     """This process's copy of an array replicated over every process."""
     return np.asarray(a.addressable_shards[0].data) if hasattr(a, "addressable_shards") else \
@@ -711,7 +730,8 @@ def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: in
     while sum(len(v) for v in first) < k:
         first.extend(next(pools))
     allv = np.concatenate(first)
-    start = multihost_utils.broadcast_one_to_all(allv[:k].astype(np.float32))
+    with _stdout_to_stderr():  # Gloo says "connected" on standard output at the first sum
+        start = multihost_utils.broadcast_one_to_all(allv[:k].astype(np.float32))
     state = devices.place(init_state(np.asarray(start)))
     leftover = [allv[k:]]
     t0 = time.perf_counter()
