@@ -203,7 +203,7 @@ def main(argv=None):
                     help="stop a scikit-learn run after this many seconds")
     ap.add_argument("--only", default=None,
                     help="comma-separated sections to run (default: all of "
-                         "pixel,command,latency,unseen,patch,adaptive,batch,train; with --quick: pixel,command)")
+                         "pixel,command,latency,unseen,patch,adaptive,batch,train,scale; with --quick: pixel,command)")
     ap.add_argument("--check", type=Path, default=None, metavar="FILE",
                     help="only print the target check for an existing benchmarks.md")
     ap.add_argument("--out", type=Path, default=None,
@@ -223,7 +223,7 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="clyde-bench-")
 
     only = args.only or ("pixel,command" if args.quick
-                         else "pixel,command,latency,unseen,patch,adaptive,batch,train")
+                         else "pixel,command,latency,unseen,patch,adaptive,batch,train,scale")
     sections = set(only.split(","))
     if "pixel" in sections:
         # ---- in-process quantization step
@@ -325,7 +325,7 @@ def main(argv=None):
             ratio = f"{dt / ref:.2f}" if ref else "n/a"
             lines.append(fmt_row([label, f"{dt:.2f}", ratio, f"{rss:.0f}", f"{q.psnr:.2f}", f"{q.ssim:.4f}", f"{nbytes:,}"]))
             print(lines[-1], flush=True)
-    for section in ("latency", "unseen", "patch", "adaptive", "batch", "train"):
+    for section in ("latency", "unseen", "patch", "adaptive", "batch", "train", "scale"):
         if section in sections:
             lines += globals()[f"section_{section}"](args, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -704,6 +704,76 @@ def section_train(args, tmp):
            f"**{info['vps']:,.0f} vectors/s**, peak {int(rss) / 1024:.0f} MiB (independent of "
            "the dataset size: images are streamed, batches have a fixed shape)."]
     print(out[-1], flush=True)
+    return out
+
+
+def section_scale(args, tmp):
+    """Training on one process against two (pinned to a core each, and not), and batch
+    with --workers 2 against the threaded pipeline."""
+    import re
+    import socket
+
+    steps = 10 if args.quick else 30
+    base = [sys.executable, "-m", "clyde", "train", "--dataset", str(args.photos), "-p", "16",
+            "-k", "12000", "--batch", "4096", "--scales", "1,2,4", "--steps", str(steps), "-q"]
+    env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+
+    def vps(out):  # the summary line's vectors/s (process 0 prints it)
+        m = re.search(r"([\d,]+) vectors/s", out)
+        return float(m.group(1).replace(",", "")) if m else float("nan")
+
+    def one(pin):
+        cmd = (["taskset", "-c", "0"] if pin else []) + base + ["-o", str(Path(tmp) / "s1.npy")]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        return vps(p.stdout)
+
+    def two(pin):
+        with socket.socket() as so:
+            so.bind(("127.0.0.1", 0))
+            port = so.getsockname()[1]
+        procs = [subprocess.Popen((["taskset", "-c", str(i)] if pin else []) + base + [
+            "-o", str(Path(tmp) / "s2.npy"), "--coordinator", f"127.0.0.1:{port}",
+            "--num-processes", "2", "--process-id", str(i)], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+        outs = [p.communicate()[0] for p in procs]
+        return vps(outs[0])
+
+    rows = [("1 process, pinned to one core", one(True)), ("2 processes, one core each", two(True)),
+            ("1 process, not pinned", one(False)), ("2 processes, not pinned", two(False))]
+    out = ["", "## Scale-out", "",
+           f"`clyde train --steps {steps}` (12,000 shapes of 16x16, batch 4096 per process, "
+           "scales 1,2,4, the wallpapers streamed and decoded), as processes; vectors/s from "
+           "the summary line (images decoded and sampled included). Two processes join through "
+           "`jax.distributed` on 127.0.0.1 and add their sums over Gloo.", "",
+           fmt_row(["run", "vectors/s", "x the same with 1 process"]), fmt_row(["---"] * 3)]
+    for i, (name, v) in enumerate(rows):
+        ref = rows[i - 1][1] if i % 2 else v
+        out.append(fmt_row([name, f"{v:,.0f}", f"{v / ref:.2f}"]))
+    # batch: worker processes against threads
+    folder = Path(tmp) / "scale-in"
+    folder.mkdir(exist_ok=True)
+    for name in LATENCY_PHOTOS:
+        im = Image.open(args.photos / name).convert("RGB")
+        im.resize((im.width // 2, im.height // 2), Image.Resampling.BOX).save(folder / f"{name}.png")
+    times = {}
+    dest = Path(tmp) / "scale-out"
+    for label, extra in (("--jobs 2 (threads), 1 process", ["--jobs", "2"]),
+                         ("--workers 2 --jobs 1", ["--workers", "2", "--jobs", "1"])):
+        cmd = [sys.executable, "-m", "clyde", "batch", str(folder), str(dest), "--algo", "mbkm",
+               "-k", "16", "--step", "1", "-q", *extra]
+
+        def timed():
+            shutil.rmtree(dest, ignore_errors=True)  # every run writes every file
+            return run_process(cmd)[0]
+
+        timed()  # warm the compile cache
+        times[label] = statistics.median(timed() for _ in range(args.repeats))
+    first = next(iter(times.values()))
+    out += ["", f"`clyde batch --algo mbkm -k 16 --step 1` over {len(LATENCY_PHOTOS)} wallpapers "
+            f"at half size, warm cache, median of {args.repeats}:", "",
+            fmt_row(["run", "seconds", "x threads"]), fmt_row(["---"] * 3)]
+    out += [fmt_row([k, f"{v:.2f}", f"{v / first:.2f}"]) for k, v in times.items()]
+    print("\n".join(out), flush=True)
     return out
 
 
