@@ -185,3 +185,28 @@ def test_several_processes_need_steps_and_all_three_options(photo_folder, tmp_pa
     assert r.stderr == ("Error: several processes need all of --coordinator HOST:PORT, "
                         "--num-processes and --process-id (or none, where the cluster says "
                         "them)\n")
+
+
+@pytest.mark.slow
+def test_two_processes_resume_exactly(photo_folder, tmp_path):
+    base = [sys.executable, "-m", "clyde", "train", "--dataset", str(photo_folder), "-p", "8",
+            "-k", "32", "--batch", "512", "--checkpoint-every", "10", "-q"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_"))}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1"
+
+    def run(*extra):
+        port = _free_port()
+        procs = [subprocess.Popen(base + list(extra) + [
+            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+        return [o.splitlines() for o, _ in outs]
+
+    run("--steps", "40", "-o", str(tmp_path / "full.npy"))
+    run("--steps", "25", "-o", str(tmp_path / "cut.npy"))  # checkpoints at steps 10 and 20
+    assert sorted(p.name for p in tmp_path.glob("cut.ckpt*")) == [
+        "cut.ckpt.0-of-2.npz", "cut.ckpt.1-of-2.npz", "cut.ckpt.npz"]
+    said = run("--steps", "40", "-o", str(tmp_path / "cut.npy"), "--resume")
+    assert len(said[0]) == 1 and said[1] == []
+    np.testing.assert_array_equal(np.load(tmp_path / "cut.npy"), np.load(tmp_path / "full.npy"))

@@ -352,12 +352,10 @@ def train(
         raise typer.BadParameter("several processes need --steps N (every process runs the "
                                  "same number of steps)", param_hint="'--steps'")
     if steps is not None:
-        if resume:
-            raise typer.BadParameter("--resume works with --epochs only for now",
-                                     param_hint="'--resume'")
         r = train_steps(dataset, output, steps=steps, rank=rank, world=world, patch=patch_size,
                         k=k, batch=batch, seed=seed, split=split, scales=_scales(scales),
                         max_per_image=max_per_image, patience=patience, reseed=reseed,
+                        checkpoint=checkpoint, checkpoint_every=every, resume=resume,
                         progress=not quiet, on_note=_note)
         if rank == 0:
             typer.echo(f"{r.output}: {k} shapes of {patch_size}x{patch_size} after {r.steps} "

@@ -129,9 +129,14 @@ def open_images(dataset: str, *, split: str = "train", seed: int = 0, epoch: int
                     f"every process reads the whole dataset and keeps 1 image in {world}")
         ds = split_dataset_by_node(ds, rank=rank, world_size=world)
     ds = ds.shuffle(seed=seed + epoch, buffer_size=1000)
-    if skip:
-        ds = ds.skip(skip)
-    for ex in ds:
+    examples = iter(ds)
+    if skip and world > 1:  # ds.skip counts the examples before the split: skip them here
+        import itertools
+
+        examples = itertools.islice(examples, skip, None)
+    elif skip:
+        examples = iter(ds.skip(skip))
+    for ex in examples:
         item = ex[cols[0]]
         name = item.get("path") or "<image>"
         try:
@@ -683,19 +688,88 @@ class _Global:
         self.step = lambda state, xb: step(state, jax.make_array_from_process_local_data(rows, xb))
 
 
+class _Rows:
+    """This process's stream of batch rows, with everything a checkpoint needs to take it
+    up again exactly: the stream's position (epoch, images read), the random generator,
+    and the rows drawn but not yet used (shuffled)."""
+
+    def __init__(self, dataset, *, rows, patch, seed, rank, world, split, scales,
+                 max_per_image, pool, on_note):
+        self.rows, self.rank = rows, rank
+        self.rng = np.random.default_rng([seed, rank])
+        self.buf = np.zeros((0, patch * patch), np.float32)
+        self.epoch, self.images = 0, 0
+        self._args = dict(dataset=dataset, split=split, seed=seed, pool=pool, rank=rank,
+                          world=world, on_note=on_note)
+        self._sample = lambda img: sample_vectors(img, patch, self.rng, scales, max_per_image)
+        self._pools = None
+
+    def _next_pool(self) -> list:
+        while True:
+            if self._pools is None:
+                self._pools = _pools(epoch=self.epoch, skip=self.images, sample=self._sample,
+                                     **self._args)
+            for pooled, n, _, whole in self._pools:
+                self.images += n
+                if n or whole:
+                    return pooled
+            if self.images == 0:
+                raise ClydeError(f"{self._args['dataset']}: no images found for process "
+                                 f"{self.rank}")
+            self._pools, self.epoch, self.images = None, self.epoch + 1, 0  # start again
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` vectors in stream order, unshuffled (the starting shapes)."""
+        got = [self.buf]
+        while sum(len(v) for v in got) < n:
+            got.extend(self._next_pool())
+        allv = np.concatenate(got)
+        self.buf = allv[n:][self.rng.permutation(len(allv) - n)]
+        return allv[:n]
+
+    def batch(self) -> np.ndarray:
+        """The next ``rows`` rows: as :class:`Batcher` gives them, pool after pool."""
+        while len(self.buf) < self.rows:
+            v = np.concatenate([self.buf, *self._next_pool()])
+            self.buf = v[self.rng.permutation(len(v))]
+        xb, self.buf = self.buf[:self.rows], self.buf[self.rows:]
+        return xb
+
+    def save(self, path: Path, step: int) -> None:
+        info = json.dumps({"step": step, "epoch": self.epoch, "images": self.images,
+                           "rng": self.rng.bit_generator.state})
+        write_atomic(path, lambda f: np.savez(f, buf=self.buf, info=np.array(info)))
+
+    def load(self, path: Path, step: int) -> None:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                info, buf = json.loads(str(z["info"])), z["buf"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ClydeError(f"{path}: not this run's checkpoint part ({e})") from None
+        if info["step"] != step:
+            raise ClydeError(f"{path}: made at step {info['step']}, the checkpoint at step "
+                             f"{step}: an interrupted checkpoint; start again without --resume")
+        self.buf, self.epoch, self.images = buf, info["epoch"], info["images"]
+        self.rng.bit_generator.state = info["rng"]
+
+
 def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: int = 0,
                 world: int = 1, patch: int = 16, k: int = 12000, batch: int = 4096, seed: int = 0,
                 split: str = "train", scales: tuple[int, ...] = (1,),
                 max_per_image: int | None = None, pool: int = 8, dtype: str = "float16",
-                patience: int | None = None, reseed: int = 16, progress: bool = True,
-                on_note=None) -> TrainReport:
+                patience: int | None = None, reseed: int = 16,
+                checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
+                resume: bool = False, progress: bool = True, on_note=None) -> TrainReport:
     """Train for exactly ``steps`` steps in every process of a multi-process run (see
-    :func:`start_distributed`): each process streams its own part of the dataset (and
-    starts it again when it runs out, so that no process leaves the others waiting),
-    every step adds up every device's rows, and process 0 alone shows progress and writes
-    the codebook and its metadata. The starting shapes are process 0's first ``k``
-    vectors, sent to all. With one process this is :func:`train` for a fixed number of
-    steps. Not resumable yet: there are no checkpoints.
+    :func:`start_distributed`).
+
+    Each process streams its own part of the dataset and starts it again when it runs
+    out, so that no process leaves the others waiting; every step adds up every device's
+    rows; the starting shapes are process 0's first ``k`` vectors, sent to all. Process 0
+    alone shows progress and writes the codebook and its metadata. A checkpoint, every
+    ``checkpoint_every`` steps, is process 0's ``.npz`` (the centres) plus one small part
+    per process (its stream's position and unused rows), written by each process; with
+    ``resume`` the same number of processes continues exactly.
     """
     from jax.experimental import multihost_utils
     from tqdm import tqdm
@@ -707,45 +781,51 @@ def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: in
         raise ClydeError(f"need steps >= 1, patch >= 2, k >= 2 and batch >= 1, got {steps}, "
                          f"{patch}, {k}, {batch}")
     scales = tuple(int(s) for s in scales)
-    local_rows = batch * jax.local_device_count()
     patience = patience or max(20, math.ceil(200 * k / (batch * jax.device_count())))
     devices = _Global(patience=patience, reseed=reseed, chunk=1024 if batch % 1024 == 0 else batch)
-    batcher = Batcher(local_rows, patch * patch, np.random.default_rng([seed, rank]))
+    rows = _Rows(dataset, rows=batch * jax.local_device_count(), patch=patch, seed=seed,
+                 rank=rank, world=world, split=split, scales=scales,
+                 max_per_image=max_per_image, pool=pool, on_note=on_note)
+    ckpt = Path(checkpoint) if checkpoint else output.with_name(output.stem + ".ckpt.npz")
+    part = ckpt.with_name(f"{ckpt.stem}.{rank}-of-{world}.npz")
+    config = _config(dataset, split, patch, k, batch, seed, scales, max_per_image, patience, reseed)
+    config.update(processes=world, devices=jax.device_count())
 
-    def stream():
-        epoch, read = 0, 0
-        while True:
-            for pooled, n, _, _ in _pools(dataset, split=split, seed=seed, epoch=epoch, skip=0,
-                                          pool=pool, rank=rank, world=world, on_note=on_note,
-                                          sample=lambda img: sample_vectors(
-                                              img, patch, batcher.rng, scales, max_per_image)):
-                read += n
-                yield pooled
-            if read == 0:
-                raise ClydeError(f"{dataset}: no images found for process {rank} of {world}")
-            epoch += 1
-
-    pools = stream()
-    first = []  # this process's first k vectors: process 0's start the shapes
-    while sum(len(v) for v in first) < k:
-        first.extend(next(pools))
-    allv = np.concatenate(first)
     with _stdout_to_stderr():  # Gloo says "connected" on standard output at the first sum
-        start = multihost_utils.broadcast_one_to_all(allv[:k].astype(np.float32))
-    state = devices.place(init_state(np.asarray(start)))
-    leftover = [allv[k:]]
-    t0 = time.perf_counter()
-    bar = tqdm(total=steps, unit="step", disable=not progress or rank != 0, dynamic_ncols=True)
-    cos, done = float("nan"), 0
+        multihost_utils.sync_global_devices("clyde train: start")
+    if resume:
+        if not ckpt.exists():
+            raise ClydeError(f"{ckpt}: no checkpoint to resume from")
+        state, _, info = load_checkpoint(ckpt, config)
+        done = int(state.step)
+        rows.load(part, done)
+        state = devices.place(state)
+    else:
+        first = rows.take(k)  # this process's first k vectors: process 0's start the shapes
+        start = multihost_utils.broadcast_one_to_all(first.astype(np.float32))
+        state, done = devices.place(init_state(np.asarray(start))), 0
+
+    def save():
+        rows.save(part, done)
+        multihost_utils.sync_global_devices("clyde train: parts written")
+        if rank == 0:  # last: its step says that every part of that step is written
+            save_checkpoint(ckpt, TrainState(*(_local(a) for a in state)),
+                            Batcher(batch, patch * patch, rows.rng), epoch=0, images=0,
+                            images_total=0, vectors=done * batch * jax.device_count(), failed=0,
+                            config=config)
+        multihost_utils.sync_global_devices("clyde train: checkpoint written")
+
+    t0, start_step = time.perf_counter(), done
+    bar = tqdm(total=steps, initial=done, unit="step", disable=not progress or rank != 0,
+               dynamic_ncols=True)
+    c = None
     while done < steps:
-        for xb in batcher.batches(leftover):
-            if done == steps:
-                break
-            state, c = devices.step(state, xb)
-            done += 1
-            bar.update(1)
-        leftover = next(pools) if done < steps else []
-    cos = float(_local(c))
+        state, c = devices.step(state, rows.batch())
+        done += 1
+        bar.update(1)
+        if done % checkpoint_every == 0 and done < steps:
+            save()
+    cos = float(_local(c)) if c is not None else float("nan")
     bar.close()
     seconds = time.perf_counter() - t0
     vectors = steps * batch * jax.device_count()
@@ -758,5 +838,6 @@ def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: in
                 "method": "mini-batch spherical k-means, data-parallel"}
         save_codebook(output, _local(state.centers), meta, dtype=dtype)
     multihost_utils.sync_global_devices("clyde train: written")
+    ran = (done - start_step) * batch * jax.device_count()
     return TrainReport(output, steps, 0, 0, vectors, 0, seconds,
-                       vectors / seconds if seconds > 0 else 0.0, cos)
+                       ran / seconds if seconds > 0 else 0.0, cos)
