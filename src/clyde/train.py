@@ -252,7 +252,10 @@ def _best(x, centers, chunk):
 
     def one(c):
         s = jnp.matmul(c, centers.T, precision=jax.lax.Precision.HIGHEST)
-        return jnp.argmax(s, axis=1).astype(jnp.int32), jnp.max(s, axis=1)
+        # top_k(1), not argmax and max: one pass over the (chunk, k) scores (XLA's CPU top-k
+        # is a library call), twice as fast at k=12000; ties go to the lower index alike.
+        best, i = jax.lax.top_k(s, 1)
+        return i[:, 0].astype(jnp.int32), best[:, 0]
 
     idx, best = jax.lax.map(one, xs)
     return idx.reshape(n), best.reshape(n)
