@@ -210,3 +210,16 @@ def test_two_processes_resume_exactly(photo_folder, tmp_path):
     said = run("--steps", "40", "-o", str(tmp_path / "cut.npy"), "--resume")
     assert len(said[0]) == 1 and said[1] == []
     np.testing.assert_array_equal(np.load(tmp_path / "cut.npy"), np.load(tmp_path / "full.npy"))
+
+
+def test_one_process_unless_a_cluster_or_the_options_say_otherwise(monkeypatch):
+    from clyde.train import start_distributed
+
+    for name in ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # a salloc shell: not a step of 4 tasks
+    assert start_distributed() == (0, 1)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert start_distributed() == (0, 1)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    assert start_distributed(enabled=False) == (0, 1)  # --no-distributed

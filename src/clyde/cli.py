@@ -334,8 +334,11 @@ def train(
                                                 help="Processes in the run."),
     process_id: Optional[int] = typer.Option(None, "--process-id", min=0,
                                              help="This process's number, 0 to N-1."),
-    no_distributed: bool = typer.Option(False, "--no-distributed", help="One process, even "
-                                        "under Slurm or Open MPI."),
+    distributed: Optional[bool] = typer.Option(
+        None, "--distributed/--no-distributed", show_default=False,
+        help="Join a multi-process run through JAX's own detection (Slurm, Open MPI, and "
+             "Kubernetes with jax[k8s]), or keep one process. [default: join inside an srun "
+             "step or under mpirun]"),
 ):
     """Train a patch codebook by mini-batch spherical k-means over a streamed dataset.
 
@@ -346,8 +349,7 @@ def train(
     """
     from .train import start_distributed, train as run, train_steps
 
-    rank, world = start_distributed(coordinator, num_processes, process_id,
-                                    False if no_distributed else None)
+    rank, world = start_distributed(coordinator, num_processes, process_id, distributed)
     if world > 1 and steps is None:
         raise typer.BadParameter("several processes need --steps N (every process runs the "
                                  "same number of steps)", param_hint="'--steps'")
