@@ -151,3 +151,28 @@ def test_offline_hub_name_fails_fast_with_one_line(tmp_path):
     assert r.stderr.strip().splitlines() == [
         "Error: nlphuji/flickr30k: cannot reach 127.0.0.1 and the dataset is not in the local "
         "Hugging Face cache (connect, or pass a local folder)"]
+
+
+def test_without_datasets_train_says_what_to_install(tmp_path, photo_folder, monkeypatch):
+    import builtins
+
+    from typer.testing import CliRunner
+
+    from clyde.cli import app
+
+    import importlib.util
+
+    real, real_spec = builtins.__import__, importlib.util.find_spec
+
+    def no_datasets(name, *a, **kw):
+        if name == "datasets" or name.startswith("datasets."):
+            raise ImportError("No module named 'datasets'")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "datasets" else real_spec(name, *a))
+    r = CliRunner().invoke(app, ["train", "--dataset", str(photo_folder), "-p", "8", "-k", "8",
+                                 "-o", str(tmp_path / "cb.npy")])
+    assert r.exit_code == 1
+    assert r.stderr == 'Error: clyde train needs the datasets package: pip install "clyde[train]"\n'

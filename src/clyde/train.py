@@ -65,6 +65,24 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _datasets(load: bool = True):
+    """Hugging Face ``datasets``, imported only for training (pyarrow and friends cost ~1 s
+    to import and 250 MB to install: the ``clyde[train]`` extra). ``load=False`` only checks
+    that it is installed: the hub's offline settings must be in place before it imports."""
+    import importlib.util
+
+    missing = ClydeError('clyde train needs the datasets package: pip install "clyde[train]"')
+    if not load:
+        if importlib.util.find_spec("datasets") is None:
+            raise missing
+        return None
+    try:
+        import datasets
+    except ImportError:
+        raise missing from None
+    return datasets
+
+
 def open_images(dataset: str, *, split: str = "train", seed: int = 0, epoch: int = 0,
                 skip: int = 0, rank: int = 0, world: int = 1,
                 on_note=None) -> Iterator[tuple[str, object]]:
@@ -97,7 +115,7 @@ def open_images(dataset: str, *, split: str = "train", seed: int = 0, epoch: int
             # Before datasets is imported: fail from the cache in seconds, not after retries.
             os.environ["HF_HUB_OFFLINE"] = "1"
             os.environ["HF_DATASETS_OFFLINE"] = "1"
-    import datasets  # only here: pyarrow and friends cost ~1 s to import
+    datasets = _datasets()
 
     datasets.logging.set_verbosity_error()
     try:
@@ -528,6 +546,7 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     """
     from tqdm import tqdm
 
+    _datasets(load=False)  # before anything starts: one line if it is not installed
     output = Path(output)
     if output.suffix != ".npy":
         raise ClydeError(f"{output}: the codebook file must end in .npy")
@@ -777,6 +796,7 @@ def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: in
     from jax.experimental import multihost_utils
     from tqdm import tqdm
 
+    _datasets(load=False)
     output = Path(output)
     if rank == 0 and not output.parent.exists():
         raise ClydeError(f"{output.parent}: no such folder")
