@@ -136,7 +136,6 @@ def test_cli_batch(folder, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--algo", "fkm"], "Error: Invalid value for '-k' / '--colors': --algo fkm needs -k (the number of colours)"),
     (["--step", "2", "--max-side", "9"], "Error: Invalid value for '--step': give only one of --step, --max-side and --size"),
     (["--size", "10by10"], "Error: Invalid value for '--size': expected WIDTHxHEIGHT like 640x480, got '10by10'"),
     (["--shard", "2/2"], "Error: Invalid value for '--shard': expected i/n with 0 <= i < n, like 0/4, got '2/2'"),

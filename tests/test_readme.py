@@ -38,3 +38,34 @@ def test_readme_example_prints_what_the_readme_says(cmd, line, tmp_path, monkeyp
     r = CliRunner().invoke(app, shlex.split(cmd))
     assert r.exit_code == 0, r.output
     assert TIME.sub("", r.stdout.strip()) == TIME.sub("", line)
+
+
+@pytest.mark.slow
+def test_the_design_cards_three_commands_run_as_written_with_no_terminal(tmp_path, chelsea):
+    # Exactly as the project's design card writes them, with standard input closed (CI).
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(chelsea).save(tmp_path / "img.jpg", quality=90)
+    shutil.copytree(ROOT / "means", tmp_path / "means")
+    (tmp_path / "Uncompressed").mkdir()
+    for i in range(3):
+        Image.fromarray(np.roll(chelsea, 50 * i, axis=1)).save(tmp_path / "Uncompressed" / f"{i}.png")
+    commands = ["clyde pixel img.jpg -k 16",
+                "clyde patch img.jpg --means means/p16_k12000.npy --shifts 4",
+                "clyde batch Uncompressed Compressed --algo mbkm"]
+    outs = []
+    for cmd in commands:
+        r = subprocess.run([sys.executable, "-m", "clyde", *shlex.split(cmd)[1:]], cwd=tmp_path,
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, (cmd, r.stderr)
+        outs.append(r.stdout.strip())
+    assert outs[0].startswith("img.jpg -> img.pixel-k16.png: 451x300, k=16 (16 used, ")
+    assert outs[1].startswith("img.jpg -> img.patch-s4.png: 451x300, 12000 shapes of 16x16, shifts 4")
+    assert outs[2].startswith("3 done, 0 failed, 0 skipped (not images), 0 up to date; ")
+    assert outs[2].endswith("; k=16 (the default; -k sets it)")
+    assert sorted(p.name for p in (tmp_path / "Compressed").glob("*.png")) == [
+        "0.png", "1.png", "2.png"]

@@ -67,6 +67,8 @@ class _Group(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+DEFAULT_K = 16  # colours when none are given: pixel's default, and batch's without a terminal
+
 app = typer.Typer(
     cls=_Group,
     name="clyde",
@@ -198,7 +200,7 @@ def pixel(
     image: list[Path] = typer.Argument(..., help="Input image(s) (JPEG, PNG, WebP, TIFF, BMP, "
                                        "GIF...). With several, each output goes beside its input.",
                                        show_default=False),
-    colors: int = typer.Option(16, "-k", "--colors", min=2, max=65536,
+    colors: int = typer.Option(DEFAULT_K, "-k", "--colors", min=2, max=65536,
                                help="Number of colours (2 or more; above 256 the output is RGB)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="Output file; format from its extension. "
@@ -496,8 +498,9 @@ def batch(
     algo: BatchAlgo = typer.Option(BatchAlgo.so, "--algo", help="so: size only; mkm: simple "
                                    "Lloyd from random pixels, fixed iterations; fkm: full k-means "
                                    "(k-means++); mbkm: mini-batch k-means; patch; adaptive."),
-    k: Optional[int] = typer.Option(None, "-k", "--colors", min=2, max=65536,
-                                    help="Colours (needed by mkm, fkm and mbkm)."),
+    k: Optional[int] = typer.Option(None, "-k", "--colors", min=2, max=65536, show_default=False,
+                                    help="Colours for mkm, fkm and mbkm. [default: asked on a "
+                                         "terminal, 16 otherwise]"),
     step: Optional[int] = typer.Option(None, "--step", min=1, help="Keep one pixel in STEP each "
                                        "way (1: full size). [default: 5 unless --max-side or --size]"),
     max_side: Optional[int] = typer.Option(None, "--max-side", min=1, help="Scale so the longer "
@@ -543,12 +546,13 @@ def batch(
     """
     from .batch import KMEANS_ALGOS, AdaptiveOptions, PatchOptions, run_batch
 
+    default_k = None
     if algo.value in KMEANS_ALGOS and k is None:
-        if sys.stdin.isatty() and sys.stdout.isatty():
-            k = typer.prompt(f"--algo {algo.value} needs a number of colours; k", type=int)
-        else:
-            raise typer.BadParameter(f"--algo {algo.value} needs -k (the number of colours)",
-                                     param_hint="'-k' / '--colors'")
+        if sys.stdin.isatty() and sys.stdout.isatty():  # a person: ask, as the original tool did
+            k = typer.prompt(f"--algo {algo.value}: number of colours k", type=int,
+                             default=DEFAULT_K)
+        else:  # a script or CI: the default, said in the summary line
+            k = default_k = DEFAULT_K
     if sum(v is not None for v in (step, max_side, size)) > 1:
         raise typer.BadParameter("give only one of --step, --max-side and --size",
                                  param_hint="'--step'")
@@ -561,7 +565,8 @@ def batch(
                         patch=PatchOptions(means, shifts, fit.value),
                         adaptive=AdaptiveOptions(k1, k2, metric.value, block),
                         metrics=not no_metrics, report=report, progress=not quiet, on_note=_note)
-    typer.echo(summary.line())
+    line = summary.line()
+    typer.echo(line if default_k is None else f"{line}; k={default_k} (the default; -k sets it)")
     for r in summary.failures:
         typer.echo(f"failed: {r.name}: {r.error}", err=True)
     if summary.failures:
