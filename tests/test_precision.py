@@ -108,3 +108,29 @@ def test_the_command_line_asks_for_deterministic_gpu_kernels():
             "r = CliRunner().invoke(app, ['pixel', 'missing.png', '-k', '4'])\n"
             "assert r.exit_code == 1, r.output")
     assert _xla_flags(None, code) == "--xla_gpu_deterministic_ops=true"
+
+
+def test_public_signatures_name_their_choices_and_no_private_type():
+    # py.typed is shipped; option parameters are Literal[...]; nothing private shows.
+    import inspect
+    import typing
+    from pathlib import Path
+
+    import clyde
+
+    assert (Path(clyde.__file__).parent / "py.typed").exists()
+    want = {("quantize_pixels", "init"): ("kmeans++", "random"),
+            ("quantize_pixels", "algo"): ("lloyd", "minibatch"),
+            ("quantize_pixels", "space"): ("rgb", "oklab"),
+            ("quantize_patches", "fit"): ("lsq", "original"),
+            ("quantize_adaptive", "metric"): ("eig", "var", "tv"),
+            ("run_batch", "algo"): ("so", "mkm", "fkm", "mbkm", "patch", "adaptive")}
+    for (fn, arg), choices in want.items():
+        hints = typing.get_type_hints(getattr(clyde, fn))
+        assert typing.get_args(hints[arg]) == choices, (fn, arg)
+    import re
+
+    for name in clyde.__all__:
+        obj = getattr(clyde, name)
+        if callable(obj) and not isinstance(obj, type):
+            assert not re.search(r"\b_[A-Z]\w*", str(inspect.signature(obj))), name

@@ -32,6 +32,8 @@ _EXPORTS = {
     "ssim": ".metrics",
     "PixelResult": ".pixel",
     "quantize_pixels": ".pixel",
+    "ColorHistogram": ".pixel",
+    "color_histogram_of": ".pixel",
     "PatchResult": ".patch",
     "quantize_patches": ".patch",
     "Codebook": ".codebook",

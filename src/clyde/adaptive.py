@@ -26,7 +26,7 @@ Stages:
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -139,7 +139,8 @@ def _local_ids(ids: np.ndarray, start: int, tile: int, n_seg: int) -> tuple[np.n
     return local, base, int(part[-1]) - base + 1
 
 
-def block_stats(image: np.ndarray, block: int = 4, metric: str = "eig") -> np.ndarray:
+def block_stats(image: np.ndarray, block: int = 4,
+                metric: Literal["eig", "var", "tv"] = "eig") -> np.ndarray:
     """Detail statistic of every block.
 
     Parameters
@@ -216,7 +217,8 @@ def adaptive_bits(n_blocks: int, palette_sizes: tuple[int, int], pixel_counts: t
 
 
 def quantize_adaptive(image: np.ndarray, k1: int = 32, k2: int = 96, *, block: int = 4,
-                      metric: str = "eig", quantile: float = 0.5, seed: int = 0,
+                      metric: Literal["eig", "var", "tv"] = "eig", quantile: float = 0.5,
+                      seed: int = 0,
                       **pixel_kwargs) -> AdaptiveResult:
     """Quantize low-detail blocks with ``k1`` colours and high-detail blocks with ``k2``.
 

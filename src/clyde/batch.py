@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from io import StringIO
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import numpy as np
 
@@ -299,9 +299,11 @@ def plan_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "s
     return Plan(src, dst, ext, fmt_name, todo, done)
 
 
-def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so",
+def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *,
+              algo: Literal["so", "mkm", "fkm", "mbkm", "patch", "adaptive"] = "so",
               k: int | None = None, step: int | None = 5, max_side: int | None = None,
-              size: tuple[int, int] | None = None, resample: str = "box", fmt: str = "png",
+              size: tuple[int, int] | None = None,
+              resample: Literal["nearest", "box", "lanczos"] = "box", fmt: str = "png",
               recursive: bool = False, overwrite: bool = False, allow_inside: bool = False,
               jobs: int = 2, shard: tuple[int, int] = (0, 1), seed: int = 0, iters: int | None = None,
               patch: PatchOptions = PatchOptions(), adaptive: AdaptiveOptions = AdaptiveOptions(),

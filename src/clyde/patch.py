@@ -29,7 +29,7 @@ chunks, so a new image size never compiles anew.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -272,8 +272,8 @@ def _tiles(v: np.ndarray, tile: int, chunk: int) -> list[np.ndarray]:
     return out
 
 
-def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1, fit: str = "lsq",
-                     chunk: int = CHUNK) -> PatchResult:
+def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1,
+                     fit: Literal["lsq", "original"] = "lsq", chunk: int = CHUNK) -> PatchResult:
     """Patch vector quantization of an image with a codebook of unit shapes.
 
     Parameters

@@ -32,7 +32,7 @@ Pipeline (no image I/O here; arrays in, arrays out):
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,8 @@ from .color import oklab_to_srgb, srgb_to_oklab
 from .errors import ClydeError, check_image
 from .metrics import comparable
 
-__all__ = ["PixelResult", "quantize_pixels", "color_histogram", "color_histogram_of", "SPACES"]
+__all__ = ["PixelResult", "ColorHistogram", "quantize_pixels", "color_histogram",
+           "color_histogram_of", "nearest_colors", "SPACES"]
 
 SPACES = ("rgb", "oklab")
 
@@ -101,7 +102,11 @@ def _decode(codes: np.ndarray, c: int) -> np.ndarray:
     return np.ascontiguousarray(codes.astype(np.uint32)).view(np.uint8).reshape(-1, 4)[:, :c]
 
 
-class _Histogram(NamedTuple):
+class ColorHistogram(NamedTuple):
+    """An image's distinct colours with their pixel counts, and how to spread one value
+    per colour back to every pixel (:meth:`per_pixel`); from :func:`color_histogram_of`,
+    reused across calls on one image."""
+
     colors: np.ndarray  # (U, C) uint8
     counts: np.ndarray  # (U,) int64
     codes: list | np.ndarray  # (C == 3) the packed codes of each tile of PIXEL_TILE pixels, on
@@ -215,7 +220,7 @@ def _rgb_counts(pixels: np.ndarray):
     return counts, codes
 
 
-def _histogram(pixels: np.ndarray) -> _Histogram:
+def _histogram(pixels: np.ndarray) -> ColorHistogram:
     pixels = np.asarray(pixels, np.uint8)
     n, c = pixels.shape
     if c == 3:
@@ -227,13 +232,13 @@ def _histogram(pixels: np.ndarray) -> _Histogram:
         nz = np.flatnonzero(sub)
         uniq = blocks[nz // _OCC] * _OCC + nz % _OCC  # == np.flatnonzero(counts), 2x faster
         cnt = sub.reshape(-1)[nz].astype(np.int64)
-        return _Histogram(_decode(uniq, 3), cnt, codes, uniq.astype(np.int32), n)
+        return ColorHistogram(_decode(uniq, 3), cnt, codes, uniq.astype(np.int32), n)
     codes = _codes(pixels)
     uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
-    return _Histogram(_decode(uniq, c), counts, inverse.reshape(-1), None)
+    return ColorHistogram(_decode(uniq, c), counts, inverse.reshape(-1), None)
 
 
-def color_histogram_of(image: np.ndarray) -> _Histogram:
+def color_histogram_of(image: np.ndarray) -> ColorHistogram:
     """The distinct colours of an image as :func:`quantize_pixels` sees them, for reuse.
 
     Fully transparent pixels of an RGBA image count as one colour ``(0, 0, 0, 0)``.
@@ -612,10 +617,11 @@ def _validate(image, k, init, algo, space, max_iter, tol, refine):
         raise ClydeError(f"refine must be an integer >= 0, got {refine}")
 
 
-def quantize_pixels(image: np.ndarray, k: int, *, init: str = "kmeans++", algo: str = "lloyd",
-                    max_iter: int = 300, tol: float = 1e-4, seed: int = 0, space: str = "rgb",
+def quantize_pixels(image: np.ndarray, k: int, *, init: Literal["kmeans++", "random"] = "kmeans++",
+                    algo: Literal["lloyd", "minibatch"] = "lloyd", max_iter: int = 300,
+                    tol: float = 1e-4, seed: int = 0, space: Literal["rgb", "oklab"] = "rgb",
                     batch_size: int = 1024, max_points: int | None = None, refine: int | None = None,
-                    key: jax.Array | None = None, histogram: _Histogram | None = None) -> PixelResult:
+                    key: jax.Array | None = None, histogram: ColorHistogram | None = None) -> PixelResult:
     """Quantize an image to ``k`` colours by weighted k-means over its colours.
 
     Parameters
