@@ -1,6 +1,7 @@
 """The stored compiled programs (_cache.stored): same numbers, from disk, robust to damage."""
 
 import os
+from pathlib import Path
 import subprocess
 import sys
 import tempfile
@@ -275,3 +276,28 @@ def test_a_program_of_plain_jit_in_the_compile_cache_is_not_stored_again(tmp_pat
         assert r.stdout.split() == [want]
     assert len(list((tmp_path / "programs").glob("*.xla"))) == 1
     assert not list(tmp_path.glob("jit_clyde_*"))  # never written to JAX's cache
+
+
+@pytest.mark.parametrize("platform, env, want", [
+    ("linux", {}, "~/.cache/clyde/jax"),
+    ("linux", {"XDG_CACHE_HOME": "/x/cache"}, "/x/cache/clyde/jax"),
+    ("darwin", {}, "~/Library/Caches/clyde/jax"),
+    ("win32", {"LOCALAPPDATA": "/c/Users/u/AppData/Local"}, "/c/Users/u/AppData/Local/clyde/jax"),
+    ("linux", {"CLYDE_CACHE_DIR": "/elsewhere"}, "/elsewhere"),
+])
+def test_the_cache_folder_follows_the_platform(monkeypatch, platform, env, want):
+    for name in ("CLYDE_CACHE_DIR", "XDG_CACHE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(_cache.sys, "platform", platform)
+    assert _cache.default_cache_dir() == Path(os.path.expanduser(want))
+
+
+def test_help_shows_the_cache_folder_in_use(tmp_path):
+    env = {**os.environ, "CLYDE_CACHE_DIR": str(tmp_path / "my-cache")}
+    r = subprocess.run([sys.executable, "-m", "clyde", "--help"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0
+    flat = "".join(ch for ch in r.stdout if not ch.isspace() and ch not in "│|")  # unwrapped
+    assert str(tmp_path / "my-cache") in flat

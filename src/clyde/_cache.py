@@ -60,10 +60,18 @@ def _stamp_entries(folder: Path) -> None:
 
 
 def default_cache_dir() -> Path:
-    """``$CLYDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/clyde/jax``, else ``~/.cache/clyde/jax``."""
+    """``$CLYDE_CACHE_DIR``, else the platform's cache folder + ``clyde/jax``:
+    ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows, ``$XDG_CACHE_HOME``
+    or ``~/.cache`` elsewhere."""
     if os.environ.get("CLYDE_CACHE_DIR"):
         return Path(os.environ["CLYDE_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    home = os.path.expanduser("~")
+    if sys.platform == "darwin":
+        base = os.path.join(home, "Library", "Caches")
+    elif sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
     return Path(base) / "clyde" / "jax"
 
 

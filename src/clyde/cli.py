@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from ._version import __version__
+from ._cache import default_cache_dir
 from .errors import ClydeError, check_k1_k2, debug, unexpected
 
 
@@ -91,10 +92,10 @@ def _version(value: bool):
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use JAX's persistent "
-                                  "compilation cache (also: CLYDE_NO_CACHE=1). It lives in "
-                                  "~/.cache/clyde/jax, bounded by CLYDE_CACHE_MAX_MB "
-                                  "(default 512)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the compile cache "
+                                  "(also: CLYDE_NO_CACHE=1). It lives in "
+                                  f"{default_cache_dir()} (CLYDE_CACHE_DIR moves it), bounded "
+                                  "by CLYDE_CACHE_MAX_MB (default 512)."),
 ):
     """JAX-accelerated image quantization.
 
@@ -677,7 +678,10 @@ def main(argv: list[str] | None = None) -> None:
     the output: JAX's interpreter-exit teardown adds about 0.25 s to every
     command and there is nothing left for it to do (outputs are already
     written and renamed into place, the compilation cache writes at compile
-    time).
+    time). Skipping ``atexit`` is safe here and only here: this is the
+    ``clyde`` command's own process, which loads nothing but clyde and its
+    dependencies. A program that embeds clyde calls the library (or ``app``),
+    never this function, so its exit handlers run as usual.
     """
     code = 0
     try:
