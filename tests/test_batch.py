@@ -224,3 +224,17 @@ def test_a_bug_on_one_file_fails_that_file_only(folder, tmp_path, monkeypatch):
     monkeypatch.setenv("CLYDE_DEBUG", "1")
     with pytest.raises(RuntimeError, match="boom"):
         run_batch(folder, tmp_path / "o2", algo="mbkm", k=4, progress=False)
+
+
+def test_no_progress_bar_in_a_redirected_log_or_a_library_call(folder, tmp_path, capsys):
+    # A log file gets no carriage returns; a library call draws nothing unless asked.
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "clyde", "batch", str(folder), str(tmp_path / "o"),
+                        "--algo", "so"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1  # the broken image
+    assert "\r" not in r.stderr and "img/s" not in r.stderr
+    run_batch(folder, tmp_path / "o2", algo="so")
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""

@@ -308,7 +308,7 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *,
               jobs: int = 2, shard: tuple[int, int] = (0, 1), seed: int = 0, iters: int | None = None,
               patch: PatchOptions = PatchOptions(), adaptive: AdaptiveOptions = AdaptiveOptions(),
               metrics: bool = True, report: str | os.PathLike | None = None,
-              progress: bool = True, on_result: Callable[[FileResult], None] | None = None,
+              progress: bool = False, on_result: Callable[[FileResult], None] | None = None,
               on_note: Callable[[str], None] | None = None, workers: int = 1) -> BatchSummary:
     """Size-reduce and quantize every image of a folder into another folder.
 
@@ -338,7 +338,7 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *,
     adaptive : :class:`AdaptiveOptions`, for ``algo="adaptive"``
     metrics : compute PSNR and SSIM against the size-reduced input
     report : .csv or .json file with one row per file
-    progress : tqdm bar over files
+    progress : tqdm bar over files (off by default: a library call is silent unless asked)
     on_result : called with every :class:`FileResult` as it completes
     on_note : called with a note for the user (a lossy ``fmt``: quality measured on
         the files as written; a ``fmt`` that cannot store the inputs' ICC profiles)

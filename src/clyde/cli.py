@@ -127,6 +127,11 @@ class Space(str, Enum):
     oklab = "oklab"
 
 
+def _bar(quiet: bool) -> bool:
+    """Progress bars on a terminal only: a redirected log gets no carriage returns."""
+    return not quiet and sys.stderr.isatty()
+
+
 def _note(msg: str) -> None:
     typer.echo(f"Note: {msg}", err=True)
 
@@ -361,7 +366,7 @@ def train(
                         k=k, batch=batch, seed=seed, split=split, scales=_scales(scales),
                         max_per_image=max_per_image, patience=patience, reseed=reseed,
                         checkpoint=checkpoint, checkpoint_every=every, resume=resume,
-                        progress=not quiet, on_note=_note)
+                        progress=_bar(quiet), on_note=_note)
         if rank == 0:
             typer.echo(f"{r.output}: {k} shapes of {patch_size}x{patch_size} after {r.steps} "
                        f"steps on {world} process{'es' if world > 1 else ''}, {r.vectors:,} "
@@ -370,7 +375,7 @@ def train(
         return
     r = run(dataset, output, patch=patch_size, k=k, epochs=epochs, batch=batch, seed=seed,
             split=split, scales=_scales(scales), max_per_image=max_per_image,
-            checkpoint=checkpoint, checkpoint_every=every, resume=resume, progress=not quiet,
+            checkpoint=checkpoint, checkpoint_every=every, resume=resume, progress=_bar(quiet),
             patience=patience, reseed=reseed, on_note=_note)
     typer.echo(f"{r.output}: {k} shapes of {patch_size}x{patch_size} after {r.epochs} epochs, "
                f"{r.steps} steps, {r.images} images ({r.failed} unreadable), {r.vectors:,} vectors, "
@@ -565,7 +570,7 @@ def batch(
                         shard=_shard(shard, num_shards), seed=seed, iters=iters, workers=workers,
                         patch=PatchOptions(means, shifts, fit.value),
                         adaptive=AdaptiveOptions(k1, k2, metric.value, block),
-                        metrics=not no_metrics, report=report, progress=not quiet, on_note=_note)
+                        metrics=not no_metrics, report=report, progress=_bar(quiet), on_note=_note)
     line = summary.line()
     typer.echo(line if default_k is None else f"{line}; k={default_k} (the default; -k sets it)")
     for r in summary.failures:

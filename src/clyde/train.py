@@ -508,7 +508,7 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
           epochs: int = 1, batch: int = 4096, seed: int = 0, split: str = "train",
           scales: tuple[int, ...] = (1,), max_per_image: int | None = None, pool: int = 8,
           checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
-          resume: bool = False, stop_after: int | None = None, progress: bool = True,
+          resume: bool = False, stop_after: int | None = None, progress: bool = False,
           dtype: str = "float16", patience: int | None = None, reseed: int = 16,
           on_note=None) -> TrainReport:
     """Train a ``(k, patch*patch)`` codebook of unit shapes on a dataset's images.
@@ -781,7 +781,7 @@ def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: in
                 max_per_image: int | None = None, pool: int = 8, dtype: str = "float16",
                 patience: int | None = None, reseed: int = 16,
                 checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
-                resume: bool = False, progress: bool = True, on_note=None) -> TrainReport:
+                resume: bool = False, progress: bool = False, on_note=None) -> TrainReport:
     """Train for exactly ``steps`` steps in every process of a multi-process run (see
     :func:`start_distributed`).
 
