@@ -203,7 +203,7 @@ def summary_line(r: dict) -> str:
 @app.command(epilog="Example: clyde pixel photo.jpg -k 16 -o photo16.png --seed 0\n\n"
                     "Several images: clyde pixel *.jpg -k 16")
 def pixel(
-    image: list[Path] = typer.Argument(..., help="Input image(s) (JPEG, PNG, WebP, TIFF, BMP, "
+    image: list[Path] = typer.Argument(..., metavar="IMAGE", help="Input image(s) (JPEG, PNG, WebP, TIFF, BMP, "
                                        "GIF...). With several, each output goes beside its input.",
                                        show_default=False),
     colors: int = typer.Option(DEFAULT_K, "-k", "--colors", min=2, max=65536,
@@ -260,7 +260,7 @@ def patch_summary_line(r: dict) -> str:
 
 @app.command(epilog="Example: clyde patch photo.jpg --means means/p16_k12000.npy --shifts 4 -o out.png")
 def patch(
-    image: list[Path] = typer.Argument(..., help="Input image(s). With several, each output goes "
+    image: list[Path] = typer.Argument(..., metavar="IMAGE", help="Input image(s). With several, each output goes "
                                        "beside its input.", show_default=False),
     means: Optional[Path] = typer.Option(None, "--means", "-m",
                                          help="Codebook .npy of unit shapes (k, p*p). "
@@ -305,84 +305,6 @@ def _scales(value: str) -> tuple[int, ...]:
     return out
 
 
-@app.command(epilog="Example: clyde train --dataset ./my_photos -p 16 -k 12000 --epochs 5 "
-                    "-o means/mine.npy")
-def train(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="A local folder of images, or a "
-                                "HuggingFace dataset name such as nlphuji/flickr30k."),
-    output: Path = typer.Option(..., "-o", "--output", help="Codebook .npy to write (metadata "
-                                "goes to the .json beside it)."),
-    patch_size: int = typer.Option(16, "-p", "--patch", min=2, max=64, help="Patch side p."),
-    k: int = typer.Option(12000, "-k", min=2, help="Number of shapes."),
-    epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the dataset."),
-    batch: int = typer.Option(4096, "--batch", min=64, help="Vectors per mini-batch step."),
-    scales: str = typer.Option("1", "--scales", help="Downscale factors to cut patches at, "
-                               "e.g. 1,2,4."),
-    max_per_image: Optional[int] = typer.Option(None, "--max-per-image", min=1,
-                                                help="Keep at most this many vectors per image."),
-    split: str = typer.Option("train", "--split", help="Dataset split."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the order, offsets and shuffles."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
-                                              help="Checkpoint file. [default: OUTPUT.ckpt.npz]"),
-    every: int = typer.Option(200, "--checkpoint-every", min=1, help="Batches between checkpoints."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint exactly."),
-    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Steps without a win "
-                                           "before a shape is re-seeded from the worst-fitted "
-                                           "vectors. [default: ceil(200 k / batch)]"),
-    reseed: int = typer.Option(16, "--reseed", min=1, help="Most shapes re-seeded per step."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Train for exactly this many "
-                                        "steps instead of --epochs (needed with several "
-                                        "processes; a process that runs out of data starts it "
-                                        "again)."),
-    coordinator: Optional[str] = typer.Option(None, "--coordinator", help="HOST:PORT of process "
-                                              "0, for several processes (with --num-processes "
-                                              "and --process-id); else Slurm or Open MPI say."),
-    num_processes: Optional[int] = typer.Option(None, "--num-processes", min=1,
-                                                help="Processes in the run."),
-    process_id: Optional[int] = typer.Option(None, "--process-id", min=0,
-                                             help="This process's number, 0 to N-1."),
-    distributed: Optional[bool] = typer.Option(
-        None, "--distributed/--no-distributed", show_default=False,
-        help="Join a multi-process run through JAX's own detection (Slurm, Open MPI, and "
-             "Kubernetes with jax[k8s]), or keep one process. [default: join inside an srun "
-             "step or under mpirun]"),
-):
-    """Train a patch codebook by mini-batch spherical k-means over a streamed dataset.
-
-    Memory does not grow with the dataset. A checkpoint is written every
-    --checkpoint-every batches; --resume continues exactly where it stopped.
-    Every local device takes --batch rows of each step; several processes
-    (docs/scale-out.md) each stream their own part of the dataset for --steps.
-    """
-    from .train import start_distributed, train as run, train_steps
-
-    rank, world = start_distributed(coordinator, num_processes, process_id, distributed)
-    if world > 1 and steps is None:
-        raise typer.BadParameter("several processes need --steps N (every process runs the "
-                                 "same number of steps)", param_hint="'--steps'")
-    if steps is not None:
-        r = train_steps(dataset, output, steps=steps, rank=rank, world=world, patch=patch_size,
-                        k=k, batch=batch, seed=seed, split=split, scales=_scales(scales),
-                        max_per_image=max_per_image, patience=patience, reseed=reseed,
-                        checkpoint=checkpoint, checkpoint_every=every, resume=resume,
-                        progress=_bar(quiet), on_note=_note)
-        if rank == 0:
-            typer.echo(f"{r.output}: {k} shapes of {patch_size}x{patch_size} after {r.steps} "
-                       f"steps on {world} process{'es' if world > 1 else ''}, {r.vectors:,} "
-                       f"vectors, mean cosine {r.mean_cos:.4f}, "
-                       f"{r.vectors_per_second:,.0f} vectors/s, {r.seconds:.1f} s")
-        return
-    r = run(dataset, output, patch=patch_size, k=k, epochs=epochs, batch=batch, seed=seed,
-            split=split, scales=_scales(scales), max_per_image=max_per_image,
-            checkpoint=checkpoint, checkpoint_every=every, resume=resume, progress=_bar(quiet),
-            patience=patience, reseed=reseed, on_note=_note)
-    typer.echo(f"{r.output}: {k} shapes of {patch_size}x{patch_size} after {r.epochs} epochs, "
-               f"{r.steps} steps, {r.images} images ({r.failed} unreadable), {r.vectors:,} vectors, "
-               f"mean cosine {r.mean_cos:.4f}, {r.vectors_per_second:,.0f} vectors/s, "
-               f"{r.seconds:.1f} s")
-
-
 class Metric(str, Enum):
     eig = "eig"
     var = "var"
@@ -392,7 +314,7 @@ class Metric(str, Enum):
 @app.command(epilog="Example: clyde adaptive photo.jpg --k1 32 --k2 96 --metric eig --block 4 "
                     "-o out.png --mask mask.png --compare side.png")
 def adaptive(
-    image: list[Path] = typer.Argument(..., help="Input image(s). With several, each output goes "
+    image: list[Path] = typer.Argument(..., metavar="IMAGE", help="Input image(s). With several, each output goes "
                                        "beside its input.", show_default=False),
     k1: int = typer.Option(32, "--k1", min=2, help="Colours for low-detail blocks."),
     k2: int = typer.Option(96, "--k2", min=3, help="Colours for high-detail blocks (more than k1)."),
@@ -594,7 +516,7 @@ def _ks(value: str) -> list[int]:
              "  clyde sweep photo.jpg -k 2,4,8,16,32,64,128,256 --plot sweep.png\n\n"
              "  clyde sweep photo.jpg --target-psnr 35")
 def sweep(
-    image: Path = typer.Argument(..., help="Input image.", show_default=False),
+    image: Path = typer.Argument(..., metavar="IMAGE", help="Input image.", show_default=False),
     ks: str = typer.Option("2,4,8,16,32,64,128,256", "-k", help="Comma-separated k values."),
     target_psnr: Optional[float] = typer.Option(None, "--target-psnr", help="Find the smallest "
                                                 "k reaching this PSNR (dB), by bisection."),
@@ -648,7 +570,7 @@ def sweep(
 
 @app.command(epilog="Example: clyde palette photo.jpg -k 16 -o palette.png")
 def palette(
-    image: Path = typer.Argument(..., help="Input image.", show_default=False),
+    image: Path = typer.Argument(..., metavar="IMAGE", help="Input image.", show_default=False),
     colors: int = typer.Option(16, "-k", "--colors", min=2, max=256, help="Palette size."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="Picture to write. [default: IMAGE.palette-kK.png]"),
@@ -674,6 +596,84 @@ def palette(
     typer.echo(f"{r['input']} -> {r['output']}: {r['kind']} palette of {colors}; PSNR k-means "
                f"{_fmt_num(r['psnr'], 2)} dB, random {_fmt_num(r['random_psnr'], 2)} dB")
     typer.echo(" ".join(r["palette"]))
+
+
+@app.command(epilog="Example: clyde train --dataset ./my_photos -p 16 -k 12000 --epochs 5 "
+                    "-o means/mine.npy")
+def train(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="A local folder of images, or a "
+                                "HuggingFace dataset name such as nlphuji/flickr30k."),
+    output: Path = typer.Option(..., "-o", "--output", help="Codebook .npy to write (metadata "
+                                "goes to the .json beside it)."),
+    patch_size: int = typer.Option(16, "-p", "--patch", min=2, max=64, help="Patch side p."),
+    k: int = typer.Option(12000, "-k", min=2, help="Number of shapes."),
+    epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the dataset."),
+    batch: int = typer.Option(4096, "--batch", min=64, help="Vectors per mini-batch step."),
+    scales: str = typer.Option("1", "--scales", help="Downscale factors to cut patches at, "
+                               "e.g. 1,2,4."),
+    max_per_image: Optional[int] = typer.Option(None, "--max-per-image", min=1,
+                                                help="Keep at most this many vectors per image."),
+    split: str = typer.Option("train", "--split", help="Dataset split."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the order, offsets and shuffles."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
+                                              help="Checkpoint file. [default: OUTPUT.ckpt.npz]"),
+    every: int = typer.Option(200, "--checkpoint-every", min=1, help="Batches between checkpoints."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint exactly."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Steps without a win "
+                                           "before a shape is re-seeded from the worst-fitted "
+                                           "vectors. [default: ceil(200 k / batch)]"),
+    reseed: int = typer.Option(16, "--reseed", min=1, help="Most shapes re-seeded per step."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Train for exactly this many "
+                                        "steps instead of --epochs (needed with several "
+                                        "processes; a process that runs out of data starts it "
+                                        "again)."),
+    coordinator: Optional[str] = typer.Option(None, "--coordinator", help="HOST:PORT of process "
+                                              "0, for several processes (with --num-processes "
+                                              "and --process-id); else Slurm or Open MPI say."),
+    num_processes: Optional[int] = typer.Option(None, "--num-processes", min=1,
+                                                help="Processes in the run."),
+    process_id: Optional[int] = typer.Option(None, "--process-id", min=0,
+                                             help="This process's number, 0 to N-1."),
+    distributed: Optional[bool] = typer.Option(
+        None, "--distributed/--no-distributed", show_default=False,
+        help="Join a multi-process run through JAX's own detection (Slurm, Open MPI, and "
+             "Kubernetes with jax[k8s]), or keep one process. [default: join inside an srun "
+             "step or under mpirun]"),
+):
+    """Train a patch codebook by mini-batch spherical k-means over a streamed dataset.
+
+    Memory does not grow with the dataset. A checkpoint is written every
+    --checkpoint-every batches; --resume continues exactly where it stopped.
+    Every local device takes --batch rows of each step; several processes
+    (docs/scale-out.md) each stream their own part of the dataset for --steps.
+    """
+    from .train import start_distributed, train as run, train_steps
+
+    rank, world = start_distributed(coordinator, num_processes, process_id, distributed)
+    if world > 1 and steps is None:
+        raise typer.BadParameter("several processes need --steps N (every process runs the "
+                                 "same number of steps)", param_hint="'--steps'")
+    if steps is not None:
+        r = train_steps(dataset, output, steps=steps, rank=rank, world=world, patch=patch_size,
+                        k=k, batch=batch, seed=seed, split=split, scales=_scales(scales),
+                        max_per_image=max_per_image, patience=patience, reseed=reseed,
+                        checkpoint=checkpoint, checkpoint_every=every, resume=resume,
+                        progress=_bar(quiet), on_note=_note)
+        if rank == 0:
+            typer.echo(f"{r.output}: {k} shapes of {patch_size}x{patch_size} after {r.steps} "
+                       f"steps on {world} process{'es' if world > 1 else ''}, {r.vectors:,} "
+                       f"vectors, mean cosine {r.mean_cos:.4f}, "
+                       f"{r.vectors_per_second:,.0f} vectors/s, {r.seconds:.1f} s")
+        return
+    r = run(dataset, output, patch=patch_size, k=k, epochs=epochs, batch=batch, seed=seed,
+            split=split, scales=_scales(scales), max_per_image=max_per_image,
+            checkpoint=checkpoint, checkpoint_every=every, resume=resume, progress=_bar(quiet),
+            patience=patience, reseed=reseed, on_note=_note)
+    typer.echo(f"{r.output}: {k} shapes of {patch_size}x{patch_size} after {r.epochs} epochs, "
+               f"{r.steps} steps, {r.images} images ({r.failed} unreadable), {r.vectors:,} vectors, "
+               f"mean cosine {r.mean_cos:.4f}, {r.vectors_per_second:,.0f} vectors/s, "
+               f"{r.seconds:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
