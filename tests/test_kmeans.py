@@ -206,6 +206,7 @@ def test_move_centers_when_every_centre_is_tracked(rng):
     _check_bounds(x, new, b)
 
 
+@pytest.mark.slow
 def test_move_centers_under_vmap_matches_single_calls(rng):
     # The branch and the loop depend on each member's count; under vmap both run for all.
     n, k = 4096, 12
@@ -328,6 +329,7 @@ def test_bad_settings():
         KM(jax.random.key(0), np.zeros((10, 3)), k=2, n_init=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_n_init_returns_the_best_run(rng, jit):
     # n_init runs side by side from keys split off the given one; the lowest inertia wins.
@@ -429,6 +431,7 @@ def test_swap_search_escapes_a_lloyd_local_optimum(rng, jit):
     assert float(res.inertia) == pytest.approx(float((w * d2).sum()), rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_swap_search_never_raises_the_inertia(rng, jit):
     x = _points(rng, 3000, 3, 24)

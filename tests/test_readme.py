@@ -28,6 +28,7 @@ def test_the_readme_has_the_examples():
     assert {c.split()[0] for c, _ in _examples()} >= {"pixel", "patch", "adaptive"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cmd, line", _examples(), ids=lambda v: v.split()[0] if " " in v else "")
 def test_readme_example_prints_what_the_readme_says(cmd, line, tmp_path, monkeypatch):
     (tmp_path / "examples").mkdir()

@@ -56,6 +56,7 @@ def _outputs(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.png")}
 
 
+@pytest.mark.slow
 def test_a_finished_shard_does_nothing_when_run_again(photos, tmp_path, monkeypatch):
     out = tmp_path / "out"
     s = run_batch(photos, out, algo="mbkm", k=8, step=2, shard=(1, 2), progress=False)
