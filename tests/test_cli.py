@@ -310,3 +310,29 @@ def test_several_images_never_overwrite_one_another(tmp_path, photo):
     assert (r.exit_code, r.stderr) == (2, f"Error: Invalid value for 'image': {photo} would write "
                                           f"{first}, which is one of the inputs\n")
     assert first.read_bytes() == before
+
+
+def test_skip_if_larger_writes_nothing_and_exits_98(tmp_path, chelsea):
+    import re
+
+    jpg, png = tmp_path / "cat.jpg", tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(jpg, quality=60)   # small: an indexed PNG is larger
+    Image.fromarray(chelsea).save(png)                # large: 16 colours are smaller
+    out = tmp_path / "o.png"
+    r = run("pixel", jpg, "-k", "64", "-o", out, "--skip-if-larger")
+    assert r.exit_code == 98 and r.stdout == "" and not out.exists()
+    assert re.fullmatch(rf"Skipped: {re.escape(str(out))}: [\d,]+ bytes would be larger than the "
+                        rf"input's {jpg.stat().st_size:,}; nothing written \(--skip-if-larger\)\n",
+                        r.stderr), r.stderr
+    assert not list(tmp_path.glob(".o.png.*"))  # no temporary file either
+    r = run("pixel", png, "-k", "16", "-o", out, "--skip-if-larger")
+    assert r.exit_code == 0 and out.exists() and out.stat().st_size < png.stat().st_size
+    # several inputs: the others are still written, and the exit code says one was skipped
+    big = tmp_path / "big.png"
+    png.rename(big)
+    r = run("pixel", jpg, big, "-k", "64", "--skip-if-larger")
+    assert r.exit_code == 98
+    assert not (tmp_path / "cat.pixel-k64.png").exists() and (tmp_path / "big.pixel-k64.png").exists()
+    assert len(r.stdout.splitlines()) == 1 and r.stderr.startswith("Skipped: ")
+    r = run("patch", jpg, "-o", tmp_path / "p.png", "--skip-if-larger")
+    assert r.exit_code == 98 and not (tmp_path / "p.png").exists()

@@ -79,9 +79,13 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
                max_iter: int = 300, tol: float = 1e-4, algo: str = "lloyd",
                refine: int | None = None, seed: int = 0,
                space: str = "rgb", dither: bool = False, force: bool = False,
+               skip_if_larger: bool = False,
                compare: str | os.PathLike | None = None,
                on_note: Callable[[str], None] | None = None) -> dict:
     """Quantize the image file ``src`` to ``k`` colours and write ``dst``.
+
+    ``skip_if_larger``: write nothing, and raise :class:`clyde.errors.OutputLarger`, when
+    ``dst`` would take more bytes than ``src``.
 
     Returns a dict with: input, output, width, height, channels, k, colors
     (palette entries used), algo, init, space, iterations, converged, psnr,
@@ -116,7 +120,8 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     icc = loaded.icc_profile
     with ThreadPoolExecutor(1) as pool:  # the encoder drops the GIL: entropy costs nothing then
         entropy = pool.submit(index_entropy, indices, len(palette))
-        nbytes = io.save_indexed(dst, indices, palette, icc)
+        nbytes = io.save_indexed(dst, indices, palette, icc,
+                                 max_bytes=loaded.file_bytes if skip_if_larger else None)
     q = pending()
     h, w = indices.shape
     shown = None
@@ -149,6 +154,7 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
 def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
                means: str | os.PathLike | None = None, shifts: int = 1, fit: str = "lsq",
                force: bool = False, compare: str | os.PathLike | None = None,
+               skip_if_larger: bool = False,
                on_note: Callable[[str], None] | None = None) -> dict:
     """Patch vector quantization of the image file ``src``; writes ``dst``.
 
@@ -173,7 +179,8 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
     img = loaded.array
     res = quantize_patches(img, cb.means, shifts=shifts, fit=fit)
     pending = image_quality_async(comparable(img), comparable(res.image))
-    nbytes = io.save_image(dst, res.image, loaded.icc_profile)
+    nbytes = io.save_image(dst, res.image, loaded.icc_profile,
+                           max_bytes=loaded.file_bytes if skip_if_larger else None)
     q, shown = as_written(dst, img, res.image, pending(), on_note)
     h, w = img.shape[:2]
     if compare:
@@ -215,7 +222,8 @@ def equal_bits_k(total_bits: int, n_pixels: int, channels: int = 3, k_max: int =
 def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 32, k2: int = 96,
                   block: int = 4, metric: str = "eig", quantile: float = 0.5, seed: int = 0,
                   mask: str | os.PathLike | None = None, compare: str | os.PathLike | None = None,
-                  force: bool = False, on_note: Callable[[str], None] | None = None) -> dict:
+                  force: bool = False, skip_if_larger: bool = False,
+                  on_note: Callable[[str], None] | None = None) -> dict:
     """Variance-adaptive two-k quantization of ``src``; writes ``dst`` (and the mask / comparison).
 
     Returns a dict with: input, output, width, height, k1, k2, block, metric,
@@ -244,7 +252,8 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
     res = quantize_adaptive(img, k1, k2, block=block, metric=metric, quantile=quantile, seed=seed)
     out = res.image
     q = image_quality(comparable(img), comparable(out))
-    nbytes = io.save_indexed(dst, res.indices, res.palette, loaded.icc_profile)
+    nbytes = io.save_indexed(dst, res.indices, res.palette, loaded.icc_profile,
+                             max_bytes=loaded.file_bytes if skip_if_larger else None)
     q, out = as_written(dst, img, out, q, on_note)
     if mask_path:
         io.save_image(mask_path, (res.pixel_mask.astype(np.uint8) * 255))

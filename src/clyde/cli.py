@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 
 from ._version import __version__
 from ._cache import default_cache_dir
-from .errors import ClydeError, check_k1_k2, debug, unexpected
+from .errors import ClydeError, OutputLarger, check_k1_k2, debug, unexpected
 
 
 # Typer vendors its own copy of click in recent releases; take the exception
@@ -169,11 +169,15 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
                 raise typer.BadParameter(f"{img} would write {out}, which is one of the inputs",
                                          param_hint="'image'")
             seen[out.resolve()] = img
-    failed = 0
+    failed = skipped = 0
     for img in images:
         t0 = time.perf_counter()
         try:
             result = one(img, output if output is not None else default_output(img))
+        except OutputLarger as e:  # asked for: not an error, and the others go on
+            typer.echo(f"Skipped: {e}", err=True)
+            skipped += 1
+            continue
         except Exception as e:
             if not many or (debug() and not isinstance(e, ClydeError)):
                 raise
@@ -185,6 +189,8 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
     if failed:
         typer.echo(f"Error: {failed} of {len(images)} images failed", err=True)
         raise typer.Exit(1)
+    if skipped:
+        raise typer.Exit(OutputLarger.EXIT_CODE)
 
 
 def _line(r: dict, what: str, cost: str) -> str:
@@ -225,6 +231,8 @@ def pixel(
     space: Space = typer.Option(Space.rgb, "--space", help="Colour space for distances (output is sRGB)."),
     dither: bool = typer.Option(False, "--dither", help="Floyd-Steinberg remap onto the learnt palette."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    skip_if_larger: bool = typer.Option(False, "--skip-if-larger", help="Write nothing when "
+                                        "the output would be larger than the input; exit 98."),
     compare: Optional[Path] = typer.Option(None, "--compare", help="Also write the original and "
                                            "the result side by side, labelled, to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -240,7 +248,8 @@ def pixel(
     def one(src, dst):
         return pixel_file(src, dst, k=colors, init=init.value, max_iter=iters, tol=tol,
                           algo=algo.value, refine=refine, seed=seed, space=space.value,
-                          dither=dither, force=force, compare=compare, on_note=_note)
+                          dither=dither, force=force, compare=compare,
+                          skip_if_larger=skip_if_larger, on_note=_note)
 
     _each(image, output, lambda i: i.with_name(f"{i.stem}.pixel-k{colors}.png"), one,
           lambda r: typer.echo(json.dumps(r) if as_json else summary_line(r)),
@@ -272,6 +281,8 @@ def patch(
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="Output file. [default: IMAGE.patch-sN.png beside the input]"),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    skip_if_larger: bool = typer.Option(False, "--skip-if-larger", help="Write nothing when "
+                                        "the output would be larger than the input; exit 98."),
     compare: Optional[Path] = typer.Option(None, "--compare", help="Also write the original and "
                                            "the result side by side, labelled, to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -287,7 +298,7 @@ def patch(
 
     def one(src, dst):
         return patch_file(src, dst, means=means, shifts=shifts, fit=fit.value, force=force,
-                          compare=compare, on_note=_note)
+                          compare=compare, skip_if_larger=skip_if_larger, on_note=_note)
 
     _each(image, output, lambda i: i.with_name(f"{i.stem}.patch-s{shifts}.png"), one,
           lambda r: typer.echo(json.dumps(r) if as_json else patch_summary_line(r)),
@@ -332,6 +343,8 @@ def adaptive(
                                            "colours and at the same bits; print them and write "
                                            "all side by side (with the mask) to this file."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files."),
+    skip_if_larger: bool = typer.Option(False, "--skip-if-larger", help="Write nothing when "
+                                        "the output would be larger than the input; exit 98."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Variance-adaptive quantization: flat blocks get k1 colours, detailed blocks k2.
@@ -350,7 +363,7 @@ def adaptive(
     def one(src, dst):
         return adaptive_file(src, dst, k1=k1, k2=k2, block=block, metric=metric.value,
                              quantile=quantile, seed=seed, mask=mask, compare=compare, force=force,
-                             on_note=_note)
+                             skip_if_larger=skip_if_larger, on_note=_note)
 
     def show(r):
         if as_json:

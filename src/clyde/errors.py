@@ -14,6 +14,14 @@ class ClydeError(Exception):
     """
 
 
+class OutputLarger(ClydeError):
+    """The output would be larger than the input, and the caller asked to skip such
+    outputs (``--skip-if-larger``): nothing was written. The command line exits 98 for
+    it, as pngquant does."""
+
+    EXIT_CODE = 98
+
+
 def debug() -> bool:
     """``CLYDE_DEBUG`` is set: a bug (an exception that is not a :class:`ClydeError`)
     propagates with its traceback instead of becoming one line."""

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ._files import write_atomic
-from .errors import ClydeError
+from .errors import ClydeError, OutputLarger
 
 __all__ = [
     "LoadedImage",
@@ -450,7 +450,8 @@ def _save_kwargs(fmt: str, icc_profile: bytes | None = None) -> dict:
     return kw
 
 
-def save_image(path: str | os.PathLike, array: np.ndarray, icc_profile: bytes | None = None) -> int:
+def save_image(path: str | os.PathLike, array: np.ndarray, icc_profile: bytes | None = None,
+               max_bytes: int | None = None) -> int:
     """Write an ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` uint8 array atomically.
 
     The format comes from the extension. ``icc_profile`` (an RGB profile, as
@@ -462,7 +463,20 @@ def save_image(path: str | os.PathLike, array: np.ndarray, icc_profile: bytes | 
     path = Path(path)
     fmt = output_format(path)
     im, kwargs = _pixel_image(array, fmt, icc_profile, path)
-    return write_atomic(path, lambda f: im.save(f, format=fmt, **kwargs))
+    return _write(path, im, fmt, kwargs, max_bytes)
+
+
+def _write(path: Path, im: Image.Image, fmt: str, kwargs: dict, max_bytes: int | None) -> int:
+    """Encode ``im`` into ``path`` atomically; with ``max_bytes``, first in memory, and
+    write nothing (:class:`clyde.errors.OutputLarger`) when it takes more."""
+    if max_bytes is None:
+        return write_atomic(path, lambda f: im.save(f, format=fmt, **kwargs))
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kwargs)
+    if buf.tell() > max_bytes:
+        raise OutputLarger(f"{path}: {buf.tell():,} bytes would be larger than the input's "
+                           f"{max_bytes:,}; nothing written (--skip-if-larger)")
+    return write_atomic(path, lambda f: f.write(buf.getbuffer()))
 
 
 def _pixel_image(array, fmt: str, icc_profile, name) -> tuple[Image.Image, dict]:
@@ -497,7 +511,7 @@ def _indexed_image(indices, palette, fmt: str, icc_profile, name) -> tuple[Image
 
 
 def save_indexed(path: str | os.PathLike, indices: np.ndarray, palette: np.ndarray,
-                 icc_profile: bytes | None = None) -> int:
+                 icc_profile: bytes | None = None, max_bytes: int | None = None) -> int:
     """Write a palette image atomically.
 
     PNG and GIF get a real indexed image (so the file is really smaller);
@@ -520,7 +534,7 @@ def save_indexed(path: str | os.PathLike, indices: np.ndarray, palette: np.ndarr
     path = Path(path)
     fmt = output_format(path)
     im, kwargs = _indexed_image(indices, palette, fmt, icc_profile, path)
-    return write_atomic(path, lambda f: im.save(f, format=fmt, **kwargs))
+    return _write(path, im, fmt, kwargs, max_bytes)
 
 
 def check_colors(path: str | os.PathLike, colors: int, ext: str | None = None) -> None:
