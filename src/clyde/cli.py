@@ -200,6 +200,16 @@ def _line(r: dict, what: str, cost: str) -> str:
             f"{r['bytes_in']:,} -> {r['bytes_out']:,} bytes, {r['seconds']:.2f} s")
 
 
+def _skip_if_larger():
+    return typer.Option(False, "--skip-if-larger", help="Write nothing when the output would "
+                        "be larger than the input; exit 98.")
+
+
+def _compare():
+    return typer.Option(None, "--compare", help="Also write the original and the result side "
+                        "by side, labelled, to this file.")
+
+
 def summary_line(r: dict) -> str:
     """The one-line human summary of a result dict (see ``--json`` for the fields)."""
     return _line(r, f"k={r['k']} ({r['colors']} used, {r['algo']}, {r['iterations']} iterations)",
@@ -231,10 +241,8 @@ def pixel(
     space: Space = typer.Option(Space.rgb, "--space", help="Colour space for distances (output is sRGB)."),
     dither: bool = typer.Option(False, "--dither", help="Floyd-Steinberg remap onto the learnt palette."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
-    skip_if_larger: bool = typer.Option(False, "--skip-if-larger", help="Write nothing when "
-                                        "the output would be larger than the input; exit 98."),
-    compare: Optional[Path] = typer.Option(None, "--compare", help="Also write the original and "
-                                           "the result side by side, labelled, to this file."),
+    skip_if_larger: bool = _skip_if_larger(),
+    compare: Optional[Path] = _compare(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Colour quantization: k-means over the pixels' colours, image rebuilt from k colours.
@@ -281,10 +289,8 @@ def patch(
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="Output file. [default: IMAGE.patch-sN.png beside the input]"),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
-    skip_if_larger: bool = typer.Option(False, "--skip-if-larger", help="Write nothing when "
-                                        "the output would be larger than the input; exit 98."),
-    compare: Optional[Path] = typer.Option(None, "--compare", help="Also write the original and "
-                                           "the result side by side, labelled, to this file."),
+    skip_if_larger: bool = _skip_if_larger(),
+    compare: Optional[Path] = _compare(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Patch vector quantization: every 16x16 patch channel becomes one of k learnt shapes.
@@ -343,8 +349,7 @@ def adaptive(
                                            "colours and at the same bits; print them and write "
                                            "all side by side (with the mask) to this file."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files."),
-    skip_if_larger: bool = typer.Option(False, "--skip-if-larger", help="Write nothing when "
-                                        "the output would be larger than the input; exit 98."),
+    skip_if_larger: bool = _skip_if_larger(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Variance-adaptive quantization: flat blocks get k1 colours, detailed blocks k2.
