@@ -8,6 +8,7 @@ import sys
 from concurrent.futures import Future
 from pathlib import Path
 
+from ._files import write_atomic  # here, not in a compile thread: it reads the umask at import
 from .errors import ClydeError
 
 _enabled: str | None = None
@@ -272,11 +273,11 @@ def stored(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
-        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
+        bound, statics, leaves, sig = bind(args, kwargs)  # once per call: it is on the hot path
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):
             return fun(*args, **kwargs)  # inside another program: traced into it
         if not _can_store():
             return jitted(*args, **kwargs)
-        bound, statics, leaves, sig = bind(args, kwargs)
         fn = _PROGRAMS.get(sig)
         if fn is None:
             fn = _PROGRAMS[sig] = _load_or_compile(jitted, own, statics, sig, bound)
@@ -348,8 +349,6 @@ def _load_or_compile(jitted, own, statics, sig, specs):
     import functools
     import pickle
     import zlib
-
-    from ._files import write_atomic
 
     from jax._src import config
     from jax.experimental import serialize_executable as se

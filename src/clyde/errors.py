@@ -3,8 +3,6 @@ modules, and how a bug is reported."""
 
 import os
 
-import numpy as np
-
 
 class ClydeError(Exception):
     """Bad input or an impossible request, with a message fit for one line.
@@ -38,6 +36,8 @@ def unexpected(e: BaseException) -> str:
 def check_image(image, channels: tuple[int, ...] | None = (3, 4)) -> None:
     """Raise :class:`ClydeError` unless ``image`` is an ``(H, W, C)`` uint8 ndarray with
     ``C`` in ``channels`` (``None``: any number of channels); the message says what it got."""
+    import numpy as np
+
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
             and (channels is None or image.shape[-1] in channels)):
         shape = "(H, W, C)" if channels is None else " or ".join(f"(H, W, {c})" for c in channels)
