@@ -87,6 +87,23 @@ def test_inside_jit_and_with_the_cache_off_it_is_plain_jit(cache_on, rng, monkey
     assert not (cache_on / "programs").exists()
 
 
+def test_compiler_options_and_other_types_are_programs_of_their_own(cache_on, rng):
+    # The options are part of a program's key; a call whose types the stored program was not
+    # made for (another shape here) runs plain jit and gives its numbers.
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    w = np.ones(40, np.float32)
+    want = (x ** 2).sum(0)
+    plain = _cache.stored(_scaled_sum, static_argnames=("power",))
+    quick = _cache.stored(_scaled_sum, static_argnames=("power",),
+                          compiler_options=_cache.QUICK_COMPILE)
+    for f in (plain, quick):
+        np.testing.assert_allclose(np.asarray(f(x, w, power=2)), want, rtol=1e-5)
+    assert len(list((cache_on / "programs").iterdir())) == 2
+    (fn,) = [v for k, v in _cache._PROGRAMS.items() if not k[-1]]
+    got = fn(x=x[:30], w=w[:30])  # not the stored program's shapes
+    np.testing.assert_allclose(np.asarray(got), (x[:30] ** 2).sum(0), rtol=1e-5)
+
+
 def test_lambdas_and_closures_are_refused():
     # Programs are stored under the function's module and name; two lambdas would share one,
     # and a closure's captured values are not part of the key.
