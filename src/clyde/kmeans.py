@@ -67,6 +67,12 @@ ALGOS = ("lloyd", "minibatch")
 #: of 256..4096 on a 2-core x86 CPU).
 CHUNK = 2048
 
+#: Rows per block of the per-point passes of :func:`move_centers` and the centre
+#: updates. Larger than ``CHUNK``: on a CPU every loop iteration costs a few kernel
+#: launches, which blocks of 2048 rows made 2-3x slower than one pass over all the
+#: rows; blocks up to the last row of positive weight keep the work near the points'.
+SPAN = 8 * CHUNK
+
 #: Dimensions up to which distances are formed from differences (exact, and
 #: fastest for colours); above it, as one matrix product (patch vectors).
 SMALL_D = 8
@@ -198,6 +204,16 @@ def _chunked(fn, x: jax.Array, chunk: int, n_chunks: jax.Array | None = None):
     return tuple(o.reshape(-1)[:n] for o in outs)
 
 
+def _rows(a: jax.Array, i, size: int, axis: int = 0) -> jax.Array:
+    """Block ``i`` of ``size`` rows of ``a`` along ``axis``."""
+    return jax.lax.dynamic_slice_in_dim(a, i * size, size, axis)
+
+
+def _put_rows(a: jax.Array, v: jax.Array, i, size: int, axis: int = 0) -> jax.Array:
+    """``a`` with block ``i`` of ``size`` rows along ``axis`` replaced by ``v``."""
+    return jax.lax.dynamic_update_slice_in_dim(a, v, i * size, axis)
+
+
 def _extent(w: jax.Array, chunk: int) -> jax.Array:
     """Chunks of ``chunk`` rows up to the last row of positive weight: the rows past
     it are padding to a capacity, which the loops below skip (a dynamic trip count,
@@ -301,13 +317,27 @@ def _reseed_empty(centers, counts, x, w, d2):
     return jnp.where(empty[:, None], x[worst[rank]], centers)
 
 
-def _update_centers(x, w, centers, labels, d2):
+def _segment_sum(values, labels, k, span=SPAN, n_spans=None):
+    """``jax.ops.segment_sum(values, labels, k)``; with ``n_spans`` (traced), over the first
+    this many ``span``-row blocks only (the rows past them must add nothing): block after
+    block into one accumulator, the same additions in the same order."""
+    zero = jnp.zeros((k,) + values.shape[1:], values.dtype)
+    n = values.shape[0]
+    if n_spans is None or n <= span or n % span:
+        return zero.at[labels].add(values)
+    return jax.lax.fori_loop(
+        0, n_spans, lambda i, acc: acc.at[_rows(labels, i, span)].add(_rows(values, i, span)),
+        zero)
+
+
+def _update_centers(x, w, centers, labels, d2, span=SPAN, n_spans=None):
     """Weighted mean of every cluster; empty ones re-seeded (``d2``: squared
-    distance of each point to its centre)."""
+    distance of each point to its centre). ``n_spans`` (traced, optional): sum only
+    the first this many ``span``-row blocks (the rows past them have weight 0)."""
     k = centers.shape[0]
-    # One scatter for sums and counts together (scatter-add is the slow part on CPU).
-    acc = jax.ops.segment_sum(jnp.concatenate([x * w[:, None], w[:, None]], axis=1),
-                              labels, num_segments=k)
+    # sums and counts in one scatter (scatter-add is the slow part on a CPU)
+    acc = _segment_sum(jnp.concatenate([x * w[:, None], w[:, None]], axis=1), labels, k,
+                       span, n_spans)
     sums, counts = acc[:, :-1], acc[:, -1]
     new = sums / jnp.maximum(counts, 1e-12)[:, None]
     new = jnp.where((counts > 0)[:, None], new, centers)
@@ -315,10 +345,13 @@ def _update_centers(x, w, centers, labels, d2):
                         new, counts, x, w, d2)
 
 
-def _lloyd_step(x, w, centers, chunk):
-    """One Lloyd update; the trailing zero-weight rows (padding) are not searched."""
-    labels, d2 = _chunked(lambda t: _nearest_t(t, centers), x, chunk, _extent(w, chunk))
-    return _update_centers(x, w, centers, labels, d2)
+def _lloyd_step(x, w, centers, chunk, n_chunks=None, n_spans=None):
+    """One Lloyd update; the trailing zero-weight rows (padding) are not visited.
+    ``n_chunks``, ``n_spans``: :func:`_extent` of ``w`` in chunks and spans, if known."""
+    n_chunks = _extent(w, chunk) if n_chunks is None else n_chunks
+    n_spans = _extent(w, SPAN) if n_spans is None else n_spans
+    labels, d2 = _chunked(lambda t: _nearest_t(t, centers), x, chunk, n_chunks)
+    return _update_centers(x, w, centers, labels, d2, SPAN, n_spans)
 
 
 def _tol_abs(x, w, tol):
@@ -352,6 +385,7 @@ def lloyd(x: jax.Array, w: jax.Array, centers: jax.Array, *, max_iter: int = 300
     KMeansResult
     """
     tol_abs = _tol_abs(x, w, tol)
+    n_chunks, n_spans = _extent(w, chunk), _extent(w, SPAN)
 
     def cond(state):
         _, it, shift = state
@@ -359,7 +393,7 @@ def lloyd(x: jax.Array, w: jax.Array, centers: jax.Array, *, max_iter: int = 300
 
     def body(state):
         c, it, _ = state
-        new = _lloyd_step(x, w, c, chunk)
+        new = _lloyd_step(x, w, c, chunk, n_chunks, n_spans)
         return new, it + 1, jnp.sum((new - c) ** 2)
 
     centers, n_iter, shift = jax.lax.while_loop(
@@ -424,16 +458,42 @@ def _search_bounds(xt: jax.Array, centers: jax.Array, m: int) -> Bounds:
 
 
 def nearest_bounds(x: jax.Array, centers: jax.Array, *, chunk: int = CHUNK,
-                   near: int = NEAR) -> Bounds:
+                   near: int = NEAR, w: jax.Array | None = None) -> Bounds:
     """Nearest centre of every point with exact bounds (a full search), tracking
-    the ``min(near, k)`` nearest centres."""
+    the ``min(near, k)`` nearest centres.
+
+    ``w``, optional: the points' weights; the rows past the last positive one
+    (padding) are then not searched, and their bounds are zeros."""
     n = x.shape[0]
     m = min(near, centers.shape[0])
     if n <= chunk:
         return _search_bounds(x.T, centers, m)
-    b = jax.lax.map(lambda t: _search_bounds(t, centers, m), _blocks(x, chunk))
-    near = jnp.transpose(b.near, (1, 0, 2)).reshape(m, -1)[:, :n]
-    return Bounds(b.labels.reshape(-1)[:n], b.upper.reshape(-1)[:n], b.lower.reshape(-1)[:n], near)
+    x, pad = _pad_rows(x, chunk)
+    n_chunks = x.shape[0] // chunk if w is None else _extent(w, chunk)
+
+    def block(i, b):
+        found = _search_bounds(_rows(x, i, chunk).T, centers, m)
+        return Bounds(*(_put_rows(a, v, i, chunk) for a, v in zip(b[:3], found[:3])),
+                      _put_rows(b.near, found.near, i, chunk, axis=1))
+
+    zero = jnp.zeros(x.shape[:1], jnp.float32)
+    out = jax.lax.fori_loop(0, n_chunks, block, Bounds(
+        zero.astype(jnp.int32), zero, zero, jnp.zeros((m, x.shape[0]), jnp.int32)))
+    return _unpad_bounds(out, n) if pad else out
+
+
+def _pad_rows(a: jax.Array, chunk: int, axis: int = 0) -> tuple[jax.Array, int]:
+    """``a`` zero-padded along ``axis`` to whole ``chunk``-row blocks, and the rows added."""
+    pad = -a.shape[axis] % chunk
+    if not pad:
+        return a, 0
+    widths = [(0, 0)] * a.ndim
+    widths[axis] = (0, pad)
+    return jnp.pad(a, widths), pad
+
+
+def _unpad_bounds(b: Bounds, n: int) -> Bounds:
+    return Bounds(b.labels[:n], b.upper[:n], b.lower[:n], b.near[:, :n])
 
 
 def inherit_bounds(x: jax.Array, groups: jax.Array, means: jax.Array, bounds: Bounds) -> Bounds:
@@ -472,14 +532,15 @@ def move_centers(x: jax.Array, w: jax.Array, bounds: Bounds, old: jax.Array, new
     farthest any untracked centre moved. A point whose candidate is nearer
     than that bound (by a float32 margin, and ahead of the next tracked
     centre by one) takes it without a search. The others are gathered into
-    an index list of static size n and searched over all centres, ``chunk`` at a time, in
-    a while loop that stops after the last one: the work follows the number
-    of points that need a search, whatever the static shapes.
+    an index list and searched over all centres, ``chunk`` at a time, in
+    a while loop that stops after the last one. Both passes loop over blocks
+    of ``chunk`` points up to the last one of positive weight: the work follows
+    the points and the number that need a search, not the static shapes.
 
     Parameters
     ----------
     x : (n, d) float32 array; w : (n,) weights. Zero-weight rows (padding)
-        are never searched, so their labels go stale.
+        are never searched, so their bounds go stale.
     bounds : :class:`Bounds` exact for ``old``
     old, new : (k, d) float32 arrays, the centres before and after the move
     chunk : int (static), points per search block
@@ -494,53 +555,78 @@ def move_centers(x: jax.Array, w: jax.Array, bounds: Bounds, old: jax.Array, new
     Under ``vmap`` the branch and the loop run for the slowest member, which
     is correct but wastes work.
     """
+    n = x.shape[0]
+    span = min(SPAN, n)
+    x, pad = _pad_rows(x, span)
+    if pad:
+        w = _pad_rows(w, span)[0]
+        bounds = _pad_bounds(bounds, span)
+    out = _move_blocks(x, w, bounds, old, new, min(chunk, n), span, _extent(w, span))
+    return _unpad_bounds(out, n) if pad else out
+
+
+def _pad_bounds(b: Bounds, span: int) -> Bounds:
+    return Bounds(*(_pad_rows(a, span)[0] for a in b[:3]), _pad_rows(b.near, span, axis=1)[0])
+
+
+def _move_blocks(x, w, bounds: Bounds, old, new, chunk: int, span: int, n_spans) -> Bounds:
+    """:func:`move_centers` on whole ``span``-row blocks, the first ``n_spans`` of them;
+    the search ``chunk`` points at a time."""
     n, d = x.shape
     k = new.shape[0]
-    near = bounds.near  # (m, n)
-    m = near.shape[0]
+    m = bounds.near.shape[0]
     moved = jnp.sqrt(jnp.sum((new - old) ** 2, axis=1))
-    if m < k:  # the farthest move of a centre this point does not track
+    if m < k:
         top, arg = jax.lax.top_k(moved, m + 1)
-        other = jnp.zeros(n, moved.dtype)
-        for i in reversed(range(m + 1)):  # the first of the m + 1 farthest not tracked
-            other = jnp.where(jnp.any(near == arg[i], axis=0), other, top[i])
-    else:
-        other = jnp.zeros(n, moved.dtype)
-    xt = x.T
-    # Exact squared distances to the tracked centres: the sums of _sqdist_t, in its order.
-    # One (n,) row per tracked centre, reduced elementwise: XLA fuses it all into one loop.
-    ex = []
-    for i in range(m):
-        e = (new[:, 0][near[i]] - xt[0]) ** 2
-        for j in range(1, d):
-            e = e + (new[:, j][near[i]] - xt[j]) ** 2
-        ex.append(e)
-    best = functools.reduce(jnp.minimum, ex)
-    labels = functools.reduce(jnp.minimum, [jnp.where(e <= best, c, k) for e, c in zip(ex, near)])
-    second = jnp.sqrt(functools.reduce(jnp.minimum, [jnp.where(c == labels, jnp.inf, e)
-                                                     for e, c in zip(ex, near)]))
-    upper = jnp.sqrt(best)
-    lower = bounds.lower - other
-    # float32 slack: a point within rounding error of its bound, or of a tie, is searched
-    need = (w > 0) & ((upper >= lower - 1e-5 * (1.0 + jnp.abs(lower)))
-                      | (second - upper <= 1e-5 * (1.0 + upper)))
-    count = jnp.sum(need)
-    start = Bounds(labels.astype(jnp.int32), upper, lower, near)
 
-    # One index list of n entries (a short one beside it, chosen by lax.cond, compiled the
-    # search twice: 0.25 s more per use, and measured no faster).
-    idx = jnp.nonzero(need, size=-(-n // chunk) * chunk, fill_value=n)[0]
+    xt = x.T  # (d, n): each coordinate contiguous, as the per-point passes read them
 
-    def body(state):
+    def check(i, state):
+        """Block ``i``: exact distances to the tracked centres, new bounds, and the points
+        that need a search appended to the index list ``idx``."""
+        b, idx, count = state
+        # read from ``bounds``, not the carried ``b``: a buffer read and written in one
+        # iteration is copied whole by XLA, every iteration
+        xb, wb, near = (_rows(xt, i, span, axis=1), _rows(w, i, span),
+                        _rows(bounds.near, i, span, axis=1))
+        other = jnp.zeros(span, moved.dtype)
+        if m < k:  # the farthest move of a centre this point does not track
+            tracked = jnp.any(near[None, :, :] == arg[:, None, None], axis=1)  # (m + 1, span)
+            first = jnp.argmin(tracked, axis=0)  # the first of the m + 1 farthest not tracked
+            other = top[first]
+        # Exact squared distances to the tracked centres: the sums of _sqdist_t, in its order.
+        cn = new[near]  # (m, span, d)
+        ex = (cn[..., 0] - xb[0]) ** 2
+        for c in range(1, d):
+            ex = ex + (cn[..., c] - xb[c]) ** 2
+        best = jnp.min(ex, axis=0)
+        labels = jnp.min(jnp.where(ex <= best, near, k), axis=0)
+        second = jnp.sqrt(jnp.min(jnp.where(near == labels, jnp.inf, ex), axis=0))
+        upper = jnp.sqrt(best)
+        lower = _rows(bounds.lower, i, span) - other
+        # float32 slack: a point within rounding error of its bound, or of a tie, is searched
+        need = (wb > 0) & ((upper >= lower - 1e-5 * (1.0 + jnp.abs(lower)))
+                           | (second - upper <= 1e-5 * (1.0 + upper)))
+        slot = jnp.where(need, count + jnp.cumsum(need.astype(jnp.int32)) - 1, n)
+        idx = idx.at[slot].set(i * span + jnp.arange(span, dtype=jnp.int32), mode="drop")
+        b = b._replace(labels=_put_rows(b.labels, labels.astype(jnp.int32), i, span),
+                       upper=_put_rows(b.upper, upper, i, span),
+                       lower=_put_rows(b.lower, lower, i, span))
+        return b, idx, count + jnp.sum(need.astype(jnp.int32))
+
+    b, idx, count = jax.lax.fori_loop(0, n_spans, check, (
+        bounds, jnp.zeros(-(-n // chunk) * chunk, jnp.int32), jnp.int32(0)))
+
+    def search(state):  # the listed points, chunk at a time, over all centres
         j, b = state
-        ids = jax.lax.dynamic_slice(idx, (j * chunk,), (chunk,))
+        ids = _rows(idx, j, chunk)
+        ids = jnp.where(j * chunk + jnp.arange(chunk) < count, ids, n)  # n: dropped
         found = _search_bounds(x[jnp.minimum(ids, n - 1)].T, new, m)
-        return j + 1, Bounds(*(a.at[ids].set(v, mode="drop")  # the fill n is dropped
-                               for a, v in zip(b[:3], found[:3])),
+        return j + 1, Bounds(*(a.at[ids].set(v, mode="drop") for a, v in zip(b[:3], found[:3])),
                              b.near.at[:, ids].set(found.near, mode="drop"))
 
     blocks = (count + chunk - 1) // chunk
-    return jax.lax.while_loop(lambda s: s[0] < blocks, body, (jnp.int32(0), start))[1]
+    return jax.lax.while_loop(lambda s: s[0] < blocks, search, (jnp.int32(0), b))[1]
 
 
 def lloyd_bounded(x: jax.Array, w: jax.Array, centers: jax.Array, *, max_iter: int = 300,
@@ -561,7 +647,12 @@ def lloyd_bounded(x: jax.Array, w: jax.Array, centers: jax.Array, *, max_iter: i
     """
     x = jnp.asarray(x, jnp.float32)
     w = jnp.asarray(w, jnp.float32)
+    n = x.shape[0]
     tol_abs = _tol_abs(x, w, tol)
+    chunk, span = min(chunk, n), min(SPAN, n)
+    x, pad = _pad_rows(x, span)  # whole blocks, so that the loops skip the padding's
+    w = _pad_rows(w, span)[0]
+    n_spans = _extent(w, span)
 
     def cond(state):
         _, _, it, shift = state
@@ -569,16 +660,19 @@ def lloyd_bounded(x: jax.Array, w: jax.Array, centers: jax.Array, *, max_iter: i
 
     def body(state):
         c, b, it, _ = state
-        new = _update_centers(x, w, c, b.labels, b.upper ** 2)
-        return new, move_centers(x, w, b, c, new, chunk=chunk), it + 1, jnp.sum((new - c) ** 2)
+        new = _update_centers(x, w, c, b.labels, b.upper ** 2, span, n_spans)
+        return (new, _move_blocks(x, w, b, c, new, chunk, span, n_spans), it + 1,
+                jnp.sum((new - c) ** 2))
 
     if bounds is None:
-        bounds = nearest_bounds(x, centers, chunk=chunk)
+        bounds = nearest_bounds(x, centers, chunk=chunk, w=w)
     else:
-        bounds = move_centers(x, w, bounds, centers, centers, chunk=chunk)
+        bounds = _move_blocks(x, w, _pad_bounds(bounds, span) if pad else bounds, centers,
+                              centers, chunk, span, n_spans)
     state = (centers, bounds, jnp.int32(0), jnp.float32(jnp.inf))
     c, b, n_iter, shift = jax.lax.while_loop(cond, body, state)
-    res = KMeansResult(c, b.labels, jnp.sum(w * b.upper ** 2), n_iter, shift <= tol_abs)
+    b = _unpad_bounds(b, n) if pad else b
+    res = KMeansResult(c, b.labels, jnp.sum(w[:n] * b.upper ** 2), n_iter, shift <= tol_abs)
     return (res, b) if return_bounds else res
 
 
@@ -762,7 +856,7 @@ def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, 
     n_remove = min(n_remove, k)
     n = x.shape[0]
 
-    n_chunks = _extent(w, chunk)
+    n_chunks, n_spans = _extent(w, chunk), _extent(w, SPAN)
 
     def nearest2(c):  # the padding past the last positive weight is not searched
         return _chunked(lambda t: _two_nearest_t(t, c), x, chunk, n_chunks)
@@ -770,7 +864,7 @@ def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, 
     def body(i, state):
         c, labels, d1, l2, d2, sse, kept, key = state
         key, sub = jax.random.split(key)
-        cost = jax.ops.segment_sum(w * (d2 - d1), labels, num_segments=k)
+        cost = _segment_sum(w * (d2 - d1), labels, k, SPAN, n_spans)
         _, remove = jax.lax.top_k(-cost, n_remove)
         wd = w * d1
         p = _safe_probs(wd, w / jnp.maximum(jnp.sum(w), 1e-12))
@@ -780,8 +874,10 @@ def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, 
         r, y = remove[best // n_add], x[add_idx[best % n_add]]
         trial = c.at[r].set(y)
         if steps:  # the first step's assignment follows from the swap: no search
-            trial = _update_centers(x, w, trial, *swap_assign(x, labels, d1, l2, d2, r, y))
-            trial = jax.lax.fori_loop(1, steps, lambda _, t: _lloyd_step(x, w, t, chunk), trial)
+            trial = _update_centers(x, w, trial, *swap_assign(x, labels, d1, l2, d2, r, y),
+                                    SPAN, n_spans)
+            trial = jax.lax.fori_loop(
+                1, steps, lambda _, t: _lloyd_step(x, w, t, chunk, n_chunks, n_spans), trial)
         tl, t1, tl2, t2 = nearest2(trial)
         tsse = jnp.sum(w * t1)
         better = tsse < sse

@@ -129,6 +129,9 @@ class ColorHistogram(NamedTuple):
 _OCC = 16  # codes per occupancy block of the 2**24 table
 #: Pixels per call of the histogram and lookup programs: every image runs the same
 #: programs, tile after tile, whatever its size (the last tile is padded).
+#: Bin tables up to this many slots are padded to all of them (one shape per stage; the
+#: k-means loops skip the empty tail, see :func:`clyde.kmeans._extent`).
+FIXED_BINS = 1 << 18
 PIXEL_TILE = 1 << 18
 #: Occupied blocks per call of :func:`_block_counts`, and colours per call of :func:`_lut_set`.
 BLOCK_CHUNK = 1 << 14
@@ -347,11 +350,14 @@ def capacity(n: int) -> int:
 
 def _bins(colors: jax.Array, counts: jax.Array, bits: int) -> _Points:
     """Colours (padded uint8, float32 counts, on the device) merged into
-    ``bits``-per-channel bins (:func:`_bin_table`), padded to a :func:`capacity`, or
-    to the number of bins there can be if smaller (2**15 for 5-bit RGB)."""
+    ``bits``-per-channel bins (:func:`_bin_table`), padded to the number of bins there
+    can be (2**15 for 5-bit RGB, 2**18 for 6-bit), whatever the image: one program per
+    stage and k. Above 2**18 (RGBA), to a :func:`capacity`."""
     w, means, groups, n_bins, spread = _bin_table(colors, counts, bits=bits)
     n = int(n_bins)
-    rgb, wb = _compact_bins(w, means, size=min(capacity(n), 1 << (bits * colors.shape[1])))
+    slots = 1 << (bits * colors.shape[1])
+    rgb, wb = _compact_bins(w, means, size=slots if slots <= FIXED_BINS else
+                            min(capacity(n), slots))
     return _Points(rgb, wb, n, groups, float(spread))
 
 
@@ -468,12 +474,12 @@ def _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, *, rounds, max_iter, to
                          inherit=(fine.groups, fxs, bounds) if refine else None)
         _lloyd.prefetch(fxs, fine.w, centers, max_iter=max_iter, tol=tol)
         _to_space.prefetch(fine.rgb, space=space)
-        _nearest_bounds.prefetch(fxs, centers)
+        _nearest_bounds.prefetch(fxs, centers, w=fine.w)
     else:
         bounds = _bounds_spec(cxs.shape[0], k)
         _finish.prefetch(uxs, uw, centers, tol, steps=max_iter, space=space,
                          inherit=(coarse.groups, cxs, bounds))
-        _nearest_bounds.prefetch(cxs, centers)
+        _nearest_bounds.prefetch(cxs, centers, w=coarse.w)
     _from_space.prefetch(centers, space=space)
     _inertia.prefetch(coarse.rgb, coarse.w, centers)
 
@@ -551,13 +557,13 @@ def _coarse_start(key, cols, uw, uxs, fine, k, *, small, init, n_init, max_iter,
     n_iter = int(res.n_iter)
     if fine is None:  # the exact colours converge from here, starting from their bins' bounds
         return _Start(centers, max_iter, tol, n_iter, True, n_colors,
-                      (coarse.groups, cxs, _nearest_bounds(cxs, centers)))
+                      (coarse.groups, cxs, _nearest_bounds(cxs, centers, w=cw)))
     # Converge on the 6-bit bins, then a few exact steps. Fresh bin bounds (the fit's own
     # were loosened by every step): far fewer colours to search when they inherit them.
     fxs = _to_space(fine.rgb, space)
     r2 = _lloyd(fxs, fine.w, centers, max_iter=max_iter, tol=tol)
     return _Start(r2.centers, refine, 0.0, n_iter + int(r2.n_iter), bool(r2.converged), fine.n,
-                  (fine.groups, fxs, _nearest_bounds(fxs, r2.centers)))
+                  (fine.groups, fxs, _nearest_bounds(fxs, r2.centers, w=fine.w)))
 
 
 def _exact(start: _Start, uxs, uw, *, binned: bool, space: str):
