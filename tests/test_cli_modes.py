@@ -61,6 +61,21 @@ def test_patch_bad_codebook_is_one_line(photo, tmp_path, content, message):
     assert len(lines) == 1 and lines[0].startswith(f"Error: {cb}: ") and message in lines[0]
 
 
+def test_patch_without_a_codebook_names_means_and_the_variable(photo, tmp_path, monkeypatch):
+    from clyde import codebook
+
+    monkeypatch.setattr(codebook, "_bundled", lambda: None)  # an install without it
+    monkeypatch.delenv("CLYDE_MEANS", raising=False)
+    r = run("patch", photo)
+    assert r.exit_code == 1
+    assert r.stderr == ("Error: the bundled codebook p16_k12000.npy is not in this install; give "
+                        "one with --means FILE or the CLYDE_MEANS environment variable\n")
+    monkeypatch.setenv("CLYDE_MEANS", str(tmp_path / "gone.npy"))
+    r = run("patch", photo)
+    assert r.exit_code == 1
+    assert r.stderr == f"Error: {tmp_path / 'gone.npy'} (from CLYDE_MEANS): no such codebook file\n"
+
+
 def test_patch_bad_options(photo, codebook):
     r = run("patch", photo, "--means", codebook, "--shifts", "0")
     assert r.exit_code == 2

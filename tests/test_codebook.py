@@ -1,4 +1,9 @@
 import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,3 +78,41 @@ def test_shipped_codebook(chelsea):
     q1 = image_quality(chelsea, quantize_patches(chelsea, cb.means, shifts=1).image).psnr
     q4 = image_quality(chelsea, quantize_patches(chelsea, cb.means, shifts=4).image).psnr
     assert 24.0 < q1 < q4
+
+
+def test_the_bundled_codebook_is_found_from_the_package_or_the_tree():
+    """Package data when installed (clyde/data/), else a checkout's means/: the same file."""
+    cb = load_codebook()
+    tree = Path(__file__).resolve().parents[1] / "means" / "p16_k12000.npy"
+    assert cb.path.name == "p16_k12000.npy"
+    assert cb.path.parent.name in ("data", "means")
+    np.testing.assert_array_equal(cb.means, np.load(tree).astype(np.float32))
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_codebook_found_from_target_and_zip(tmp_path):
+    """Build the wheel; install it with ``--target`` (no <prefix>/share there), then zip
+    that install: both find the bundled codebook through importlib.resources."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("CLYDE_MEANS", "PYTHONPATH")}
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "w",
+                    root], check=True, env=env, cwd=tmp_path)
+    wheel = next((tmp_path / "w").glob("clyde-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"clyde/data/p16_k12000.npy", "clyde/data/p16_k12000.json", "clyde/py.typed"} <= names
+    target = tmp_path / "target"
+    subprocess.run([*pip, "install", "--no-deps", "--target", target, wheel], check=True, env=env)
+    zipped = tmp_path / "clyde.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        for f in (target / "clyde").rglob("*"):
+            if "__pycache__" not in f.parts:
+                z.write(f, f.relative_to(target))
+    code = ("import clyde; cb = clyde.load_codebook(); "
+            "print(clyde.__file__, cb.path, cb.means.shape[0], cb.meta['k'])")
+    for where in (target, zipped):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(where)},
+                             cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+        module, path, k, meta_k = out.split()
+        assert module.startswith(str(where)) and path.startswith(str(where / "clyde" / "data"))
+        assert k == meta_k == "12000"

@@ -8,10 +8,11 @@ k, dataset, images and vectors seen, epochs, seed, clyde version) in
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import sys
+from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,19 +52,39 @@ def meta_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def _bundled():
+    """The bundled codebook's ``.npy`` and ``.json`` as readable resources, or None.
+
+    Package data first (``clyde/data/``, read through :mod:`importlib.resources`, so
+    it works from any install, a zip included), then a source checkout's ``means/``.
+    """
+    try:
+        data = resources.files("clyde") / "data"
+        if (data / DEFAULT_CODEBOOK).is_file():
+            return data / DEFAULT_CODEBOOK, data / meta_path(DEFAULT_CODEBOOK).name
+    except (ModuleNotFoundError, OSError):  # pragma: no cover - clyde is always importable here
+        pass
+    tree = Path(__file__).resolve().parents[2] / "means" / DEFAULT_CODEBOOK
+    return (tree, meta_path(tree)) if tree.is_file() else None
+
+
 def default_codebook_path() -> Path:
-    """Where the bundled codebook is: ``$CLYDE_MEANS``, the installed copy, or the source tree."""
+    """Where the default codebook is: ``$CLYDE_MEANS``, else the bundled one (package
+    data, or a source checkout's ``means/``).
+
+    Raises ClydeError when it is nowhere, naming ``--means`` and ``CLYDE_MEANS``.
+    """
     env = os.environ.get("CLYDE_MEANS")
     if env:
         return Path(env)
-    candidates = [
-        Path(sys.prefix) / "share" / "clyde" / "means" / DEFAULT_CODEBOOK,  # pip install
-        Path(__file__).resolve().parents[2] / "means" / DEFAULT_CODEBOOK,   # source checkout
-    ]
-    for c in candidates:
-        if c.exists():
-            return c
-    return candidates[-1]
+    found = _bundled()
+    if found is None:
+        raise ClydeError(_MISSING)
+    return Path(str(found[0]))
+
+
+_MISSING = (f"the bundled codebook {DEFAULT_CODEBOOK} is not in this install; "
+            "give one with --means FILE or the CLYDE_MEANS environment variable")
 
 
 def validate_means(means: np.ndarray, name: str = "codebook") -> int:
@@ -91,7 +112,7 @@ def validate_means(means: np.ndarray, name: str = "codebook") -> int:
 
 
 def load_codebook(path: str | os.PathLike | None = None) -> Codebook:
-    """Read and validate a codebook (``None``: the bundled default).
+    """Read and validate a codebook (``None``: ``$CLYDE_MEANS``, else the bundled one).
 
     Raises
     ------
@@ -100,19 +121,29 @@ def load_codebook(path: str | os.PathLike | None = None) -> Codebook:
         values, rows not of unit norm, a row length that is not a square, or
         metadata that disagrees with the array.
     """
-    path = default_codebook_path() if path is None else Path(path)
-    if not path.exists():
-        raise ClydeError(f"{path}: no such codebook file")
+    if path is not None:
+        path = Path(path)
+        npy, mp, where = path, meta_path(path), ""
+    elif os.environ.get("CLYDE_MEANS"):
+        path = Path(os.environ["CLYDE_MEANS"])
+        npy, mp, where = path, meta_path(path), " (from CLYDE_MEANS)"
+    else:
+        found = _bundled()
+        if found is None:
+            raise ClydeError(_MISSING)
+        (npy, mp), where = found, ""
+        path = Path(str(npy))
+    if not npy.is_file():
+        raise ClydeError(f"{path}{where}: no such codebook file")
     try:
-        means = np.load(path, allow_pickle=False)
+        means = np.load(io.BytesIO(npy.read_bytes()), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise ClydeError(f"{path}: not a NumPy .npy codebook ({e})") from None
     if not isinstance(means, np.ndarray):
         raise ClydeError(f"{path}: holds several arrays; a codebook is one (k, p*p) array")
     p = validate_means(means, str(path))
     meta = {}
-    mp = meta_path(path)
-    if mp.exists():
+    if mp.is_file():
         try:
             meta = json.loads(mp.read_text())
         except (OSError, ValueError) as e:
