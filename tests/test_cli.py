@@ -336,3 +336,31 @@ def test_skip_if_larger_writes_nothing_and_exits_98(tmp_path, chelsea):
     assert len(r.stdout.splitlines()) == 1 and r.stderr.startswith("Skipped: ")
     r = run("patch", jpg, "-o", tmp_path / "p.png", "--skip-if-larger")
     assert r.exit_code == 98 and not (tmp_path / "p.png").exists()
+
+
+def test_pipes_read_stdin_and_write_png_to_stdout(photo, tmp_path):
+    """``cat a.png | clyde pixel - -k 16 -o - > b.png``: the same bytes as a file output;
+    the summary goes to stderr, naming ``-``."""
+    want = tmp_path / "want.png"
+    assert run("pixel", photo, "-k", "16", "-o", want).exit_code == 0
+    r = runner.invoke(app, ["pixel", "-", "-k", "16", "-o", "-"], input=photo.read_bytes())
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout_bytes == want.read_bytes()
+    assert r.stderr.startswith("- -> -: 226x150, k=16 (16 used, lloyd, ")
+    # '-' alone: the output defaults to standard output; a file input may also go to stdout
+    r = runner.invoke(app, ["pixel", "-", "-k", "16", "--json"], input=photo.read_bytes())
+    assert r.exit_code == 0 and r.stdout_bytes == want.read_bytes()
+    d = json.loads(r.stderr)
+    assert (d["input"], d["output"], d["bytes_in"]) == ("-", "-", photo.stat().st_size)
+    r = runner.invoke(app, ["adaptive", str(photo), "-o", "-"])
+    assert r.exit_code == 0 and r.stdout_bytes.startswith(b"\x89PNG"), r.stderr
+    assert r.stderr.startswith(f"{photo} -> -: 226x150, k1=32 k2=96 ")
+
+
+def test_pipe_errors_name_the_pipe(photo):
+    r = runner.invoke(app, ["pixel", "-"], input=b"not an image")
+    assert (r.exit_code, r.stderr) == (1, "Error: -: not an image, or a format Pillow cannot read\n")
+    assert r.stdout_bytes == b""
+    r = runner.invoke(app, ["pixel", "-", str(photo)], input=photo.read_bytes())
+    assert (r.exit_code, r.stderr) == (
+        2, "Error: Invalid value for 'image': - (standard input) must be the only image\n")

@@ -180,3 +180,11 @@ def test_patch_and_adaptive_take_several_images(photo, codebook, tmp_path):
         outs = [json.loads(line)["output"] for line in r.stdout.splitlines()]
         assert outs == [str(p.with_name(f"{p.stem}.{suffix}.png")) for p in (photo, other)]
         assert all(Image.open(o).size == Image.open(photo).size for o in outs)
+
+
+def test_patch_through_a_pipe(photo, codebook, tmp_path):
+    want = tmp_path / "want.png"
+    assert run("patch", photo, "--means", codebook, "-o", want).exit_code == 0
+    r = runner.invoke(app, ["patch", "-", "--means", str(codebook)], input=photo.read_bytes())
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout_bytes == want.read_bytes() and r.stderr.startswith("- -> -: 226x150, 64 shapes")

@@ -6,9 +6,11 @@ library, and prints one summary line (or JSON).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 from enum import Enum
 from pathlib import Path
@@ -140,6 +142,29 @@ def _fmt_num(x: float, digits: int) -> str:
     return "inf" if x == float("inf") else "n/a" if x != x else f"{x:.{digits}f}"
 
 
+#: ``-`` as an input is standard input; as ``-o``, standard output (PNG).
+STDIO = Path("-")
+
+
+def _piped(one, src: Path, dst: Path) -> dict:
+    """``one(src, dst)`` where either is ``-``: standard input is spooled to a private
+    temporary file, and standard output gets the PNG written to one, once it is
+    complete; the library only ever sees files. Messages name ``-``, not the spool."""
+    with tempfile.TemporaryDirectory(prefix="clyde-") as tmp:
+        s = Path(tmp) / "stdin" if src == STDIO else src
+        d = Path(tmp) / "stdout.png" if dst == STDIO else dst
+        if src == STDIO:
+            s.write_bytes(sys.stdin.buffer.read())
+        try:
+            result = one(s, d)
+        except ClydeError as e:
+            raise type(e)(str(e).replace(str(s), "-").replace(str(d), "-")) from None
+        if dst == STDIO:
+            sys.stdout.buffer.write(d.read_bytes())
+            sys.stdout.buffer.flush()
+    return {**result, "input": str(src), "output": str(dst)}
+
+
 def _each(images: list[Path], output: Optional[Path], default_output, one, show,
           single_files: dict) -> None:
     """Run a command on every input, as pngquant does with several files.
@@ -151,8 +176,17 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
     input (``clyde pixel *.png`` run twice); an input that fails gets its
     ``Error:`` line and the others go on; if any failed, a last line counts them
     and the exit code is 1.
+
+    ``-`` reads standard input (then the output defaults to standard output) and
+    ``-o -`` writes a PNG to standard output; the summary then goes to stderr.
     """
     many = len(images) > 1
+    if STDIO in images and many:
+        raise typer.BadParameter("- (standard input) must be the only image", param_hint="'image'")
+    to_stdout = output == STDIO or (output is None and images == [STDIO])
+    if to_stdout and sys.stdout.isatty():
+        raise typer.BadParameter("standard output is a terminal; redirect it (> out.png) or "
+                                 "give a file", param_hint="'-o'")
     if many:
         for opt, value in single_files.items():
             if value is not None:
@@ -172,8 +206,9 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
     failed = skipped = 0
     for img in images:
         t0 = time.perf_counter()
+        dst = STDIO if to_stdout else output if output is not None else default_output(img)
         try:
-            result = one(img, output if output is not None else default_output(img))
+            result = (_piped(one, img, dst) if STDIO in (img, dst) else one(img, dst))
         except OutputLarger as e:  # asked for: not an error, and the others go on
             typer.echo(f"Skipped: {e}", err=True)
             skipped += 1
@@ -185,7 +220,8 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
             failed += 1
             continue
         result["seconds"] = round(time.perf_counter() - t0, 4)
-        show(result)
+        with contextlib.redirect_stdout(sys.stderr) if to_stdout else contextlib.nullcontext():
+            show(result)
     if failed:
         typer.echo(f"Error: {failed} of {len(images)} images failed", err=True)
         raise typer.Exit(1)
