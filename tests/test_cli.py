@@ -364,3 +364,41 @@ def test_pipe_errors_name_the_pipe(photo):
     r = runner.invoke(app, ["pixel", "-", str(photo)], input=photo.read_bytes())
     assert (r.exit_code, r.stderr) == (
         2, "Error: Invalid value for 'image': - (standard input) must be the only image\n")
+
+
+@pytest.mark.slow
+def test_target_psnr_writes_the_smallest_k_that_reaches_it(photo, tmp_path):
+    from clyde import load_image
+    from clyde.sweep import smallest_k
+
+    img = load_image(photo).array
+    want_k, rows = smallest_k(img, target=30.0)
+    out = tmp_path / "t.png"
+    r = run("pixel", photo, "--target-psnr", "30", "-o", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["k"] == want_k and d["psnr"] >= 30.0
+    assert d["target"] == {"measure": "psnr", "value": 30.0, "tried": [row.k for row in rows]}
+    assert max(row.psnr for row in rows if row.k < want_k) < 30.0
+    same = tmp_path / "k.png"  # the same image as asking for that k
+    assert run("pixel", photo, "-k", want_k, "-o", same).exit_code == 0
+    assert out.read_bytes() == same.read_bytes()
+    r = run("pixel", photo, "--target-psnr", "30", "-o", tmp_path / "u.png")
+    assert r.stdout.startswith(f"{photo} -> {tmp_path / 'u.png'}: 226x150, k={want_k} (smallest "
+                               f"for PSNR >= 30 dB of {len(rows)} tried; ")
+
+
+def test_target_not_reached_exits_99_and_writes_nothing(photo, tmp_path):
+    out = tmp_path / "t.png"
+    r = run("pixel", photo, "--target-ssim", "1", "-o", out)
+    assert r.exit_code == 99 and r.stdout == "" and not out.exists()
+    assert r.stderr.startswith("Skipped: no k up to 256 reaches SSIM 1 (k=256 gives 0.")
+    assert r.stderr.endswith("); nothing written\n")
+
+
+def test_target_options_are_exclusive(photo):
+    r = run("pixel", photo, "-k", "8", "--target-psnr", "30")
+    assert (r.exit_code, r.stderr) == (2, "Error: Invalid value for '-k': give one of -k, "
+                                          "--target-psnr and --target-ssim\n")
+    r = run("pixel", photo, "--target-psnr", "30", "--dither")
+    assert r.exit_code == 2 and "judged on the undithered image" in r.stderr

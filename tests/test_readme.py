@@ -70,3 +70,14 @@ def test_the_design_cards_three_commands_run_as_written_with_no_terminal(tmp_pat
     assert outs[2].endswith("; k=16 (the default; -k sets it)")
     assert sorted(p.name for p in (tmp_path / "Compressed").glob("*.png")) == [
         "0.png", "1.png", "2.png"]
+
+
+def test_the_exit_code_table_is_the_codes_clyde_uses():
+    """docs/commands.md's table lists exactly the codes the CLI can end with."""
+    from clyde.errors import OutputLarger, QualityNotReached
+
+    text = (ROOT / "docs" / "commands.md").read_text()
+    table = text[text.index("## Exit codes"):].split("\n## ")[0]
+    codes = {int(c) for c in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
+    assert codes == {0, 1, 2, OutputLarger.EXIT_CODE, QualityNotReached.EXIT_CODE, 130}
+    assert (OutputLarger.EXIT_CODE, QualityNotReached.EXIT_CODE) == (98, 99)  # pngquant's

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from . import _cache, io
-from .errors import ClydeError
+from .errors import ClydeError, QualityNotReached
 
 
 #: Python's thread switch interval (seconds) while a decode and the JAX import overlap;
@@ -75,14 +75,22 @@ def _file_fields(src, dst, img) -> dict:
             "height": int(img.shape[0]), "channels": int(img.shape[-1])}
 
 
-def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: str = "kmeans++",
+def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int | None = None,
+               init: str = "kmeans++",
                max_iter: int = 300, tol: float = 1e-4, algo: str = "lloyd",
                refine: int | None = None, seed: int = 0,
                space: str = "rgb", dither: bool = False, force: bool = False,
                skip_if_larger: bool = False,
                compare: str | os.PathLike | None = None,
+               target: float | None = None, measure: str = "psnr", k_max: int = 256,
                on_note: Callable[[str], None] | None = None) -> dict:
     """Quantize the image file ``src`` to ``k`` colours and write ``dst``.
+
+    ``target`` instead of ``k``: the smallest k up to ``k_max`` whose palette image
+    reaches ``target`` in ``measure`` ("psnr" in dB, or "ssim"), by bisection over one
+    histogram (:func:`clyde.sweep.smallest_k`); the dict then also has ``target``
+    (measure, value and the k tried). Raises :class:`clyde.errors.QualityNotReached`,
+    writing nothing, when even ``k_max`` falls short.
 
     ``skip_if_larger``: write nothing, and raise :class:`clyde.errors.OutputLarger`, when
     ``dst`` would take more bytes than ``src``.
@@ -98,8 +106,13 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     (files on disk), seconds.
     """
     t0 = time.perf_counter()
+    if (k is None) == (target is None):
+        raise ClydeError("give either k or a quality target, not both" if k is not None
+                         else "give k or a quality target")
+    if target is not None and dither:
+        raise ClydeError("a quality target is judged on the undithered image; give k with dither")
     dst = io.check_output(dst, force=force, inputs=(src,))
-    io.check_colors(dst, k)
+    io.check_colors(dst, k_max if k is None else k)
     if compare:
         compare = io.check_output(compare, force=force, inputs=(src,), outputs=(dst,))
     loaded = _load_while_importing(src)
@@ -110,8 +123,13 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     img = loaded.array
     if dither and img.shape[-1] == 4:
         raise ClydeError("--dither does not support images with transparency")
-    res = quantize_pixels(img, k, init=init, algo=algo, max_iter=max_iter, tol=tol, seed=seed,
-                          space=space, refine=refine)
+    kw = dict(init=init, algo=algo, max_iter=max_iter, tol=tol, seed=seed, space=space,
+              refine=refine)
+    chosen = None
+    if target is None:
+        res = quantize_pixels(img, k, **kw)
+    else:
+        k, res, chosen = _smallest_k(img, target, measure, k_max, loaded.icc_profile, kw)
     indices, palette = res.indices, res.palette
     if dither:
         indices = io.dither_to_palette(img, palette) if len(palette) <= 256 else indices
@@ -133,6 +151,7 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
     return {
         **_file_fields(src, dst, img),
         "k": k,
+        **({"target": chosen} if chosen else {}),
         "colors": int(len(palette)),
         "algo": algo,
         "init": init,
@@ -149,6 +168,23 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int, init: 
         "bytes_out": nbytes,
         "seconds": round(time.perf_counter() - t0, 4),
     }
+
+
+def _smallest_k(img, target, measure, k_max, icc_profile, kw):
+    """The smallest k reaching ``target`` and its result, without fitting it again; raises
+    :class:`QualityNotReached` (nothing written) when ``k_max`` falls short."""
+    from .sweep import smallest_k
+
+    results = {}
+    k, rows = smallest_k(img, target=target, measure=measure, k_max=k_max, icc_profile=icc_profile,
+                         on_result=results.__setitem__, **kw)
+    if k is None:
+        best = max(rows, key=lambda r: r.k)
+        unit = " dB" if measure == "psnr" else ""
+        got = f"{best.psnr:.2f} dB" if measure == "psnr" else f"{best.ssim:.4f}"
+        raise QualityNotReached(f"no k up to {k_max} reaches {measure.upper()} {target:g}{unit} "
+                                f"(k={best.k} gives {got}); nothing written")
+    return k, results[k], {"measure": measure, "value": target, "tried": [r.k for r in rows]}
 
 
 def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,

@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 
 from ._version import __version__
 from ._cache import default_cache_dir
-from .errors import ClydeError, OutputLarger, check_k1_k2, debug, unexpected
+from .errors import ClydeError, OutputLarger, QualityNotReached, check_k1_k2, debug, unexpected
 
 
 # Typer vendors its own copy of click in recent releases; take the exception
@@ -209,9 +209,9 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
         dst = STDIO if to_stdout else output if output is not None else default_output(img)
         try:
             result = (_piped(one, img, dst) if STDIO in (img, dst) else one(img, dst))
-        except OutputLarger as e:  # asked for: not an error, and the others go on
+        except (OutputLarger, QualityNotReached) as e:  # asked for: the others go on
             typer.echo(f"Skipped: {e}", err=True)
-            skipped += 1
+            skipped = max(skipped, e.EXIT_CODE)
             continue
         except Exception as e:
             if not many or (debug() and not isinstance(e, ClydeError)):
@@ -225,8 +225,8 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
     if failed:
         typer.echo(f"Error: {failed} of {len(images)} images failed", err=True)
         raise typer.Exit(1)
-    if skipped:
-        raise typer.Exit(OutputLarger.EXIT_CODE)
+    if skipped:  # 98 (larger) or 99 (quality not reached; the higher if both)
+        raise typer.Exit(skipped)
 
 
 def _line(r: dict, what: str, cost: str) -> str:
@@ -248,18 +248,29 @@ def _compare():
 
 def summary_line(r: dict) -> str:
     """The one-line human summary of a result dict (see ``--json`` for the fields)."""
-    return _line(r, f"k={r['k']} ({r['colors']} used, {r['algo']}, {r['iterations']} iterations)",
-                 f"{r['index_bits_per_pixel']} bits/px indices")
+    t = r.get("target")
+    why = (f"smallest for {t['measure'].upper()} >= {t['value']:g}"
+           f"{' dB' if t['measure'] == 'psnr' else ''} of {len(t['tried'])} tried; " if t else "")
+    return _line(r, f"k={r['k']} ({why}{r['colors']} used, {r['algo']}, "
+                    f"{r['iterations']} iterations)", f"{r['index_bits_per_pixel']} bits/px indices")
 
 
 @app.command(epilog="Example: clyde pixel photo.jpg -k 16 -o photo16.png --seed 0\n\n"
-                    "Several images: clyde pixel *.jpg -k 16")
+                    "Several images: clyde pixel *.jpg -k 16\n\n"
+                    "Fewest colours for a quality: clyde pixel photo.jpg --target-psnr 35\n\n"
+                    "Pipes: cat a.png | clyde pixel - -k 16 -o - > b.png")
 def pixel(
     image: list[Path] = typer.Argument(..., metavar="IMAGE", help="Input image(s) (JPEG, PNG, WebP, TIFF, BMP, "
                                        "GIF...). With several, each output goes beside its input.",
                                        show_default=False),
-    colors: int = typer.Option(DEFAULT_K, "-k", "--colors", min=2, max=65536,
-                               help="Number of colours (2 or more; above 256 the output is RGB)."),
+    colors: Optional[int] = typer.Option(None, "-k", "--colors", min=2, max=65536, show_default=False,
+                                         help="Number of colours (2 or more; above 256 the output is "
+                                              f"RGB). [default: {DEFAULT_K}]"),
+    target_psnr: Optional[float] = typer.Option(
+        None, "--target-psnr", metavar="DB", help="Instead of -k: the fewest colours (up to 256) "
+        "whose image reaches this PSNR, found by bisection; exit 99, writing nothing, if none does."),
+    target_ssim: Optional[float] = typer.Option(
+        None, "--target-ssim", min=0.0, max=1.0, help="As --target-psnr, for SSIM."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="Output file; format from its extension. "
                                                "[default: IMAGE.pixel-kK.png beside the input]"),
@@ -289,13 +300,24 @@ def pixel(
     """
     from .api import pixel_file
 
+    targets = [(m, v) for m, v in (("psnr", target_psnr), ("ssim", target_ssim)) if v is not None]
+    if len(targets) + (colors is not None) > 1:
+        raise typer.BadParameter("give one of -k, --target-psnr and --target-ssim",
+                                 param_hint="'-k'")
+    if targets and dither:
+        raise typer.BadParameter("a quality target is judged on the undithered image; give -k "
+                                 "with --dither", param_hint="'--dither'")
+    measure, target = targets[0] if targets else ("psnr", None)
+    colors = DEFAULT_K if colors is None and target is None else colors
+    name = f"k{colors}" if target is None else f"{measure}{target:g}"
+
     def one(src, dst):
-        return pixel_file(src, dst, k=colors, init=init.value, max_iter=iters, tol=tol,
-                          algo=algo.value, refine=refine, seed=seed, space=space.value,
-                          dither=dither, force=force, compare=compare,
+        return pixel_file(src, dst, k=colors, target=target, measure=measure, init=init.value,
+                          max_iter=iters, tol=tol, algo=algo.value, refine=refine, seed=seed,
+                          space=space.value, dither=dither, force=force, compare=compare,
                           skip_if_larger=skip_if_larger, on_note=_note)
 
-    _each(image, output, lambda i: i.with_name(f"{i.stem}.pixel-k{colors}.png"), one,
+    _each(image, output, lambda i: i.with_name(f"{i.stem}.pixel-{name}.png"), one,
           lambda r: typer.echo(json.dumps(r) if as_json else summary_line(r)),
           {"--output": output, "--compare": compare})
 

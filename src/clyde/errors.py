@@ -20,6 +20,14 @@ class OutputLarger(ClydeError):
     EXIT_CODE = 98
 
 
+class QualityNotReached(ClydeError):
+    """No k up to the limit reaches the quality asked for (``--target-psnr``,
+    ``--target-ssim``): nothing was written. The command line exits 99 for it, as
+    pngquant does when ``--quality`` is not met."""
+
+    EXIT_CODE = 99
+
+
 def debug() -> bool:
     """``CLYDE_DEBUG`` is set: a bug (an exception that is not a :class:`ClydeError`)
     propagates with its traceback instead of becoming one line."""

@@ -14,7 +14,7 @@ import numpy as np
 from . import io
 from .errors import ClydeError
 from .metrics import comparable, image_quality, index_bits
-from .pixel import color_histogram_of, quantize_pixels
+from .pixel import PixelResult, color_histogram_of, quantize_pixels
 
 __all__ = ["SweepRow", "sweep", "smallest_k"]
 
@@ -41,10 +41,12 @@ class SweepRow(NamedTuple):
     seconds: float
 
 
-def _row(image, k, hist, kw, icc_profile=None) -> SweepRow:
+def _row(image, k, hist, kw, icc_profile=None, on_result=None) -> SweepRow:
     t = time.perf_counter()
     r = quantize_pixels(image, k, histogram=hist, **kw)
     secs = time.perf_counter() - t
+    if on_result:
+        on_result(k, r)
     q = image_quality(comparable(image), r.indices, palette=comparable(r.palette))
     n = len(r.palette)
     return SweepRow(k, n, q.psnr, q.ssim, index_bits(n),
@@ -73,13 +75,16 @@ def sweep(image: np.ndarray, ks: Sequence[int], *, on_row: Callable[[SweepRow], 
 
 def smallest_k(image: np.ndarray, *, target: float, measure: str = "psnr", k_min: int = 2,
                k_max: int = 256, on_row: Callable[[SweepRow], None] | None = None,
-               icc_profile: bytes | None = None, **pixel_kwargs) -> tuple[int | None, list[SweepRow]]:
+               icc_profile: bytes | None = None,
+               on_result: Callable[[int, PixelResult], None] | None = None,
+               **pixel_kwargs) -> tuple[int | None, list[SweepRow]]:
     """The smallest k whose result reaches ``target`` (PSNR in dB, or SSIM), by bisection.
 
     Quality grows with k (not strictly for every seed, which bisection
     assumes), so about ``log2(k_max - k_min)`` k-means runs answer it.
     Returns ``(k, rows)`` with the rows evaluated, sorted by k; ``k`` is None
-    when even ``k_max`` falls short.
+    when even ``k_max`` falls short. ``on_result(k, result)``, optional, gets each
+    :class:`clyde.pixel.PixelResult` as it is made (to keep the chosen one).
     """
     if measure not in ("psnr", "ssim"):
         raise ClydeError(f"measure must be psnr or ssim, got {measure!r}")
@@ -90,7 +95,7 @@ def smallest_k(image: np.ndarray, *, target: float, measure: str = "psnr", k_min
 
     def ok(k):
         if k not in seen:
-            seen[k] = _row(image, k, hist, pixel_kwargs, icc_profile)
+            seen[k] = _row(image, k, hist, pixel_kwargs, icc_profile, on_result)
             if on_row:
                 on_row(seen[k])
         return getattr(seen[k], measure) >= target
