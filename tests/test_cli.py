@@ -2,6 +2,7 @@ import functools
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -402,3 +403,29 @@ def test_target_options_are_exclusive(photo):
                                           "--target-psnr and --target-ssim\n")
     r = run("pixel", photo, "--target-psnr", "30", "--dither")
     assert r.exit_code == 2 and "judged on the undithered image" in r.stderr
+
+
+def test_out_dir_keeps_relative_paths_and_suffix_names_outputs(photo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in" / "a").mkdir(parents=True)
+    one, two = Path("in/a/one.png"), Path("in/two.png")
+    for p in (one, two):
+        p.write_bytes(photo.read_bytes())
+    r = run("pixel", one, two, "-k", "4", "--out-dir", "out", "--suffix", "-q.webp")
+    assert r.exit_code == 0, r.stderr
+    assert [line.split(":")[0] for line in r.stdout.splitlines()] == [
+        "in/a/one.png -> out/in/a/one-q.webp", "in/two.png -> out/in/two-q.webp"]
+    assert Image.open("out/in/a/one-q.webp").format == "WEBP"
+    r = run("patch", two, "--suffix", "-p.png")
+    assert r.exit_code == 0 and Path("in/two-p.png").exists()
+    r = run("adaptive", photo, "--out-dir", "flat")  # an absolute input: its name only
+    assert r.exit_code == 0 and (tmp_path / "flat" / "cat.adaptive-32-96.png").exists()
+
+
+def test_out_dir_and_suffix_errors(photo, tmp_path):
+    r = run("pixel", photo, "-o", tmp_path / "x.png", "--out-dir", tmp_path)
+    assert (r.exit_code, r.stderr) == (2, "Error: Invalid value for '-o': names the output, so "
+                                          "--out-dir and --suffix cannot\n")
+    r = run("pixel", photo, "--suffix", "png")
+    assert (r.exit_code, r.stderr) == (2, "Error: Invalid value for '--suffix': expected a file "
+                                          "name ending like -q.png, got 'png'\n")

@@ -165,8 +165,38 @@ def _piped(one, src: Path, dst: Path) -> dict:
     return {**result, "input": str(src), "output": str(dst)}
 
 
+def _outputs(tail: str, out_dir: Optional[Path], suffix: Optional[str]):
+    """The default output of an input: ``IMAGE`` + ``tail`` (or ``suffix``) beside it, or
+    under ``out_dir`` with the input's relative path kept (its name, if it is absolute
+    or climbs out with ``..``)."""
+    if suffix is not None and (Path(suffix).name != suffix or not Path(suffix).suffix):
+        raise typer.BadParameter(f"expected a file name ending like -q.png, got {suffix!r}",
+                                 param_hint="'--suffix'")
+    end = tail if suffix is None else suffix
+
+    def output(img: Path) -> Path:
+        name = img.stem + end
+        if out_dir is None:
+            return img.with_name(name)
+        rel = img.parent if not img.is_absolute() and ".." not in img.parts else Path()
+        return out_dir / rel / name
+
+    return output
+
+
+def _out_dir():
+    return typer.Option(None, "--out-dir", file_okay=False, help="Write the outputs under this "
+                        "folder (made if needed), keeping the inputs' relative paths.")
+
+
+def _suffix():
+    return typer.Option(None, "--suffix", help="End of the output names instead of the default "
+                        "(pngquant's --ext), e.g. -q.png; its extension picks the format.")
+
+
 def _each(images: list[Path], output: Optional[Path], default_output, one, show,
-          single_files: dict) -> None:
+          single_files: dict, out_dir: Optional[Path] = None,
+          suffix: Optional[str] = None) -> None:
     """Run a command on every input, as pngquant does with several files.
 
     With one input this is the command as it always was (an error ends it). With
@@ -181,6 +211,9 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
     ``-o -`` writes a PNG to standard output; the summary then goes to stderr.
     """
     many = len(images) > 1
+    if output is not None and (out_dir is not None or suffix is not None):
+        raise typer.BadParameter("names the output, so --out-dir and --suffix cannot",
+                                 param_hint="'-o'")
     if STDIO in images and many:
         raise typer.BadParameter("- (standard input) must be the only image", param_hint="'image'")
     to_stdout = output == STDIO or (output is None and images == [STDIO])
@@ -208,6 +241,8 @@ def _each(images: list[Path], output: Optional[Path], default_output, one, show,
         t0 = time.perf_counter()
         dst = STDIO if to_stdout else output if output is not None else default_output(img)
         try:
+            if out_dir is not None and dst != STDIO:
+                dst.parent.mkdir(parents=True, exist_ok=True)
             result = (_piped(one, img, dst) if STDIO in (img, dst) else one(img, dst))
         except (OutputLarger, QualityNotReached) as e:  # asked for: the others go on
             typer.echo(f"Skipped: {e}", err=True)
@@ -289,6 +324,8 @@ def pixel(
     dither: bool = typer.Option(False, "--dither", help="Floyd-Steinberg remap onto the learnt palette."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
     skip_if_larger: bool = _skip_if_larger(),
+    out_dir: Optional[Path] = _out_dir(),
+    suffix: Optional[str] = _suffix(),
     compare: Optional[Path] = _compare(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
@@ -317,9 +354,9 @@ def pixel(
                           space=space.value, dither=dither, force=force, compare=compare,
                           skip_if_larger=skip_if_larger, on_note=_note)
 
-    _each(image, output, lambda i: i.with_name(f"{i.stem}.pixel-{name}.png"), one,
+    _each(image, output, _outputs(f".pixel-{name}.png", out_dir, suffix), one,
           lambda r: typer.echo(json.dumps(r) if as_json else summary_line(r)),
-          {"--output": output, "--compare": compare})
+          {"--output": output, "--compare": compare}, out_dir=out_dir, suffix=suffix)
 
 
 class Fit(str, Enum):
@@ -348,6 +385,8 @@ def patch(
                                           help="Output file. [default: IMAGE.patch-sN.png beside the input]"),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
     skip_if_larger: bool = _skip_if_larger(),
+    out_dir: Optional[Path] = _out_dir(),
+    suffix: Optional[str] = _suffix(),
     compare: Optional[Path] = _compare(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
@@ -364,9 +403,9 @@ def patch(
         return patch_file(src, dst, means=means, shifts=shifts, fit=fit.value, force=force,
                           compare=compare, skip_if_larger=skip_if_larger, on_note=_note)
 
-    _each(image, output, lambda i: i.with_name(f"{i.stem}.patch-s{shifts}.png"), one,
+    _each(image, output, _outputs(f".patch-s{shifts}.png", out_dir, suffix), one,
           lambda r: typer.echo(json.dumps(r) if as_json else patch_summary_line(r)),
-          {"--output": output, "--compare": compare})
+          {"--output": output, "--compare": compare}, out_dir=out_dir, suffix=suffix)
 
 
 def _scales(value: str) -> tuple[int, ...]:
@@ -408,6 +447,8 @@ def adaptive(
                                            "all side by side (with the mask) to this file."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files."),
     skip_if_larger: bool = _skip_if_larger(),
+    out_dir: Optional[Path] = _out_dir(),
+    suffix: Optional[str] = _suffix(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Variance-adaptive quantization: flat blocks get k1 colours, detailed blocks k2.
@@ -439,8 +480,9 @@ def adaptive(
             typer.echo(f"  pixel k={b['k']} ({b['basis']}): PSNR {_fmt_num(b['psnr'], 2)} dB, "
                        f"SSIM {_fmt_num(b['ssim'], 4)}, {b['bits_per_pixel']:.3f} bits/px")
 
-    _each(image, output, lambda i: i.with_name(f"{i.stem}.adaptive-{k1}-{k2}.png"), one, show,
-          {"--output": output, "--mask": mask, "--compare": compare})
+    _each(image, output, _outputs(f".adaptive-{k1}-{k2}.png", out_dir, suffix), one, show,
+          {"--output": output, "--mask": mask, "--compare": compare}, out_dir=out_dir,
+          suffix=suffix)
 
 
 class BatchAlgo(str, Enum):
