@@ -75,8 +75,8 @@ def test_cli_sweep_targets(photo):
     assert r.exit_code == 0, r.output
     assert r.stdout.strip().splitlines()[-1].startswith("smallest k reaching PSNR 25.0 dB: ")
     r = runner.invoke(app, ["sweep", str(photo), "--target-ssim", "0.9999", "--k-max", "8"])
-    assert r.exit_code == 1
-    assert r.stderr.strip() == "Error: no k up to 8 reaches SSIM 0.9999"
+    assert r.exit_code == 99  # as pixel --target-ssim, and pngquant's --quality
+    assert r.stderr.strip() == "Skipped: no k up to 8 reaches SSIM 0.9999"
     r = runner.invoke(app, ["sweep", str(photo), "-k", "1,4"])
     assert r.exit_code == 2
     assert r.stderr.strip() == ("Error: Invalid value for '-k': expected integers from 2 to 65536 "
@@ -110,3 +110,21 @@ def test_compare_pictures(photo, tmp_path, small_codebook):
     picture_ok(tmp_path / "d.png", (2 * 151, 100))
     r = runner.invoke(app, ["pixel", str(photo), "--compare", str(photo)])
     assert r.exit_code == 1 and r.stderr.strip() == f"Error: {photo}: refusing to overwrite the input"
+
+
+def test_cli_sweep_prints_each_row_as_it_is_measured(photo, monkeypatch):
+    """The header first, then every row before the next k runs."""
+    from clyde import sweep as sw
+
+    printed = []
+    real = sw.quantize_pixels
+
+    def spy(image, k, **kw):
+        printed.append(("fit", k))
+        return real(image, k, **kw)
+
+    monkeypatch.setattr(sw, "quantize_pixels", spy)
+    monkeypatch.setattr("typer.echo", lambda msg="", **kw: printed.append(("echo", str(msg).split()[0])))
+    r = runner.invoke(app, ["sweep", str(photo), "-k", "2,4"])
+    assert r.exit_code == 0
+    assert printed == [("echo", "k"), ("fit", 2), ("echo", "2"), ("fit", 4), ("echo", "4")]

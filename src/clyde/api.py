@@ -333,12 +333,14 @@ def compare_picture(path: str | os.PathLike, original: np.ndarray, result: np.nd
 def sweep_file(src: str | os.PathLike, ks: list[int], *, measure: str | None = None,
                target: float | None = None, k_max: int = 256, seed: int = 0,
                plot: str | os.PathLike | None = None, force: bool = False,
-               on_note: Callable[[str], None] | None = None):
+               on_note: Callable[[str], None] | None = None,
+               on_row: Callable | None = None):
     """Pixel mode at every k of ``ks`` on the image file ``src`` (:func:`clyde.sweep.sweep`),
     or, with ``measure`` ("psnr" or "ssim") and ``target``, the smallest k up to ``k_max``
     reaching it (:func:`clyde.sweep.smallest_k`). ``plot``: also draw PSNR, SSIM and PNG
-    bytes against k to this PNG. Returns ``(rows, answer)``; ``answer`` is None without
-    a target, or when no k reaches it.
+    bytes against k to this PNG. ``on_row(row)``: each :class:`clyde.sweep.SweepRow` as
+    soon as it is measured (in the order run). Returns ``(rows, answer)``; ``answer`` is
+    None without a target, or when no k reaches it.
     """
     from pathlib import Path
 
@@ -354,9 +356,9 @@ def sweep_file(src: str | os.PathLike, ks: list[int], *, measure: str | None = N
     answer = None
     if target is not None:
         answer, rows = smallest_k(img, target=target, measure=measure, k_max=k_max, seed=seed,
-                                  icc_profile=loaded.icc_profile)
+                                  icc_profile=loaded.icc_profile, on_row=on_row)
     else:
-        rows = sweep(img, ks, seed=seed, icc_profile=loaded.icc_profile)
+        rows = sweep(img, ks, seed=seed, icc_profile=loaded.icc_profile, on_row=on_row)
     if plot:
         from .figures import line_chart
 

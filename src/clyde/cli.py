@@ -650,7 +650,9 @@ def sweep(
 ):
     """Which k is enough? PSNR, SSIM, bits and PNG bytes for every k (pixel mode).
 
-    The colour histogram is computed once and reused by every run.
+    The colour histogram is computed once and reused by every run. Rows print as
+    they are measured (with a target, in the order the bisection tries them); a
+    target no k reaches exits 99.
     """
     from .api import sweep_file
 
@@ -660,28 +662,32 @@ def sweep(
     k_list = _ks(ks)
     measure, target = (("psnr", target_psnr) if target_psnr is not None else
                        ("ssim", target_ssim) if target_ssim is not None else (None, None))
-    rows, answer = sweep_file(image, k_list, measure=measure, target=target, k_max=k_max,
-                              seed=seed, plot=plot, force=force, on_note=_note)
-    if as_json:
-        out = {"rows": [r._asdict() for r in rows]}
-        if target_psnr is not None or target_ssim is not None:
-            out["answer"] = answer
-        typer.echo(json.dumps(out))
-    elif as_csv:
-        typer.echo(",".join(rows[0]._fields))
-        for r in rows:
+    from .sweep import SweepRow
+
+    def row(r):  # printed as soon as measured: a long sweep is never silent
+        if as_csv:
             typer.echo(",".join(str(v) for v in r))
-    else:
-        typer.echo(f"{'k':>6} {'colors':>6} {'PSNR dB':>8} {'SSIM':>7} {'bits/px':>7} "
-                   f"{'PNG bytes':>10} {'seconds':>8}")
-        for r in rows:
+        elif not as_json:
             typer.echo(f"{r.k:>6} {r.colors:>6} {_fmt_num(r.psnr, 2):>8} {_fmt_num(r.ssim, 4):>7} "
                        f"{r.index_bits_per_pixel:>7} {r.png_bytes:>10,} {r.seconds:>8.2f}")
-    if target_psnr is not None or target_ssim is not None:
+
+    if as_csv:
+        typer.echo(",".join(SweepRow._fields))
+    elif not as_json:
+        typer.echo(f"{'k':>6} {'colors':>6} {'PSNR dB':>8} {'SSIM':>7} {'bits/px':>7} "
+                   f"{'PNG bytes':>10} {'seconds':>8}")
+    rows, answer = sweep_file(image, k_list, measure=measure, target=target, k_max=k_max,
+                              seed=seed, plot=plot, force=force, on_note=_note, on_row=row)
+    if as_json:
+        out = {"rows": [r._asdict() for r in rows]}
+        if target is not None:
+            out["answer"] = answer
+        typer.echo(json.dumps(out))
+    if target is not None:
         what = f"PSNR {target_psnr} dB" if target_psnr is not None else f"SSIM {target_ssim}"
         if answer is None:
-            typer.echo(f"Error: no k up to {k_max} reaches {what}", err=True)
-            raise typer.Exit(1)
+            typer.echo(f"Skipped: no k up to {k_max} reaches {what}", err=True)
+            raise typer.Exit(QualityNotReached.EXIT_CODE)
         if not as_json:
             typer.echo(f"smallest k reaching {what}: {answer}")
 
