@@ -188,3 +188,25 @@ def test_patch_through_a_pipe(photo, codebook, tmp_path):
     r = runner.invoke(app, ["patch", "-", "--means", str(codebook)], input=photo.read_bytes())
     assert r.exit_code == 0, r.stderr
     assert r.stdout_bytes == want.read_bytes() and r.stderr.startswith("- -> -: 226x150, 64 shapes")
+
+
+def test_patch_shows_a_bar_over_the_grids_on_a_terminal(photo, codebook, tmp_path, monkeypatch):
+    """Only on a terminal (sys.stderr.isatty), and only with several grids; each grid done
+    moves it once."""
+    import clyde.api as api
+    from clyde import cli
+
+    calls = []
+    real = api.patch_file
+
+    def spy(*a, on_shift=None, **kw):
+        calls.append([])
+        tick = None if on_shift is None else lambda: (calls[-1].append(1), on_shift())
+        return real(*a, on_shift=tick, **kw)
+
+    monkeypatch.setattr(cli, "_bar", lambda quiet: True)
+    monkeypatch.setattr(api, "patch_file", spy)
+    r = run("patch", photo, "--means", codebook, "-o", tmp_path / "1.png")
+    assert r.exit_code == 0 and r.stderr == "" and calls == [[]]
+    r = run("patch", photo, "--means", codebook, "--shifts", "3", "-o", tmp_path / "3.png")
+    assert r.exit_code == 0 and "0/3 [" in r.stderr and calls[1] == [1, 1, 1]

@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import subprocess
@@ -176,3 +177,31 @@ def test_without_datasets_train_says_what_to_install(tmp_path, photo_folder, mon
                                  "-o", str(tmp_path / "cb.npy")])
     assert r.exit_code == 1
     assert r.stderr == 'Error: clyde train needs the datasets package: pip install "clyde[train]"\n'
+
+
+def test_the_bar_gets_a_total_once_an_epoch_is_known(tmp_path, photo_folder, monkeypatch):
+    """The first epoch streams an unknown number of vectors; from the second on the bar
+    has a total (so tqdm shows an ETA): this epoch's vectors times the epochs left."""
+    import tqdm
+
+    bars = []
+
+    class Spy(tqdm.tqdm):
+        def __init__(self, *a, **kw):
+            self.totals = []
+            super().__init__(*a, **{**kw, "disable": False, "file": io.StringIO()})
+            bars.append(self)
+
+        def refresh(self, *a, **kw):
+            self.totals.append(self.total)
+            return super().refresh(*a, **kw)
+
+    monkeypatch.setattr(tqdm, "tqdm", Spy)
+    r = train(str(photo_folder), tmp_path / "cb.npy", patch=8, k=32, epochs=3, batch=1024, seed=3,
+              progress=True)
+    (bar,) = bars
+    known = [t for t in bar.totals if t is not None]
+    assert bar.totals[0] is None and known  # unknown at first, known after the first epoch
+    per_epoch = known[0] / 3
+    assert per_epoch == int(per_epoch) and bar.n == pytest.approx(3 * per_epoch, rel=0.2)
+    assert r.epochs == 3

@@ -191,14 +191,16 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
                means: str | os.PathLike | None = None, shifts: int = 1, fit: str = "lsq",
                force: bool = False, compare: str | os.PathLike | None = None,
                skip_if_larger: bool = False,
-               on_note: Callable[[str], None] | None = None) -> dict:
+               on_note: Callable[[str], None] | None = None,
+               on_shift: Callable[[], None] | None = None) -> dict:
     """Patch vector quantization of the image file ``src``; writes ``dst``.
 
     ``means`` is a codebook ``.npy`` (default: the bundled
     ``p16_k12000.npy``). Returns a dict with: input, output, width, height,
     channels, codebook, k, patch, shifts, fit, psnr, ssim,
     code_bits_per_pixel (index + float16 gain and offset per coded vector,
-    times the shifts), vectors, bytes_in, bytes_out, seconds.
+    times the shifts), vectors, bytes_in, bytes_out, seconds. ``on_shift``: called as
+    each shifted grid is done (a progress bar).
     """
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
@@ -213,7 +215,7 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
 
     _give_notes(loaded, on_note, dst)
     img = loaded.array
-    res = quantize_patches(img, cb.means, shifts=shifts, fit=fit)
+    res = quantize_patches(img, cb.means, shifts=shifts, fit=fit, on_shift=on_shift)
     pending = image_quality_async(comparable(img), comparable(res.image))
     nbytes = io.save_image(dst, res.image, loaded.icc_profile,
                            max_bytes=loaded.file_bytes if skip_if_larger else None)

@@ -134,6 +134,19 @@ def _bar(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+@contextlib.contextmanager
+def _steps_bar(total: int, unit: str):
+    """A progress bar with an ETA over ``total`` steps, on a terminal and when there is more
+    than one step; yields its update function (None without a bar)."""
+    if total < 2 or not _bar(False):
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit=unit, leave=False, dynamic_ncols=True) as bar:
+        yield lambda: bar.update(1)
+
+
 def _note(msg: str) -> None:
     typer.echo(f"Note: {msg}", err=True)
 
@@ -400,8 +413,10 @@ def patch(
     from .api import patch_file
 
     def one(src, dst):
-        return patch_file(src, dst, means=means, shifts=shifts, fit=fit.value, force=force,
-                          compare=compare, skip_if_larger=skip_if_larger, on_note=_note)
+        with _steps_bar(shifts, "grid") as step:  # several grids take seconds on a large photo
+            return patch_file(src, dst, means=means, shifts=shifts, fit=fit.value, force=force,
+                              compare=compare, skip_if_larger=skip_if_larger, on_note=_note,
+                              on_shift=step)
 
     _each(image, output, _outputs(f".patch-s{shifts}.png", out_dir, suffix), one,
           lambda r: typer.echo(json.dumps(r) if as_json else patch_summary_line(r)),

@@ -29,7 +29,7 @@ chunks, so a new image size never compiles anew.
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -273,7 +273,8 @@ def _tiles(v: np.ndarray, tile: int, chunk: int) -> list[np.ndarray]:
 
 
 def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1,
-                     fit: Literal["lsq", "original"] = "lsq", chunk: int = CHUNK) -> PatchResult:
+                     fit: Literal["lsq", "original"] = "lsq", chunk: int = CHUNK,
+                     on_shift: Callable[[], None] | None = None) -> PatchResult:
     """Patch vector quantization of an image with a codebook of unit shapes.
 
     Parameters
@@ -285,6 +286,8 @@ def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1
         Reconstructions on the grids of :func:`shift_offsets`, averaged.
     fit : {"lsq", "original"}
     chunk : int, vectors per matmul block
+    on_shift : callable, optional, called once per grid as its reconstruction is added
+        (a progress bar's update)
 
     Returns
     -------
@@ -309,6 +312,8 @@ def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1
         total += unpatchify(rec, (h, w, c), p, off)
         indices.append(np.concatenate([np.asarray(i) for i, _ in calls])[:n])
         n_vectors += n
+        if on_shift:
+            on_shift()
     out = np.clip(np.rint(total / len(offsets)), 0, 255).astype(np.uint8)
     bpp = n_vectors * code_bits(k) / (h * w)
     return PatchResult(out, indices, offsets, n_vectors, bpp)

@@ -590,6 +590,7 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     bar = tqdm(total=None, unit="vec", unit_scale=True, disable=not progress, dynamic_ncols=True,
                desc=f"epoch {run.epoch + 1}/{epochs}")
     stopped = False
+    epoch_start = 0 if run.images == 0 else None  # bar.n where this epoch began (None: resumed mid-way)
     while run.epoch < epochs and not stopped:
         bar.set_description(f"epoch {run.epoch + 1}/{epochs}")
         for pooled, n_images, n_failed, whole in _pools(
@@ -613,6 +614,10 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
             raise ClydeError(f"{dataset}: no images found")
         run.images_total += run.images
         run.epoch, run.images = run.epoch + 1, 0
+        if run.epoch < epochs and epoch_start is not None:  # a whole epoch's size is known:
+            bar.total = bar.n + (bar.n - epoch_start) * (epochs - run.epoch)  # a total, an ETA
+            bar.refresh()
+        epoch_start = bar.n
         if run.state is not None:
             save()
     bar.close()
