@@ -116,3 +116,10 @@ def test_the_wheel_carries_the_codebook_found_from_target_and_zip(tmp_path):
         module, path, k, meta_k = out.split()
         assert module.startswith(str(where)) and path.startswith(str(where / "clyde" / "data"))
         assert k == meta_k == "12000"
+    # the command itself, from the --target install, with the bundled codebook
+    cat = root / "examples" / "chelsea.png"
+    r = subprocess.run([sys.executable, "-m", "clyde", "--no-cache", "patch", cat, "-o",
+                        tmp_path / "p.png"], env={**env, "PYTHONPATH": str(target)}, cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"{cat} -> {tmp_path / 'p.png'}: 451x300, 12000 shapes of 16x16")
