@@ -1,5 +1,6 @@
 import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -429,3 +430,17 @@ def test_out_dir_and_suffix_errors(photo, tmp_path):
     r = run("pixel", photo, "--suffix", "png")
     assert (r.exit_code, r.stderr) == (2, "Error: Invalid value for '--suffix': expected a file "
                                           "name ending like -q.png, got 'png'\n")
+
+
+@pytest.mark.slow
+def test_shell_completion_completes_commands_and_options(tmp_path):
+    """Typer's completion: --install-completion is offered, and bash completion answers."""
+    assert "--install-completion" in run("--help").stdout
+    env = {**os.environ, "_CLYDE_COMPLETE": "complete_bash", "COMP_WORDS": "clyde pixel --ta",
+           "COMP_CWORD": "2"}
+    code = "from clyde.cli import main; main()"
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.split() == ["--target-psnr", "--target-ssim"]
+    env.update(COMP_WORDS="clyde pa", COMP_CWORD="1")
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert p.stdout.split() == ["patch", "palette"]
