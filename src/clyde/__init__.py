@@ -1,6 +1,8 @@
 """clyde: JAX-accelerated image quantization.
 
 >>> import clyde
+>>> clyde.quantize(PIL.Image.open("photo.jpg"), 16)    # doctest: +SKIP
+<PIL.Image.Image image mode=P ...>
 >>> img = clyde.load_image("photo.jpg").array          # doctest: +SKIP
 >>> res = clyde.quantize_pixels(img, 16, seed=0)       # doctest: +SKIP
 >>> clyde.image_quality(img, res.image)                # doctest: +SKIP
@@ -21,6 +23,7 @@ from .errors import ClydeError
 _EXPORTS = {
     "enable_compilation_cache": "._cache",
     "pixel_file": ".api",
+    "quantize": ".api",
     "LoadedImage": ".io",
     "load_image": ".io",
     "save_image": ".io",

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ClydeError, check_image, check_k1_k2
+from .errors import ClydeError, check_image, check_k1_k2, image_array
 from . import _cache
 from .metrics import index_bits
 from .pixel import quantize_pixels
@@ -224,7 +224,7 @@ def quantize_adaptive(image: np.ndarray, k1: int = 32, k2: int = 96, *, block: i
 
     Parameters
     ----------
-    image : (H, W, 3) or (H, W, 4) uint8 ndarray
+    image : (H, W, 3) or (H, W, 4) uint8 ndarray, or a Pillow image
     k1, k2 : int, ``2 <= k1 < k2``
     block : int, block side (default 4)
     metric : {"eig", "var", "tv"}
@@ -236,6 +236,7 @@ def quantize_adaptive(image: np.ndarray, k1: int = 32, k2: int = 96, *, block: i
     -------
     AdaptiveResult
     """
+    image = image_array(image)
     _check(image, block, metric)
     check_k1_k2(k1, k2)
     stats = block_stats(image, block, metric)

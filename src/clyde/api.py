@@ -58,6 +58,42 @@ def _load_while_importing(src, modules=(".pixel", ".metrics")):
             raise errors[0]
 
 
+def quantize(image, k: int = 16, *, dither: bool = False, **options):
+    """A Pillow image quantized to ``k`` colours by clyde's k-means, as a palette image:
+    ``clyde.quantize(im, 16)`` where Pillow users write ``im.quantize(16)``.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image of any mode, or an (H, W, 3|4) uint8 ndarray
+        Converted as :func:`clyde.io.from_pil` converts (grayscale, 16-bit, CMYK and
+        palette images to RGB; alpha kept when any pixel is not opaque).
+    k : int, ``2 <= k <= 256``
+    dither : bool, Floyd-Steinberg remap onto the learnt palette (Pillow's; RGB only)
+    **options : passed on to :func:`clyde.pixel.quantize_pixels` (seed, space, algo...)
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``P``. With transparency, the palette's alpha is in
+        ``info["transparency"]`` (``convert("RGBA")`` and PNG's ``save`` use it), and
+        the fully transparent pixels share one entry.
+    """
+    from .errors import image_array
+    from .pixel import quantize_pixels
+
+    if not 2 <= k <= 256:
+        raise ClydeError(f"a palette image holds 2 to 256 colours, got k={k}; "
+                         "quantize_pixels goes further")
+    img = image_array(image)
+    res = quantize_pixels(img, k, **options)
+    indices = res.indices
+    if dither:
+        if img.shape[-1] == 4:
+            raise ClydeError("dither does not support images with transparency")
+        indices = io.dither_to_palette(img, res.palette)
+    return io.palette_image(indices, res.palette)
+
+
 def _give_notes(loaded, on_note, *outputs) -> None:
     """The loader's notes, then one for each output that cannot store the input's ICC profile."""
     if not on_note:

@@ -41,6 +41,17 @@ def unexpected(e: BaseException) -> str:
             "traceback)")
 
 
+def image_array(image):
+    """``image`` as clyde's kernels take it: a Pillow image becomes an ``(H, W, 3|4)`` uint8
+    array (:func:`clyde.io.from_pil`, the conversions of :func:`clyde.io.load_image`);
+    anything else is returned as it is, for :func:`check_image` to judge."""
+    if hasattr(image, "getbands") and hasattr(image, "mode"):  # a PIL.Image.Image
+        from .io import from_pil
+
+        return from_pil(image)
+    return image
+
+
 def check_image(image, channels: tuple[int, ...] | None = (3, 4)) -> None:
     """Raise :class:`ClydeError` unless ``image`` is an ``(H, W, C)`` uint8 ndarray with
     ``C`` in ``channels`` (``None``: any number of channels); the message says what it got."""

@@ -294,6 +294,27 @@ def _to_uint8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
     return np.ascontiguousarray(a), notes
 
 
+def from_pil(im: Image.Image) -> np.ndarray:
+    """A Pillow image as an ``(H, W, 3|4)`` uint8 array, converted as :func:`load_image`
+    converts what it decodes (grayscale, 16-bit, palette, CMYK to RGB; alpha kept when any
+    pixel is not opaque). No EXIF orientation: the image is taken as it is in memory."""
+    return _to_uint8(im)[0]
+
+
+def palette_image(indices: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """A Pillow palette image (mode ``P``) of ``indices`` into ``palette``, ``(k, 3|4)`` uint8
+    with ``k <= 256``; an RGBA palette's alpha goes in ``info["transparency"]``, as a PNG's
+    tRNS chunk (``convert("RGBA")`` and ``save`` use it)."""
+    palette = np.asarray(palette, np.uint8)
+    if len(palette) > 256:
+        raise ClydeError(f"a palette image holds at most 256 colours, got {len(palette)}")
+    im = Image.fromarray(np.asarray(indices, np.uint8), mode="P")
+    im.putpalette(palette[:, :3].tobytes(), rawmode="RGB")
+    if palette.shape[1] == 4:
+        im.info["transparency"] = palette[:, 3].tobytes()
+    return im
+
+
 def load_image(path: str | os.PathLike, reduce_for: Callable[[int, int], tuple[int, int]] | None = None
                ) -> LoadedImage:
     """Read an image file as clyde works on it.
@@ -495,8 +516,7 @@ def _indexed_image(indices, palette, fmt: str, icc_profile, name) -> tuple[Image
     k, c = palette.shape
     if fmt not in PALETTE_FORMATS or k > 256:
         return _pixel_image(palette[np.asarray(indices)], fmt, icc_profile, name)
-    im = Image.fromarray(np.asarray(indices, np.uint8), mode="P")
-    im.putpalette(palette[:, :3].tobytes(), rawmode="RGB")
+    im = palette_image(indices, palette)
     kwargs = _save_kwargs(fmt, icc_profile)
     if c == 4:
         alpha = palette[:, 3]
@@ -622,14 +642,5 @@ def encoded_size(indices: np.ndarray, palette: np.ndarray, fmt: str = "PNG",
     same image and settings, ``icc_profile`` included)."""
     im, kwargs = _indexed_image(indices, palette, fmt, icc_profile, f"a {fmt} file")
     buf = io.BytesIO()
-    im.save(buf, format=fmt, **kwargs)
-    return buf.tell()
-    im = Image.fromarray(np.asarray(indices, np.uint8), mode="P")
-    im.putpalette(palette[:, :3].tobytes(), rawmode="RGB")
-    kwargs = _save_kwargs(fmt, icc_profile)
-    if c == 4:
-        kwargs["transparency"] = palette[:, 3].tobytes()
-    if fmt == "PNG":
-        kwargs["bits"] = 8 if k > 16 else 4 if k > 4 else 2 if k > 2 else 1
     im.save(buf, format=fmt, **kwargs)
     return buf.tell()

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _cache
+from .errors import image_array
 
 __all__ = ["psnr", "ssim", "Quality", "image_quality", "image_quality_async", "index_entropy",
            "index_bits", "comparable", "as_written"]
@@ -265,7 +266,8 @@ def image_quality(original: np.ndarray, result: np.ndarray, *, data_range: float
 
     Parameters
     ----------
-    original, result : (H, W) or (H, W, C) uint8 ndarrays
+    original, result : (H, W) or (H, W, C) uint8 ndarrays, or Pillow images (converted
+        by :func:`clyde.io.from_pil`, so a palette image is compared as its colours)
     data_range : float, the peak value
     with_ssim : bool, skip SSIM (``nan``) when False
     palette : (K, C) uint8 ndarray, optional
@@ -275,6 +277,7 @@ def image_quality(original: np.ndarray, result: np.ndarray, *, data_range: float
     -------
     Quality
     """
+    original, result = image_array(original), image_array(result)
     return image_quality_async(original, result, data_range=data_range, with_ssim=with_ssim,
                                palette=palette)()
 

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _cache
-from .errors import ClydeError, check_image
+from .errors import ClydeError, check_image, image_array
 from .metrics import index_bits
 
 __all__ = [
@@ -279,7 +279,8 @@ def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1
 
     Parameters
     ----------
-    image : (H, W, C) uint8 ndarray, any size (also smaller than one patch)
+    image : (H, W, C) uint8 ndarray, any size (also smaller than one patch), or a Pillow
+        image
         Every channel (alpha included) is coded with the same codebook.
     codebook : (k, p*p) float ndarray with unit rows
     shifts : int, ``1 <= shifts <= p*p``
@@ -293,6 +294,7 @@ def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1
     -------
     PatchResult
     """
+    image = image_array(image)
     p = _validate(image, codebook, shifts, fit)
     k = len(codebook)
     cb = jnp.asarray(codebook, jnp.float32)

@@ -41,7 +41,7 @@ import numpy as np
 from . import _cache
 from . import kmeans as km
 from .color import oklab_to_srgb, srgb_to_oklab
-from .errors import ClydeError, check_image
+from .errors import ClydeError, check_image, image_array
 from .metrics import comparable
 
 __all__ = ["PixelResult", "ColorHistogram", "quantize_pixels", "color_histogram",
@@ -632,7 +632,8 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: Literal["kmeans++", "ran
 
     Parameters
     ----------
-    image : (H, W, 3) or (H, W, 4) uint8 ndarray
+    image : (H, W, 3) or (H, W, 4) uint8 ndarray, or a Pillow image (converted as
+        :func:`clyde.io.from_pil` does)
         RGB, or RGBA: fully transparent pixels get one palette entry
         ``(0, 0, 0, 0)`` of their own; the visible ones are clustered in
         RGBA with the remaining ``k - 1`` entries.
@@ -665,6 +666,7 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: Literal["kmeans++", "ran
     -------
     PixelResult
     """
+    image = image_array(image)
     _validate(image, k, init, algo, space, max_iter, tol, refine)
     if max_points is None:
         max_points = 1 << 20 if k <= 16 else 65536
