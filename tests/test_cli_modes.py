@@ -210,3 +210,13 @@ def test_patch_shows_a_bar_over_the_grids_on_a_terminal(photo, codebook, tmp_pat
     assert r.exit_code == 0 and r.stderr == "" and calls == [[]]
     r = run("patch", photo, "--means", codebook, "--shifts", "3", "-o", tmp_path / "3.png")
     assert r.exit_code == 0 and "0/3 [" in r.stderr and calls[1] == [1, 1, 1]
+
+
+def test_adaptive_compare_shows_a_bar_over_its_three_fits(photo, tmp_path, monkeypatch):
+    from clyde import cli
+
+    monkeypatch.setattr(cli, "_bar", lambda quiet: True)
+    r = run("adaptive", photo, "-o", tmp_path / "a.png")
+    assert r.exit_code == 0 and r.stderr == ""  # one fit: no bar
+    r = run("adaptive", photo, "-o", tmp_path / "b.png", "--compare", tmp_path / "c.png")
+    assert r.exit_code == 0 and "0/3 [" in r.stderr

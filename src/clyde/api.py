@@ -297,8 +297,12 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
                   block: int = 4, metric: str = "eig", quantile: float = 0.5, seed: int = 0,
                   mask: str | os.PathLike | None = None, compare: str | os.PathLike | None = None,
                   force: bool = False, skip_if_larger: bool = False,
-                  on_note: Callable[[str], None] | None = None) -> dict:
+                  on_note: Callable[[str], None] | None = None,
+                  on_step: Callable[[], None] | None = None) -> dict:
     """Variance-adaptive two-k quantization of ``src``; writes ``dst`` (and the mask / comparison).
+
+    ``on_step``: called after each of the fits (1, or 3 with ``compare``), a progress bar's
+    update.
 
     Returns a dict with: input, output, width, height, k1, k2, block, metric,
     threshold, high_share (fraction of pixels in high-detail blocks), colors,
@@ -324,6 +328,8 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
     img = loaded.array
     h, w, c = img.shape
     res = quantize_adaptive(img, k1, k2, block=block, metric=metric, quantile=quantile, seed=seed)
+    if on_step:
+        on_step()
     out = res.image
     q = image_quality(comparable(img), comparable(out))
     nbytes = io.save_indexed(dst, res.indices, res.palette, loaded.icc_profile,
@@ -345,6 +351,8 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
         baselines = []
         for label, k in (("same colours", k1 + k2), ("same bits", equal_bits_k(res.bits, h * w, c))):
             pr = quantize_pixels(img, k, seed=seed)
+            if on_step:
+                on_step()
             pq = image_quality(comparable(img), comparable(pr.image))
             bits = h * w * index_bits(len(pr.palette)) + 8 * c * len(pr.palette)
             baselines.append({"mode": "pixel", "basis": label, "k": k, "psnr": pq.psnr,

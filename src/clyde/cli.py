@@ -480,9 +480,11 @@ def adaptive(
         raise typer.BadParameter(str(e), param_hint="'--k2'") from None
 
     def one(src, dst):
-        return adaptive_file(src, dst, k1=k1, k2=k2, block=block, metric=metric.value,
-                             quantile=quantile, seed=seed, mask=mask, compare=compare, force=force,
-                             skip_if_larger=skip_if_larger, on_note=_note)
+        with _steps_bar(3 if compare else 1, "fit") as step:  # --compare fits twice more
+            return adaptive_file(src, dst, k1=k1, k2=k2, block=block, metric=metric.value,
+                                 quantile=quantile, seed=seed, mask=mask, compare=compare,
+                                 force=force, skip_if_larger=skip_if_larger, on_note=_note,
+                                 on_step=step)
 
     def show(r):
         if as_json:
