@@ -349,3 +349,24 @@ def test_cmyk_with_an_unusable_profile_says_so(tmp_path):
     np.testing.assert_array_equal(loaded.array, np.asarray(im.convert("RGB")))
     assert len(loaded.notes) == 1
     assert loaded.notes[0].startswith("CMYK image converted to RGB without its ICC profile (")
+
+
+def test_a_codes_file_keeps_the_profile_so_decode_writes_the_same_file(tmp_path, tagged, small):
+    """A non-sRGB profile travels in the codes file (its bytes count in the rate); an sRGB
+    one is a flag there and a PNG sRGB chunk in both outputs."""
+    from clyde import codec
+
+    r = run("patch", tagged, "-o", tmp_path / "p.png", "--codes", tmp_path / "c.clyde")
+    assert r.exit_code == 0, r.stderr
+    assert codec.read_codes(tmp_path / "c.clyde").icc_profile == WIDE
+    assert run("decode", tmp_path / "c.clyde", "-o", tmp_path / "d.png").exit_code == 0
+    assert icc_of(tmp_path / "d.png") == WIDE
+    assert (tmp_path / "d.png").read_bytes() == (tmp_path / "p.png").read_bytes()
+    srgb = tmp_path / "s.png"
+    Image.fromarray(small).save(srgb, icc_profile=SRGB)
+    assert run("patch", srgb, "-o", tmp_path / "q.png", "--codes", tmp_path / "s.clyde").exit_code == 0
+    f = codec.read_codes(tmp_path / "s.clyde")
+    assert f.srgb and f.icc_profile is None
+    assert run("decode", tmp_path / "s.clyde", "-o", tmp_path / "e.png").exit_code == 0
+    assert srgb_chunk(tmp_path / "e.png") is not None
+    assert (tmp_path / "e.png").read_bytes() == (tmp_path / "q.png").read_bytes()

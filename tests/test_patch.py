@@ -1,10 +1,11 @@
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from clyde import ClydeError
 from clyde.patch import (code_bits, normalize, patchify, quantize_patches, quantize_vectors,
-                         shift_offsets, unpatchify, _encode_chunk, _tiles)
+                         shift_offsets, unpatchify, _encode_chunk, _rebuild, _tiles)
 from clyde.metrics import image_quality
 
 import reference as ref
@@ -39,9 +40,12 @@ def test_quantize_vectors_matches_reference(rng, fit):
     np.testing.assert_array_equal(np.asarray(idx)[8:], ref_idx[8:])
     np.testing.assert_allclose(np.asarray(rec), ref_rec, atol=2e-3 * 255)
     np.testing.assert_allclose(np.asarray(rec)[:8], 99.0, atol=0.05)
-    with jax.disable_jit():
-        idx2, rec2 = _encode_chunk(x, cb, fit)
+    with jax.disable_jit():  # the same codes unjitted, rebuilt by the decoder's expression
+        idx2, gain, offset = _encode_chunk(x, cb, fit)
+        rec2 = _rebuild(idx2, gain, offset, jnp.asarray(cb, jnp.float32))
     np.testing.assert_array_equal(np.asarray(idx2), np.asarray(idx))
+    assert gain.dtype == offset.dtype == jnp.float32  # float16 values, held as float32
+    np.testing.assert_array_equal(np.asarray(gain), np.asarray(gain).astype(np.float16))
     np.testing.assert_allclose(np.asarray(rec2), np.asarray(rec), atol=1e-3)
 
 

@@ -226,7 +226,7 @@ def _smallest_k(img, target, measure, k_max, icc_profile, kw):
 def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
                means: str | os.PathLike | None = None, shifts: int = 1, fit: str = "lsq",
                force: bool = False, compare: str | os.PathLike | None = None,
-               skip_if_larger: bool = False,
+               skip_if_larger: bool = False, codes: str | os.PathLike | None = None,
                on_note: Callable[[str], None] | None = None,
                on_shift: Callable[[], None] | None = None) -> dict:
     """Patch vector quantization of the image file ``src``; writes ``dst``.
@@ -235,13 +235,19 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
     ``p16_k12000.npy``). Returns a dict with: input, output, width, height,
     channels, codebook, k, patch, shifts, fit, psnr, ssim,
     code_bits_per_pixel (index + float16 gain and offset per coded vector,
-    times the shifts), vectors, bytes_in, bytes_out, seconds. ``on_shift``: called as
+    times the shifts, before compression), vectors, bytes_in, bytes_out, seconds.
+    ``codes``: also write the codes file there (:mod:`clyde.codec`, which
+    :func:`decode_file` turns back into ``dst``'s pixels); the dict then has codes,
+    codes_bytes and codes_bits_per_pixel (8 * bytes / pixels). ``on_shift``: called as
     each shifted grid is done (a progress bar).
     """
     t0 = time.perf_counter()
     dst = io.check_output(dst, force=force, inputs=(src,))
     if compare:
         compare = io.check_output(compare, force=force, inputs=(src,), outputs=(dst,))
+    if codes:
+        codes = io.check_output(codes, force=force, inputs=(src,),
+                                outputs=(dst,) + ((compare,) if compare else ()), image=False)
     from .codebook import load_codebook
 
     cb = load_codebook(means)
@@ -257,6 +263,17 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
                            max_bytes=loaded.file_bytes if skip_if_larger else None)
     q, shown = as_written(dst, img, res.image, pending(), on_note)
     h, w = img.shape[:2]
+    written = {}
+    if codes:
+        from .codec import codebook_id, encode_codes, write_codes
+
+        icc = loaded.icc_profile
+        srgb = bool(icc) and io.is_srgb(icc)
+        n = write_codes(codes, encode_codes(res.codes, k=len(cb.means), codebook_name=cb.path.name,
+                                            codebook_sha256=codebook_id(cb.means),
+                                            icc_profile=None if srgb else icc, srgb=srgb))
+        written = {"codes": str(codes), "codes_bytes": n,
+                   "codes_bits_per_pixel": round(8 * n / (h * w), 4)}
     if compare:
         compare_picture(compare, img, shown, f"patch k={len(cb.means)} shifts={shifts} "
                         f"{fit}: PSNR {q.psnr:.2f} dB, {res.bits_per_pixel:.2f} b/px",
@@ -272,10 +289,45 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
         "ssim": q.ssim,
         "code_bits_per_pixel": round(res.bits_per_pixel, 4),
         "vectors": res.n_vectors,
+        **written,
         "bytes_in": loaded.file_bytes,
         "bytes_out": nbytes,
         "seconds": round(time.perf_counter() - t0, 4),
     }
+
+
+def decode_file(src: str | os.PathLike, dst: str | os.PathLike, *,
+                means: str | os.PathLike | None = None, force: bool = False) -> dict:
+    """Rebuild the image of a patch codes file ``src`` (``clyde patch --codes``); write ``dst``.
+
+    The result is the image ``clyde patch -o`` wrote for the same settings, pixel for
+    pixel. ``means``: the codebook the codes were made with (default: ``$CLYDE_MEANS``
+    or the bundled one); its SHA-256 must match the file's. Returns a dict with: input,
+    output, width, height, channels, codebook, k, patch, shifts, fit, codes_bytes,
+    codes_bits_per_pixel, bytes_out, seconds.
+    """
+    t0 = time.perf_counter()
+    dst = io.check_output(dst, force=force, inputs=(src,))
+    from .codebook import load_codebook
+    from .codec import codebook_id, read_codes
+    from .patch import decode_patches
+
+    codes, header, icc, srgb = read_codes(src)
+    cb = load_codebook(means)
+    want, got = header["codebook"], codebook_id(cb.means)
+    if want.get("sha256") != got:
+        raise ClydeError(f"{src}: made with codebook {want.get('name')} (sha256 "
+                         f"{str(want.get('sha256'))[:16]}), but {cb.path} has sha256 {got[:16]}; "
+                         "give the codebook it was made with (--means)")
+    out = decode_patches(codes, cb.means)
+    nbytes = io.save_image(dst, out, io.srgb_profile() if srgb else icc)
+    h, w, c = codes.shape
+    n = os.path.getsize(src)
+    return {"input": str(src), "output": str(dst), "width": w, "height": h, "channels": c,
+            "codebook": str(cb.path), "k": int(len(cb.means)), "patch": codes.patch,
+            "shifts": len(codes.grids), "fit": codes.fit, "codes_bytes": n,
+            "codes_bits_per_pixel": round(8 * n / (h * w), 4), "bytes_out": nbytes,
+            "seconds": round(time.perf_counter() - t0, 4)}
 
 
 def equal_bits_k(total_bits: int, n_pixels: int, channels: int = 3, k_max: int = 65536) -> int:

@@ -378,12 +378,18 @@ class Fit(str, Enum):
 
 
 def patch_summary_line(r: dict) -> str:
-    """One-line human summary of a patch result."""
+    """One-line human summary of a patch result: the codes file's real rate when one was
+    written, else what the codes would take before compression."""
+    cost = (f"codes {r['code_bits_per_pixel']:.3f} bits/px" if "codes_bytes" not in r else
+            f"codes file {r['codes_bytes']:,} bytes = {r['codes_bits_per_pixel']:.3f} bits/px "
+            f"({r['code_bits_per_pixel']:.3f} before compression)")
     return _line(r, f"{r['k']} shapes of {r['patch']}x{r['patch']}, shifts {r['shifts']}, "
-                    f"fit {r['fit']}", f"codes {r['code_bits_per_pixel']:.3f} bits/px")
+                    f"fit {r['fit']}", cost)
 
 
-@app.command(epilog="Example: clyde patch photo.jpg --means means/p16_k12000.npy --shifts 4 -o out.png")
+@app.command(epilog="Example: clyde patch photo.jpg --means means/p16_k12000.npy --shifts 4 -o out.png\n\n"
+                    "Keep the codes: clyde patch photo.jpg --codes photo.clyde; then clyde decode "
+                    "photo.clyde -o photo.png")
 def patch(
     image: list[Path] = typer.Argument(..., metavar="IMAGE", help="Input image(s). With several, each output goes "
                                        "beside its input.", show_default=False),
@@ -401,6 +407,9 @@ def patch(
     out_dir: Optional[Path] = _out_dir(),
     suffix: Optional[str] = _suffix(),
     compare: Optional[Path] = _compare(),
+    codes: Optional[Path] = typer.Option(None, "--codes", help="Also write the codes (shape "
+                                         "indices, gains, offsets) to this file, which clyde "
+                                         "decode turns back into the output image."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Patch vector quantization: every 16x16 patch channel becomes one of k learnt shapes.
@@ -415,12 +424,13 @@ def patch(
     def one(src, dst):
         with _steps_bar(shifts, "grid") as step:  # several grids take seconds on a large photo
             return patch_file(src, dst, means=means, shifts=shifts, fit=fit.value, force=force,
-                              compare=compare, skip_if_larger=skip_if_larger, on_note=_note,
-                              on_shift=step)
+                              compare=compare, skip_if_larger=skip_if_larger, codes=codes,
+                              on_note=_note, on_shift=step)
 
     _each(image, output, _outputs(f".patch-s{shifts}.png", out_dir, suffix), one,
           lambda r: typer.echo(json.dumps(r) if as_json else patch_summary_line(r)),
-          {"--output": output, "--compare": compare}, out_dir=out_dir, suffix=suffix)
+          {"--output": output, "--compare": compare, "--codes": codes}, out_dir=out_dir,
+          suffix=suffix)
 
 
 def _scales(value: str) -> tuple[int, ...]:
@@ -815,6 +825,35 @@ def train(
                f"{r.steps} steps, {r.images} images ({r.failed} unreadable), {r.vectors:,} vectors, "
                f"mean cosine {r.mean_cos:.4f}, {r.vectors_per_second:,.0f} vectors/s, "
                f"{r.seconds:.1f} s")
+
+
+@app.command(epilog="Example: clyde decode photo.clyde -o photo.png --means means/p16_k12000.npy")
+def decode(
+    codes: Path = typer.Argument(..., metavar="CODES", help="A codes file from clyde patch --codes.",
+                                 show_default=False),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output image. "
+                                          "[default: CODES.decoded.png beside the codes]"),
+    means: Optional[Path] = typer.Option(None, "--means", "-m", help="The codebook the codes "
+                                         "were made with. [default: the bundled p16_k12000.npy]"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """Rebuild the image of a patch codes file: the same pixels clyde patch wrote.
+
+    Refuses a codebook other than the one the codes were made with (their SHA-256
+    differ), a damaged or truncated file, and a file of a newer version.
+    """
+    from .api import decode_file
+
+    t0 = time.perf_counter()
+    dst = output if output is not None else codes.with_name(f"{codes.stem}.decoded.png")
+    r = decode_file(codes, dst, means=means, force=force)
+    r["seconds"] = round(time.perf_counter() - t0, 4)
+    typer.echo(json.dumps(r) if as_json else
+               f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, {r['k']} shapes of "
+               f"{r['patch']}x{r['patch']}, shifts {r['shifts']}, codes {r['codes_bytes']:,} bytes "
+               f"= {r['codes_bits_per_pixel']:.3f} bits/px -> {r['bytes_out']:,} bytes, "
+               f"{r['seconds']:.2f} s")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -214,6 +214,14 @@ def is_srgb(profile: bytes) -> bool:
     return int(np.abs(np.asarray(out, np.int16) - _GRID).max()) <= 1
 
 
+def srgb_profile() -> bytes:
+    """An sRGB ICC profile (LittleCMS's): what :func:`save_image` turns into a PNG's sRGB
+    chunk, and into nothing elsewhere."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
 def _named(profile: bytes) -> str:
     d = profile_description(profile)
     return f" ({d})" if d else ""
@@ -430,12 +438,13 @@ def _same_file(a: Path, b: str | os.PathLike) -> bool:
 
 def check_output(path: str | os.PathLike, *, force: bool = False,
                  inputs: tuple[str | os.PathLike, ...] = (),
-                 outputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+                 outputs: tuple[str | os.PathLike, ...] = (), image: bool = True) -> Path:
     """Validate an output path before any work is done.
 
     Refuses to overwrite an input (even with ``force``), a path that another
     output of the same command (``outputs``) already names, an existing file
-    without ``force``, a missing folder, and an extension with no writer.
+    without ``force``, a missing folder, and (``image``: an image file) an
+    extension with no writer.
     """
     path = Path(path)
     for src in inputs:
@@ -448,7 +457,8 @@ def check_output(path: str | os.PathLike, *, force: bool = False,
         raise ClydeError(f"{path}: already exists (use --force to replace it)")
     if not path.parent.exists():
         raise ClydeError(f"{path.parent}: no such folder")
-    output_format(path)
+    if image:
+        output_format(path)
     return path
 
 

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _cache
+from .codec import PatchCodes
 from .errors import ClydeError, check_image, image_array
 from .metrics import index_bits
 
@@ -48,6 +49,7 @@ __all__ = [
     "patchify",
     "unpatchify",
     "quantize_patches",
+    "decode_patches",
     "code_bits",
 ]
 
@@ -80,7 +82,9 @@ class PatchResult(NamedTuple):
         Patch-channel vectors coded, over all shifts (padding patches included:
         they would be stored).
     bits_per_pixel : float
-        What the codes cost: ``n_vectors * (ceil(log2 k) + 32) / (H * W)``.
+        What the codes cost before compression: ``n_vectors * (ceil(log2 k) + 32) / (H * W)``.
+    codes : :class:`clyde.codec.PatchCodes`
+        Indices, float16 gains and offsets per grid: what a codes file stores.
     """
 
     image: np.ndarray
@@ -88,6 +92,7 @@ class PatchResult(NamedTuple):
     offsets: list
     n_vectors: int
     bits_per_pixel: float
+    codes: PatchCodes
 
 
 def code_bits(k: int) -> int:
@@ -131,6 +136,7 @@ def _f16(a):
 
 
 def _encode_chunk(x, codebook, fit):
+    """Shape index, gain and offset (float16 values, as float32) of each vector of a chunk."""
     u, mn, nrm = normalize(x)
     cos = jnp.matmul(u, codebook.T, precision=jax.lax.Precision.HIGHEST)  # not TF32 on GPUs
     idx = jax.lax.top_k(cos, 1)[1][:, 0].astype(jnp.int32)  # argmax; XLA's top-k is faster
@@ -143,8 +149,28 @@ def _encode_chunk(x, codebook, fit):
         ss = jnp.sum(sc * sc, axis=1)
         gain = jnp.where(ss > 0, jnp.sum(sc * (x - xm[:, None]), axis=1) / jnp.where(ss > 0, ss, 1.0), 0.0)
         offset = xm - gain * s.mean(axis=1)
-    gain, offset = _f16(gain), _f16(offset)
-    return idx, gain[:, None] * s + offset[:, None]
+    return idx, _f16(gain), _f16(offset)
+
+
+def _rebuild(idx, gain, offset, codebook):
+    """``gain * shape + offset`` per vector: the one expression encoder and decoder share."""
+    return gain[:, None] * codebook[idx] + offset[:, None]
+
+
+def _encode(x: jax.Array, codebook: jax.Array, *, fit: str = "lsq", chunk: int = CHUNK):
+    """Index, gain and offset of every vector of ``x (n, d)``, ``n`` a multiple of ``chunk``,
+    in chunks of bounded memory (``chunk * k`` scores)."""
+    n, d = x.shape
+    xs = jnp.asarray(x, jnp.float32).reshape(n // chunk, chunk, d)
+    cb = jnp.asarray(codebook, jnp.float32)
+    idx, gain, offset = jax.lax.map(lambda c: _encode_chunk(c, cb, fit), xs)
+    return idx.reshape(n), gain.reshape(n), offset.reshape(n)
+
+
+def _decode(idx: jax.Array, gain: jax.Array, offset: jax.Array, codebook: jax.Array):
+    """The vectors ``(n, d)`` float32 that codes stand for (:func:`_rebuild`)."""
+    return _rebuild(idx, jnp.asarray(gain, jnp.float32), jnp.asarray(offset, jnp.float32),
+                    jnp.asarray(codebook, jnp.float32))
 
 
 def _quantize_vectors(x: jax.Array, codebook: jax.Array, *, fit: str = "lsq",
@@ -164,16 +190,14 @@ def _quantize_vectors(x: jax.Array, codebook: jax.Array, *, fit: str = "lsq",
     indices : (n,) int32
     reconstruction : (n, d) float32
     """
-    n, d = x.shape
-    xs = jnp.asarray(x, jnp.float32).reshape(n // chunk, chunk, d)
-    cb = jnp.asarray(codebook, jnp.float32)
-    idx, rec = jax.lax.map(lambda c: _encode_chunk(c, cb, fit), xs)
-    return idx.reshape(n), rec.reshape(n, d)
+    idx, gain, offset = _encode(x, codebook, fit=fit, chunk=chunk)
+    return idx, _decode(idx, gain, offset, codebook)
 
 
 quantize_vectors = jax.jit(_quantize_vectors, static_argnames=("fit", "chunk"))
-# The same program kept compiled on disk: patch mode calls it tile after tile.
-_vectors = _cache.stored(_quantize_vectors, static_argnames=("fit", "chunk"))
+# Kept compiled on disk: patch mode encodes and rebuilds tile after tile.
+_encoded = _cache.stored(_encode, static_argnames=("fit", "chunk"))
+_decoded = _cache.stored(_decode)
 
 
 def shift_offsets(n: int, p: int) -> list[tuple[int, int]]:
@@ -292,30 +316,62 @@ def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1
 
     Returns
     -------
-    PatchResult
+    PatchResult; its ``codes`` (:class:`clyde.codec.PatchCodes`) rebuild ``image``
+    exactly through :func:`decode_patches`.
     """
     image = image_array(image)
     p = _validate(image, codebook, shifts, fit)
     k = len(codebook)
     cb = jnp.asarray(codebook, jnp.float32)
     h, w, c = image.shape
-    offsets = shift_offsets(int(shifts), p)
+    grids = shift_offsets(int(shifts), p)
+    encoded = []
+    for off in grids:  # every grid's tiles dispatched before any result is waited for
+        v = patchify(image, p, off)
+        encoded.append((len(v), [_encoded(t, cb, fit=fit, chunk=chunk)
+                                 for t in _tiles(v, chunk * TILE_CHUNKS, chunk)]))
+    codes = PatchCodes((h, w, c), p, grids, fit,
+                       *([np.concatenate([np.asarray(t[j]) for t in tiles])[:n] for n, tiles
+                          in encoded] for j in range(3)))
+    codes = codes._replace(gains=[g.astype(np.float16) for g in codes.gains],
+                           offsets=[o.astype(np.float16) for o in codes.offsets])
+    out = decode_patches(codes, cb, chunk=chunk, on_shift=on_shift)
+    n_vectors = sum(n for n, _ in encoded)
+    return PatchResult(out, codes.indices, grids, n_vectors, n_vectors * code_bits(k) / (h * w),
+                       codes)
+
+
+def decode_patches(codes: PatchCodes, codebook: np.ndarray, *, chunk: int = CHUNK,
+                   on_shift: Callable[[], None] | None = None) -> np.ndarray:
+    """The image that patch codes stand for: every grid rebuilt from its shapes, gains
+    and offsets, the grids averaged, rounded to uint8.
+
+    Parameters
+    ----------
+    codes : :class:`clyde.codec.PatchCodes`, from :func:`quantize_patches` or
+        :func:`clyde.codec.read_codes`
+    codebook : (k, p*p) float array, the one the codes were made with
+    chunk : int, vectors per program call
+    on_shift : callable, optional, called once per grid
+
+    Returns
+    -------
+    (H, W, C) uint8 ndarray
+    """
+    cb = jnp.asarray(codebook, jnp.float32)
+    h, w, c = codes.shape
+    p = codes.patch
     total = np.zeros((h, w, c), np.float32)
     pending = []
-    for off in offsets:
-        v = patchify(image, p, off)
-        calls = [_vectors(t, cb, fit=fit, chunk=chunk)  # dispatched without waiting
-                 for t in _tiles(v, chunk * TILE_CHUNKS, chunk)]
-        pending.append((off, len(v), calls))
-    indices = []
-    n_vectors = 0
-    for off, n, calls in pending:
-        rec = np.concatenate([np.asarray(r) for _, r in calls])[:n]
+    for off, idx, gain, offset in zip(codes.grids, codes.indices, codes.gains, codes.offsets):
+        n = len(idx)
+        parts = zip(*(_tiles(np.asarray(a), chunk * TILE_CHUNKS, chunk)
+                      for a in (idx.astype(np.int32), gain.astype(np.float32),
+                                offset.astype(np.float32))))
+        pending.append((off, n, [_decoded(i, g, o, cb) for i, g, o in parts]))
+    for off, n, parts in pending:
+        rec = np.concatenate([np.asarray(r) for r in parts])[:n]
         total += unpatchify(rec, (h, w, c), p, off)
-        indices.append(np.concatenate([np.asarray(i) for i, _ in calls])[:n])
-        n_vectors += n
         if on_shift:
             on_shift()
-    out = np.clip(np.rint(total / len(offsets)), 0, 255).astype(np.uint8)
-    bpp = n_vectors * code_bits(k) / (h * w)
-    return PatchResult(out, indices, offsets, n_vectors, bpp)
+    return np.clip(np.rint(total / len(codes.grids)), 0, 255).astype(np.uint8)
