@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import os
 import platform
 import shutil
@@ -203,7 +204,7 @@ def main(argv=None):
                     help="stop a scikit-learn run after this many seconds")
     ap.add_argument("--only", default=None,
                     help="comma-separated sections to run (default: all of "
-                         "pixel,command,latency,unseen,patch,adaptive,batch,train,scale; with --quick: pixel,command)")
+                         "pixel,command,latency,unseen,patch,codec,adaptive,batch,train,scale; with --quick: pixel,command)")
     ap.add_argument("--check", type=Path, default=None, metavar="FILE",
                     help="only print the target check for an existing benchmarks.md")
     ap.add_argument("--out", type=Path, default=None,
@@ -223,7 +224,7 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="clyde-bench-")
 
     only = args.only or ("pixel,command" if args.quick
-                         else "pixel,command,latency,unseen,patch,adaptive,batch,train,scale")
+                         else "pixel,command,latency,unseen,patch,codec,adaptive,batch,train,scale")
     sections = set(only.split(","))
     if "pixel" in sections:
         # ---- in-process quantization step
@@ -325,7 +326,7 @@ def main(argv=None):
             ratio = f"{dt / ref:.2f}" if ref else "n/a"
             lines.append(fmt_row([label, f"{dt:.2f}", ratio, f"{rss:.0f}", f"{q.psnr:.2f}", f"{q.ssim:.4f}", f"{nbytes:,}"]))
             print(lines[-1], flush=True)
-    for section in ("latency", "unseen", "patch", "adaptive", "batch", "train", "scale"):
+    for section in ("latency", "unseen", "patch", "codec", "adaptive", "batch", "train", "scale"):
         if section in sections:
             lines += globals()[f"section_{section}"](args, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -773,6 +774,110 @@ def section_scale(args, tmp):
             f"at half size, warm cache, median of {args.repeats}:", "",
             fmt_row(["run", "seconds", "x threads"]), fmt_row(["---"] * 3)]
     out += [fmt_row([k, f"{v:.2f}", f"{v / first:.2f}"]) for k, v in times.items()]
+    print("\n".join(out), flush=True)
+    return out
+
+
+# ---------------------------------------------------------------- codec: quality at equal bytes
+
+CODEC_JPEG = (5, 10, 20, 30, 50, 70, 85, 95)
+CODEC_WEBP = (5, 20, 40, 60, 80, 95)
+CODEC_KS = (2, 4, 8, 16, 32, 64, 128, 256)
+CODEC_AIM_BPP = 0.6  # the aim: patch codes within 1 dB of JPEG at equal bytes below this rate
+
+
+def _codec_images(args):
+    """Held out of the codebook's training (scikit-image samples, public domain) and two
+    training-set wallpapers at half size."""
+    from skimage import data as skdata
+
+    out = [("chelsea (held out)", clyde.load_image(ROOT / "examples" / "chelsea.png").array),
+           ("astronaut (held out)", skdata.astronaut()), ("coffee (held out)", skdata.coffee())]
+    for name in PATCH_PHOTOS:
+        im = Image.open(args.photos / name).convert("RGB")
+        out.append((f"{name} (training set)", np.asarray(
+            im.resize((im.width // 2, im.height // 2), Image.Resampling.BOX))))
+    return out
+
+
+def _encoded_quality(img, fmt, **kw):
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format=fmt, **kw)
+    back = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return buf.tell(), clyde.image_quality(img, back)
+
+
+def _at_rate(points, bpp):
+    """PSNR of a curve ``[(bpp, psnr)]`` at ``bpp``, linear between its points (None outside)."""
+    pts = sorted(points)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= bpp <= x1:
+            return y0 + (y1 - y0) * (bpp - x0) / (x1 - x0) if x1 > x0 else y0
+    return None
+
+
+def section_codec(args, tmp):
+    """PSNR and SSIM against bits per pixel: patch codes files, JPEG, WebP, clyde pixel PNGs."""
+    from clyde import codec
+    from clyde.figures import curves_chart
+    from clyde.io import encoded_size
+    from clyde.patch import quantize_patches
+
+    cb = clyde.load_codebook()
+    cid = codec.codebook_id(cb.means)
+    rows, curves_of, gaps = [], {}, []
+    for name, img in _codec_images(args):
+        h, w = img.shape[:2]
+        curves = curves_of.setdefault(name, {})
+        for shifts in (1, 2, 4):
+            r = quantize_patches(img, cb.means, shifts=shifts)
+            n = len(codec.encode_codes(r.codes, k=len(cb.means), codebook_name=cb.path.name,
+                                       codebook_sha256=cid))
+            q = clyde.image_quality(img, r.image)
+            curves.setdefault("patch codes (shifts 1, 2, 4)", []).append((8 * n / (h * w), q.psnr))
+            rows.append((name, "patch codes", f"shifts {shifts}", 8 * n / (h * w), q))
+        for quality in CODEC_JPEG:
+            n, q = _encoded_quality(img, "JPEG", quality=quality)
+            curves.setdefault("JPEG (Pillow)", []).append((8 * n / (h * w), q.psnr))
+            rows.append((name, "JPEG", f"quality {quality}", 8 * n / (h * w), q))
+        for quality in CODEC_WEBP:
+            n, q = _encoded_quality(img, "WEBP", quality=quality)
+            curves.setdefault("WebP (Pillow)", []).append((8 * n / (h * w), q.psnr))
+            rows.append((name, "WebP", f"quality {quality}", 8 * n / (h * w), q))
+        for k in CODEC_KS:
+            r = clyde.quantize_pixels(img, k)
+            n = encoded_size(r.indices, r.palette)
+            q = clyde.image_quality(img, r.image)
+            curves.setdefault("clyde pixel, indexed PNG (k 2-256)", []).append((8 * n / (h * w), q.psnr))
+            rows.append((name, "clyde pixel PNG", f"k={k}", 8 * n / (h * w), q))
+        for bpp, psnr in curves["patch codes (shifts 1, 2, 4)"]:
+            jpeg = _at_rate(curves["JPEG (Pillow)"], bpp)
+            gaps.append((name, bpp, psnr, jpeg))
+    chart_name = "codec-rd.png"
+    chart_photo = "astronaut (held out)"
+    curves_chart([(label, [x for x, _ in pts], [y for _, y in pts])
+                  for label, pts in curves_of[chart_photo].items()],
+                 ROOT / "docs" / chart_name, title=f"{chart_photo.split(' ')[0]}: PSNR against rate",
+                 xlabel="bits per pixel (file bytes x 8 / pixels)", ylabel="PSNR dB")
+    out = ["", "## Patch codes against JPEG, WebP and pixel mode at equal bytes", "",
+           "Every codec's real file size (patch: the `--codes` file, lzma; JPEG and WebP: Pillow's "
+           "encoders at the qualities given; pixel: the indexed PNG clyde writes) as bits per "
+           "pixel, and PSNR/SSIM of what decodes. The codebook (`p16_k12000`) was trained on the "
+           "wallpapers, so their rows flatter patch mode; the scikit-image samples (public "
+           f"domain) are held out. Chart of the astronaut: [{chart_name}]({chart_name}).", "",
+           fmt_row(["image", "codec", "setting", "bits/px", "PSNR dB", "SSIM"]),
+           fmt_row(["---"] * 6)]
+    out += [fmt_row([n, c, s, f"{b:.3f}", f"{q.psnr:.2f}", f"{q.ssim:.4f}"])
+            for n, c, s, b, q in rows]
+    out += ["", f"Patch codes against JPEG at the same rate (JPEG's PSNR interpolated between "
+            f"its qualities; n/a where the rate is outside them). The aim: within 1 dB of JPEG "
+            f"below {CODEC_AIM_BPP} bits/px.", "",
+            fmt_row(["image", "patch bits/px", "patch PSNR", "JPEG PSNR there", "patch - JPEG dB"]),
+            fmt_row(["---"] * 5)]
+    for name, bpp, psnr, jpeg in gaps:
+        out.append(fmt_row([name, f"{bpp:.3f}", f"{psnr:.2f}",
+                            "n/a" if jpeg is None else f"{jpeg:.2f}",
+                            "n/a" if jpeg is None else f"{psnr - jpeg:+.2f}"]))
     print("\n".join(out), flush=True)
     return out
 

@@ -15,12 +15,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import io
 
-__all__ = ["side_by_side", "palette_sheet", "line_chart"]
+__all__ = ["side_by_side", "palette_sheet", "line_chart", "curves_chart"]
 
 _BG = (255, 255, 255)
 _FG = (20, 20, 20)
 _GRID = (225, 225, 225)
-_COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189)]
+_COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189),
+           (140, 86, 75)]
 
 
 def _font(size: int = 14):
@@ -202,4 +203,50 @@ def line_chart(xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]
             d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=_COLORS[n % len(_COLORS)])
         if xlabel and n == len(series) - 1:
             d.text(((left + right) // 2 - 10, bottom + 18), xlabel, fill=_FG, font=font)
+    return io.save_image(path, np.asarray(sheet))
+
+
+def curves_chart(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+                 path: str | os.PathLike, *, title: str = "", xlabel: str = "",
+                 ylabel: str = "", size: tuple[int, int] = (720, 420)) -> int:
+    """Several ``(name, xs, ys)`` curves in one panel with a legend (rate-distortion
+    curves: quality against bits per pixel)."""
+    pw, ph = size
+    ml, mr, mt, mb = 60, 20, 30 + 16 * len(curves), 40
+    sheet = Image.new("RGB", (pw, ph), _BG)
+    d = ImageDraw.Draw(sheet)
+    font = _font(12)
+    xs_all = np.concatenate([np.asarray(x, float) for _, x, _ in curves])
+    ys_all = np.concatenate([np.asarray(y, float) for _, _, y in curves])
+    fin = np.isfinite(xs_all) & np.isfinite(ys_all)
+    x_lo, x_hi = 0.0, float(xs_all[fin].max()) * 1.05
+    y_lo, y_hi = float(np.floor(ys_all[fin].min())), float(np.ceil(ys_all[fin].max()))
+    y_hi = y_hi if y_hi > y_lo else y_lo + 1
+    left, right, top, bottom = ml, pw - mr, mt, ph - mb
+
+    def X(v):
+        return left + (v - x_lo) / (x_hi - x_lo) * (right - left)
+
+    def Y(v):
+        return bottom - (v - y_lo) / (y_hi - y_lo) * (bottom - top)
+
+    if title:
+        d.text((ml, 4), title, fill=_FG, font=_font(15))
+    d.rectangle([left, top, right, bottom], outline=(150, 150, 150))
+    for t in np.linspace(y_lo, y_hi, 6):
+        d.line([left, Y(t), right, Y(t)], fill=_GRID)
+        d.text((4, Y(t) - 7), f"{t:.4g}", fill=_FG, font=font)
+    for t in np.linspace(x_lo, x_hi, 7):
+        d.line([X(t), top, X(t), bottom], fill=_GRID)
+        d.text((X(t) - 10, bottom + 4), f"{t:.2f}", fill=_FG, font=font)
+    d.text(((left + right) // 2 - 30, bottom + 20), xlabel, fill=_FG, font=font)
+    d.text((4, top - 16), ylabel, fill=_FG, font=font)
+    for n, (name, xs, ys) in enumerate(curves):
+        color = _COLORS[n % len(_COLORS)]
+        d.text((ml + 10, 24 + 16 * n), f"-- {name}", fill=color, font=font)
+        pts = sorted((X(x), Y(y)) for x, y in zip(xs, ys) if np.isfinite(x) and np.isfinite(y))
+        if len(pts) > 1:
+            d.line(pts, fill=color, width=2)
+        for px, py in pts:
+            d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=color)
     return io.save_image(path, np.asarray(sheet))
