@@ -128,3 +128,14 @@ def test_cli_sweep_prints_each_row_as_it_is_measured(photo, monkeypatch):
     r = runner.invoke(app, ["sweep", str(photo), "-k", "2,4"])
     assert r.exit_code == 0
     assert printed == [("echo", "k"), ("fit", 2), ("echo", "2"), ("fit", 4), ("echo", "4")]
+
+
+def test_cli_palette_shows_a_bar_on_a_terminal(photo, tmp_path, monkeypatch):
+    from clyde import cli
+
+    monkeypatch.setattr(cli, "_bar", lambda quiet: True)
+    r = runner.invoke(app, ["palette", str(photo), "-k", "4", "-o", str(tmp_path / "p.png")])
+    assert r.exit_code == 0 and "0/3 [" in r.stderr
+    monkeypatch.setattr(cli, "_bar", lambda quiet: False)  # not a terminal: nothing drawn
+    r = runner.invoke(app, ["palette", str(photo), "-k", "4", "-o", str(tmp_path / "q.png")])
+    assert r.exit_code == 0 and r.stderr == ""

@@ -470,8 +470,12 @@ def sweep_file(src: str | os.PathLike, ks: list[int], *, measure: str | None = N
 
 def palette_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int = 16, seed: int = 0,
                  random: bool = False, force: bool = False,
-                 on_note: Callable[[str], None] | None = None) -> dict:
+                 on_note: Callable[[str], None] | None = None,
+                 on_step: Callable[[], None] | None = None) -> dict:
     """Draw the k-means palette of ``src`` (or a random one, ``random=True``) to ``dst``.
+
+    ``on_step``: called after each of its three steps (the fit, the random palette, the
+    picture), a progress bar's update.
 
     The picture has swatches with hex codes and pixel shares, and the image's
     colours in the red-green, red-blue and green-blue planes with the palette
@@ -489,11 +493,14 @@ def palette_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int = 16,
     hist = color_histogram_of(img)
     res = quantize_pixels(img, k, seed=seed, histogram=hist)
     psnr = image_quality(img, res.image).psnr
+    step = on_step or (lambda: None)
+    step()
     rng = np.random.default_rng(seed)
     rand = rng.integers(0, 256, size=(k, 3)).astype(np.uint8)
     lab = nearest_colors(hist.colors, rand)
     rand_idx = hist.per_pixel(lab.astype(np.uint16)).reshape(img.shape[:2])
     rand_psnr = image_quality(img, rand[rand_idx]).psnr
+    step()
     pal, idx, name = (rand, rand_idx, "random") if random else (res.palette, res.indices, "k-means")
     shares = np.bincount(idx.ravel(), minlength=len(pal)) / idx.size
     from .figures import palette_sheet
@@ -503,6 +510,7 @@ def palette_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int = 16,
                   title=f"{name} palette, k={k}: PSNR {p:.2f} dB "
                         f"({'k-means' if random else 'random'}: {(psnr if random else rand_psnr):.2f} dB)",
                   icc_profile=loaded.icc_profile)
+    step()
     return {"input": str(src), "output": str(dst), "k": k, "kind": name, "psnr": psnr,
             "random_psnr": rand_psnr,
             "palette": ["#%02x%02x%02x" % tuple(int(v) for v in c[:3]) for c in pal],

@@ -740,7 +740,9 @@ def palette(
 
     if output is None:
         output = image.with_name(f"{image.stem}.palette-k{colors}{'-random' if random else ''}.png")
-    r = palette_file(image, output, k=colors, seed=seed, random=random, force=force, on_note=_note)
+    with _steps_bar(3, "step") as step:  # the fit, the random palette, the picture
+        r = palette_file(image, output, k=colors, seed=seed, random=random, force=force,
+                         on_note=_note, on_step=step)
     if as_json:
         typer.echo(json.dumps(r))
         return
