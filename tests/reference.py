@@ -39,7 +39,8 @@ def srgb_to_oklab(rgb):
 
 
 def patch_vq(x, codebook, fit):
-    """Per-vector patch VQ in float64: normalise, nearest shape, rebuild (gain/offset to float16)."""
+    """Per-vector patch VQ in float64: normalise, nearest shape, rebuild (gain and offset
+    rounded to whole numbers, the lsq offset refitted to the rounded gain)."""
     x = np.asarray(x, np.float64)
     cb = np.asarray(codebook, np.float64)
     out = np.empty_like(x)
@@ -56,8 +57,9 @@ def patch_vq(x, codebook, fit):
             sc = s - s.mean()
             ss = (sc * sc).sum()
             a = (sc * (v - v.mean())).sum() / ss if ss > 0 else 0.0
-            b = v.mean() - a * s.mean()
-        a, b = float(np.float16(a)), float(np.float16(b))
+            a = float(np.clip(np.round(a), -32768, 32767))  # whole numbers, as stored;
+            b = v.mean() - a * s.mean()                       # the offset fits the rounded gain
+        a, b = (float(np.clip(np.round(t), -32768, 32767)) for t in (a, b))
         idx[i], out[i] = j, a * s + b
     return idx, out
 

@@ -104,8 +104,8 @@ def test_malformed_codes_files_are_one_line_each(tmp_path, codebook):
         "cut.clyde": (good[:-100], "damaged or truncated codes file (checksum mismatch)"),
         "flip.clyde": (good[:200] + bytes([good[200] ^ 1]) + good[201:],
                        "damaged or truncated codes file (checksum mismatch)"),
-        "v2.clyde": (_rewrite(good, version=2),
-                     "codes file version 2 is newer than this clyde reads (1); upgrade clyde"),
+        "v3.clyde": (_rewrite(good, version=3),
+                     "codes file version 3 is newer than this clyde reads (2); upgrade clyde"),
         "k.clyde": (_rewrite(good, lambda h: h.update(k=3)),
                     "damaged codes file (a shape index past k)"),
         "short.clyde": (_rewrite(good, lambda h: h.update(vectors=[5, 5])),
@@ -138,6 +138,25 @@ def test_codes_need_one_image_and_a_free_path(tmp_path, chelsea, codebook):
     assert r.exit_code == 2 and "'--codes'" in r.stderr
     r = run("patch", src, "--means", codebook, "-o", tmp_path / "o.png", "--codes", src)
     assert (r.exit_code, r.stderr) == (1, f"Error: {src}: refusing to overwrite the input\n")
+
+
+def test_this_version_writes_whole_numbers_and_keeps_version_1_values(chelsea, small_codebook):
+    """Version 2 stores whole-number gains and offsets as int16; codes read from a version-1
+    file (float16 values) are written as version 1 again, unchanged."""
+    r = quantize_patches(chelsea[:30, :31], small_codebook)
+    data = codec.encode_codes(r.codes, k=64, codebook_name="x", codebook_sha256="y")
+    assert struct.unpack_from("<H", data, 8)[0] == codec.VERSION == 2
+    assert all(np.array_equal(g, np.round(g)) for g in r.codes.gains + r.codes.offsets)
+    old = (DATA / "chelsea-41x57-s2.clyde").read_bytes()
+    f = codec.decode_codes(old)
+    again = codec.encode_codes(f.codes, k=12000, codebook_name=f.header["codebook"]["name"],
+                               codebook_sha256=f.header["codebook"]["sha256"])
+    assert struct.unpack_from("<H", again, 8)[0] == 1
+    for a, b in zip(codec.decode_codes(again).codes.gains, f.codes.gains):
+        np.testing.assert_array_equal(a, b)
+    bad = r.codes._replace(gains=[r.codes.gains[0] + 0.1])
+    with pytest.raises(ClydeError, match="gains and offsets must be 16-bit whole numbers"):
+        codec.encode_codes(bad, k=64, codebook_name="x", codebook_sha256="y")
 
 
 def test_library_round_trip_without_files(chelsea, small_codebook):

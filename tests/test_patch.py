@@ -44,8 +44,8 @@ def test_quantize_vectors_matches_reference(rng, fit):
         idx2, gain, offset = _encode_chunk(x, cb, fit)
         rec2 = _rebuild(idx2, gain, offset, jnp.asarray(cb, jnp.float32))
     np.testing.assert_array_equal(np.asarray(idx2), np.asarray(idx))
-    assert gain.dtype == offset.dtype == jnp.float32  # float16 values, held as float32
-    np.testing.assert_array_equal(np.asarray(gain), np.asarray(gain).astype(np.float16))
+    assert gain.dtype == offset.dtype == jnp.float32  # whole numbers, held as float32
+    np.testing.assert_array_equal(np.asarray(gain), np.round(np.asarray(gain)))
     np.testing.assert_allclose(np.asarray(rec2), np.asarray(rec), atol=1e-3)
 
 
@@ -56,7 +56,7 @@ def test_lsq_fit_is_never_worse_than_original(rng):
     for fit in ("lsq", "original"):
         _, rec = quantize_vectors(x, cb, fit=fit, chunk=256)
         e[fit] = ((np.asarray(rec) - x) ** 2).sum(1)
-    assert np.all(e["lsq"] <= e["original"] + 1.0)  # float16 rounding of gain/offset
+    assert np.all(e["lsq"] <= e["original"] + 3.0 * 16)  # gain/offset rounded: <= 1.5 per value
     assert e["lsq"].sum() < 0.9 * e["original"].sum()
 
 

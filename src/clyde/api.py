@@ -234,7 +234,7 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
     ``means`` is a codebook ``.npy`` (default: the bundled
     ``p16_k12000.npy``). Returns a dict with: input, output, width, height,
     channels, codebook, k, patch, shifts, fit, psnr, ssim,
-    code_bits_per_pixel (index + float16 gain and offset per coded vector,
+    code_bits_per_pixel (index + 16-bit gain and offset per coded vector,
     times the shifts, before compression), vectors, bytes_in, bytes_out, seconds.
     ``codes``: also write the codes file there (:mod:`clyde.codec`, which
     :func:`decode_file` turns back into ``dst``'s pixels); the dict then has codes,

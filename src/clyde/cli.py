@@ -417,7 +417,7 @@ def patch(
     Each patch channel is normalised (minimum subtracted, unit norm), replaced
     by the nearest codebook shape and rescaled. Prints PSNR and SSIM against
     the original and what the codes cost in bits per pixel (index plus a
-    float16 gain and offset per patch channel, times the shifts).
+    16-bit gain and offset per patch channel, times the shifts).
     """
     from .api import patch_file
 

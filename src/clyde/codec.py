@@ -3,18 +3,20 @@
 A small versioned container, bytes in and bytes out (no image I/O here)::
 
     magic    8 bytes   b"CLYDEPQ\\x00"
-    version  2 bytes   little-endian; this module writes and reads VERSION
+    version  2 bytes   little-endian: 2 (whole-number gains and offsets), or 1
+                       (float16 ones, as clyde wrote first); this module reads both
     length   4 bytes   little-endian, of the header
     header   JSON      image size and channels, patch side, grid offsets, fit, the
                        codebook's name and SHA-256, k, index bits, payload codec
     payload  zlib or lzma (the header says which), of, grid after grid:
                        the shape indices packed at ceil(log2 k) bits each, then the
-                       gains, then the offsets, as little-endian float16; then the
+                       gains, then the offsets, as little-endian int16 (version 2)
+                       or float16 (version 1); then the
                        image's ICC profile, if it has one that is not sRGB (an sRGB
                        one is only a flag in the header, as in a PNG's sRGB chunk)
     crc      4 bytes   CRC-32 of everything before it
 
-The gains and offsets are the float16 values the fit already rounds to, so a
+The gains and offsets are the whole numbers the fit already rounds to, so a
 decoder rebuilds exactly the image ``clyde patch`` wrote. Fields may be added to
 the JSON header without a new version; a reader refuses a version newer than its
 own, a wrong codebook, and a damaged file, each with one line.
@@ -41,7 +43,9 @@ __all__ = ["PatchCodes", "CodesFile", "MAGIC", "VERSION", "SUFFIX", "codebook_id
            "unpack_indices", "encode_codes", "decode_codes", "write_codes", "read_codes"]
 
 MAGIC = b"CLYDEPQ\x00"
-VERSION = 1
+VERSION = 2
+#: How each version stores gains and offsets.
+_VALUES = {1: "<f2", 2: "<i2"}
 SUFFIX = ".clyde"
 _PREFIX = struct.Struct("<8sHI")
 _COMPRESSORS = {"zlib": (lambda b: zlib.compress(b, 9), zlib.decompress),
@@ -59,7 +63,8 @@ class PatchCodes(NamedTuple):
     grids : list of (dy, dx), one per shifted grid
     fit : {"lsq", "original"}, how gains and offsets were fitted (informative)
     indices : list of (n,) int32 ndarrays, the shape of every patch channel, per grid
-    gains, offsets : lists of (n,) float16 ndarrays, per grid
+    gains, offsets : lists of (n,) float32 ndarrays, per grid: whole numbers (float16
+        values in a version-1 file)
     """
 
     shape: tuple
@@ -109,21 +114,26 @@ def encode_codes(codes: PatchCodes, *, k: int, codebook_name: str, codebook_sha2
     if compression not in _COMPRESSORS:
         raise ClydeError(f"compression must be one of {', '.join(_COMPRESSORS)}, got {compression!r}")
     bits = index_bits(k)
+    values = np.concatenate([np.asarray(a, np.float64).ravel() for a in codes.gains + codes.offsets])
+    whole = bool(np.all(values == np.round(values)) and np.all(np.abs(values) <= 32767))
+    version = 2 if whole else 1  # float16 values (codes read from a version-1 file) stay so
+    if not whole and not np.array_equal(values, values.astype(np.float16)):
+        raise ClydeError("gains and offsets must be 16-bit whole numbers (or float16 values)")
     parts, counts = [], []
     for idx, g, o in zip(codes.indices, codes.gains, codes.offsets):
         counts.append(int(len(idx)))
-        parts += [pack_indices(idx, bits), np.asarray(g, "<f2").tobytes(),
-                  np.asarray(o, "<f2").tobytes()]
+        parts += [pack_indices(idx, bits), np.asarray(g).astype(_VALUES[version]).tobytes(),
+                  np.asarray(o).astype(_VALUES[version]).tobytes()]
     h, w, c = (int(v) for v in codes.shape)
     header = {"width": w, "height": h, "channels": c, "patch": int(codes.patch),
               "grids": [[int(dy), int(dx)] for dy, dx in codes.grids], "fit": codes.fit,
-              "vectors": counts, "k": int(k), "index_bits": bits, "values": "float16",
+              "vectors": counts, "k": int(k), "index_bits": bits,
               "codebook": {"name": codebook_name, "sha256": codebook_sha256},
               "srgb": bool(srgb), "icc_bytes": len(icc_profile or b""),
               "compression": compression}
     parts.append(icc_profile or b"")
     head = json.dumps(header, separators=(",", ":")).encode()
-    body = _PREFIX.pack(MAGIC, VERSION, len(head)) + head + _COMPRESSORS[compression][0](b"".join(parts))
+    body = _PREFIX.pack(MAGIC, version, len(head)) + head + _COMPRESSORS[compression][0](b"".join(parts))
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -152,7 +162,7 @@ def decode_codes(data: bytes, name: str = "codes") -> CodesFile:
             indices.append(unpack_indices(payload[at:at + nb], n, bits))
             at += nb
             for out in (gains, offsets):
-                out.append(np.frombuffer(payload[at:at + 2 * n], "<f2").astype(np.float16))
+                out.append(np.frombuffer(payload[at:at + 2 * n], _VALUES[version]).astype(np.float32))
                 at += 2 * n
         n_icc = int(header.get("icc_bytes", 0))
         icc = payload[at:at + n_icc] if n_icc else None
