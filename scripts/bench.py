@@ -563,7 +563,7 @@ def section_patch(args, tmp):
            f"`{cb.path.name}` ({len(cb.means)} shapes of {cb.patch}x{cb.patch}; trained on the same "
            "wallpapers, so the photo rows are training-set numbers; the cat is held out). "
            "In-process time, median of "
-           f"{args.repeats} runs after a warm-up; code bits = index + float16 gain and offset per "
+           f"{args.repeats} runs after a warm-up; code bits = index + 16-bit gain and offset per "
            "patch channel, times the shifts.", "",
            fmt_row(["image", "shifts", "fit", "seconds", "PSNR dB", "SSIM", "code bits/px"]),
            fmt_row(["---"] * 7)]
