@@ -169,3 +169,17 @@ def test_library_round_trip_without_files(chelsea, small_codebook):
     with pytest.raises(ClydeError, match="compression must be one of zlib, lzma, got 'gzip'"):
         codec.encode_codes(r.codes, k=64, codebook_name="x", codebook_sha256="y",
                            compression="gzip")
+
+
+def test_decode_through_pipes(tmp_path, chelsea, codebook):
+    src = tmp_path / "in.png"
+    Image.fromarray(chelsea[:40, :50]).save(src)
+    assert run("patch", src, "--means", codebook, "-o", tmp_path / "p.png", "--codes",
+               tmp_path / "c.clyde").exit_code == 0
+    r = runner.invoke(app, ["decode", "-", "--means", str(codebook)],
+                      input=(tmp_path / "c.clyde").read_bytes())
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout_bytes == (tmp_path / "p.png").read_bytes()
+    assert r.stderr.startswith("- -> -: 50x40, 64 shapes of 8x8, shifts 1, codes ")
+    r = runner.invoke(app, ["decode", "-", "--means", str(codebook)], input=b"junk")
+    assert (r.exit_code, r.stderr) == (1, "Error: -: not a clyde patch codes file\n")

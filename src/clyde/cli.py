@@ -831,7 +831,8 @@ def train(
 
 @app.command(epilog="Example: clyde decode photo.clyde -o photo.png --means means/p16_k12000.npy")
 def decode(
-    codes: Path = typer.Argument(..., metavar="CODES", help="A codes file from clyde patch --codes.",
+    codes: Path = typer.Argument(..., metavar="CODES", help="A codes file from clyde patch --codes "
+                                 "(- for standard input).",
                                  show_default=False),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output image. "
                                           "[default: CODES.decoded.png beside the codes]"),
@@ -843,19 +844,29 @@ def decode(
     """Rebuild the image of a patch codes file: the same pixels clyde patch wrote.
 
     Refuses a codebook other than the one the codes were made with (their SHA-256
-    differ), a damaged or truncated file, and a file of a newer version.
+    differ), a damaged or truncated file, and a file of a newer version. ``-`` reads
+    the codes from standard input, ``-o -`` writes the PNG to standard output.
     """
     from .api import decode_file
 
     t0 = time.perf_counter()
-    dst = output if output is not None else codes.with_name(f"{codes.stem}.decoded.png")
-    r = decode_file(codes, dst, means=means, force=force)
+    to_stdout = output == STDIO or (output is None and codes == STDIO)
+    if to_stdout and sys.stdout.isatty():
+        raise typer.BadParameter("standard output is a terminal; redirect it (> out.png) or "
+                                 "give a file", param_hint="'-o'")
+    dst = STDIO if to_stdout else output if output is not None else codes.with_name(
+        f"{codes.stem}.decoded.png")
+
+    def one(src, out):
+        return decode_file(src, out, means=means, force=force)
+
+    r = _piped(one, codes, dst) if STDIO in (codes, dst) else one(codes, dst)
     r["seconds"] = round(time.perf_counter() - t0, 4)
     typer.echo(json.dumps(r) if as_json else
                f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, {r['k']} shapes of "
                f"{r['patch']}x{r['patch']}, shifts {r['shifts']}, codes {r['codes_bytes']:,} bytes "
                f"= {r['codes_bits_per_pixel']:.3f} bits/px -> {r['bytes_out']:,} bytes, "
-               f"{r['seconds']:.2f} s")
+               f"{r['seconds']:.2f} s", err=to_stdout)
 
 
 def main(argv: list[str] | None = None) -> None:
