@@ -79,15 +79,20 @@ def t_clyde(img, k, **kw):
     return run
 
 
-def t_sklearn(img, k, minibatch=False):
+def _sklearn_fit(img, k, minibatch):
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    def run():
-        x = img.reshape(-1, 3).astype(np.float32)
-        m = (MiniBatchKMeans if minibatch else KMeans)(n_clusters=k, n_init=1, random_state=0).fit(x)
-        pal = np.clip(np.rint(m.cluster_centers_), 0, 255).astype(np.uint8)
-        return m.predict(x).reshape(img.shape[:2]).astype(np.uint8 if k <= 256 else np.uint16), pal
-    return run
+    x = img.reshape(-1, 3).astype(np.float32)
+    m = (MiniBatchKMeans if minibatch else KMeans)(n_clusters=k, n_init=1, random_state=0).fit(x)
+    pal = np.clip(np.rint(m.cluster_centers_), 0, 255).astype(np.uint8)
+    return m.predict(x).reshape(img.shape[:2]).astype(np.uint8 if k <= 256 else np.uint16), pal
+
+
+def t_sklearn(img, k, minibatch=False):
+    """A picklable call: it runs in a spawned child (see :func:`in_child`)."""
+    import functools
+
+    return functools.partial(_sklearn_fit, img, k, minibatch)
 
 
 def t_pillow(img, k, method):
@@ -125,19 +130,22 @@ def run_process(cmd, env=None):
     return float(dt), int(rss) / 1024
 
 
+def _timed_into(fn, conn):
+    t = time.perf_counter()
+    out = fn()
+    conn.send((time.perf_counter() - t, out))
+
+
 def in_child(fn, timeout):
-    """Run ``fn()`` (timed) in a forked child; None when it takes longer than ``timeout`` s."""
+    """Run ``fn()`` (timed) in a spawned child; None when it takes longer than ``timeout`` s.
+
+    Spawned, not forked: this process runs JAX's threads, and Python warns that a fork
+    of it may deadlock."""
     import multiprocessing as mp
 
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-
-    def target():
-        t = time.perf_counter()
-        out = fn()
-        child.send((time.perf_counter() - t, out))
-
-    p = ctx.Process(target=target)
+    p = ctx.Process(target=_timed_into, args=(fn, child))
     p.start()
     if parent.poll(timeout):
         res = parent.recv()
