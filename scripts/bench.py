@@ -436,7 +436,43 @@ def section_latency(args, tmp):
             "smaller fit would not give the same outputs.", "",
             fmt_row(["program", "compile s"]), fmt_row(["---"] * 2)]
     out += [fmt_row([name, f"{sec:.2f}"]) for name, sec in profile if sec >= 0.05]
+    out += _every_command(args, tmp, bare, cl, chelsea, with_cache, fresh, med)
     print("\n".join(out), flush=True)
+    return out
+
+
+def _every_command(args, tmp, bare, cl, chelsea, with_cache, fresh, med):
+    """The other commands on the cat, cold (an empty cache, one run) and warm (median)."""
+    o = Path(tmp)
+    folder = o / "train-in"
+    folder.mkdir(exist_ok=True)
+    for i, name in enumerate(LATENCY_PHOTOS[:4]):
+        im = Image.open(args.photos / name).convert("RGB")
+        im.resize((im.width // 4, im.height // 4), Image.Resampling.BOX).save(folder / f"{i}.png")
+    commands = [
+        ("`clyde adaptive chelsea.png`", ["adaptive", chelsea, "-o", str(o / "a.png"), "--force"]),
+        ("`clyde palette chelsea.png -k 16`", ["palette", chelsea, "-k", "16", "-o",
+                                               str(o / "p.png"), "--force"]),
+        ("`clyde sweep chelsea.png -k 4,16,64`", ["sweep", chelsea, "-k", "4,16,64"]),
+        ("`clyde patch chelsea.png --shifts 4`", ["patch", chelsea, "--shifts", "4", "-o",
+                                                  str(o / "q.png"), "--force"]),
+        ("`clyde train` (4 small photos, k=256, 20 steps)",
+         ["train", "--dataset", str(folder), "-p", "16", "-k", "256", "--batch", "1024",
+          "--steps", "20", "-o", str(o / "t.npy"), "-q"]),
+    ]
+    if not _has("datasets"):
+        commands.pop()
+    out = ["", "Every other command on the cat, as processes: cold is one run on an empty cache, "
+           f"warm the median of {args.repeats} after it.", "",
+           fmt_row(["command", "cold s", "cold x import", "warm s", "warm x import"]),
+           fmt_row(["---"] * 5)]
+    for label, cmd in commands:
+        cache = fresh()
+        cold = run_process(cl + cmd, with_cache(cache))[0]
+        warm = med(lambda: run_process(cl + cmd, with_cache(cache))[0])
+        out.append(fmt_row([label, f"{cold:.2f}", f"{cold / bare:.2f}", f"{warm:.2f}",
+                            f"{warm / bare:.2f}"]))
+        print(out[-1], flush=True)
     return out
 
 
