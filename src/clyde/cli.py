@@ -844,8 +844,8 @@ def decode(
     """Rebuild the image of a patch codes file: the same pixels clyde patch wrote.
 
     Refuses a codebook other than the one the codes were made with (their SHA-256
-    differ), a damaged or truncated file, and a file of a newer version. ``-`` reads
-    the codes from standard input, ``-o -`` writes the PNG to standard output.
+    differ), a damaged or truncated file, and a file of a newer version. CODES "-"
+    reads them from standard input; "-o -" writes the PNG to standard output.
     """
     from .api import decode_file
 
