@@ -425,6 +425,29 @@ def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch, stored, count
         assert count_traces(lambda: run(others)) == 0
 
 
+@pytest.mark.slow
+def test_minibatch_fits_of_any_colour_count_share_one_program(rng, monkeypatch, count_traces):
+    """Mini-batch fits pad their colours to MINIBATCH_CAPACITY: images of 3,000 to 150,000
+    colours (capacities 4,096 to 262,144 before) trace nothing after the first, and the
+    padding changes no result (the same indices as a fit padded to its own capacity)."""
+    monkeypatch.setenv("CLYDE_NO_EXPORT", "1")
+
+    def image(h, w, n_colors):
+        pal = rng.integers(0, 256, (n_colors, 3)).astype(np.uint8)
+        return pal[rng.permutation(np.arange(h * w) % n_colors)].reshape(h, w, 3)
+
+    first, others = image(300, 400, 40000), [image(200, 150, 3000), image(500, 400, 150000),
+                                             image(131, 257, 12000)]
+    run = lambda ims: [quantize_pixels(im, 16, algo="minibatch") for im in ims]  # noqa: E731
+    run([first])
+    assert count_traces(lambda: run(others)) == 0
+    got = quantize_pixels(others[0], 16, algo="minibatch")
+    monkeypatch.setattr(px, "MINIBATCH_CAPACITY", 0)  # each its own capacity, as before
+    want = quantize_pixels(others[0], 16, algo="minibatch")
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.palette, want.palette)
+
+
 @pytest.mark.parametrize("n, k", [(4096, 16), (5000, 2), (65536, 256)])
 def test_the_written_out_bounds_types_are_those_of_nearest_bounds(n, k):
     f32 = jax.numpy.float32

@@ -129,6 +129,10 @@ class ColorHistogram(NamedTuple):
 _OCC = 16  # codes per occupancy block of the 2**24 table
 #: Pixels per call of the histogram and lookup programs: every image runs the same
 #: programs, tile after tile, whatever its size (the last tile is padded).
+#: Colours of a mini-batch fit are padded to at least this many: its steps sample a batch
+#: whatever the padding, so photos of up to this many colours share one program (the
+#: kmeans++ start and the last assignment still walk the padding: 0.01-0.08 s a call).
+MINIBATCH_CAPACITY = 1 << 18
 #: Bin tables up to this many slots are padded to all of them (one shape per stage; the
 #: k-means loops skip the empty tail, see :func:`clyde.kmeans._extent`).
 FIXED_BINS = 1 << 18
@@ -509,6 +513,8 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
     ran on.
     """
     m = capacity(len(colors))  # padded with zero weights: no compile per colour count
+    if algo == "minibatch":  # its steps cost O(batch) whatever the padding: one capacity
+        m = max(m, MINIBATCH_CAPACITY)
     cols = jax.device_put(_pad_to(colors, m, 0))
     uw = jax.device_put(_pad_to(counts.astype(np.float32), m, 0))
     uxs = _to_space(cols, space)
