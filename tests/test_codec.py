@@ -110,6 +110,9 @@ def test_malformed_codes_files_are_one_line_each(tmp_path, codebook):
                     "damaged codes file (a shape index past k)"),
         "short.clyde": (_rewrite(good, lambda h: h.update(vectors=[5, 5])),
                         "damaged codes file (payload size does not match the header)"),
+        "tall.clyde": (_rewrite(good, lambda h: h.update(height=200)),
+                       "damaged codes file (codes of 57x200x3 pixels in 16x16 patches need 210 "
+                       "vectors per grid at offsets below 16, and a codebook of rows of 256)"),
     }
     for name, (data, message) in cases.items():
         (tmp_path / name).write_bytes(data)
@@ -154,6 +157,9 @@ def test_this_version_writes_whole_numbers_and_keeps_version_1_values(chelsea, s
     assert struct.unpack_from("<H", again, 8)[0] == 1
     for a, b in zip(codec.decode_codes(again).codes.gains, f.codes.gains):
         np.testing.assert_array_equal(a, b)
+    edge = r.codes._replace(gains=[np.full_like(r.codes.gains[0], -32768.0)])  # int16's ends
+    assert struct.unpack_from("<H", codec.encode_codes(edge, k=64, codebook_name="x",
+                                                       codebook_sha256="y"), 8)[0] == 2
     bad = r.codes._replace(gains=[r.codes.gains[0] + 0.1])
     with pytest.raises(ClydeError, match="gains and offsets must be 16-bit whole numbers"):
         codec.encode_codes(bad, k=64, codebook_name="x", codebook_sha256="y")

@@ -167,3 +167,17 @@ def test_new_image_sizes_compile_nothing_new(rng, count_traces):
     for shape in ((61, 57, 3), (5, 9, 3), (120, 31, 3)):
         img = rng.integers(0, 256, size=shape).astype(np.uint8)
         assert count_traces(lambda: quantize_patches(img, cb, shifts=2, chunk=chunk)) == 0, shape
+
+
+def test_progress_ticks_as_each_grid_is_encoded(rng, monkeypatch):
+    """``on_shift`` marks the costly part, the encoding of each grid, so every tick comes
+    before the (cheap) rebuild starts."""
+    from clyde import patch as pm
+
+    ticks, seen = [], []
+    real = pm.decode_patches
+    monkeypatch.setattr(pm, "decode_patches", lambda *a, **kw: (seen.append(len(ticks)),
+                                                              real(*a, **kw))[1])
+    img = rng.integers(0, 256, (37, 45, 3)).astype(np.uint8)
+    quantize_patches(img, unit_rows(rng, 20, 64), shifts=3, on_shift=lambda: ticks.append(1))
+    assert seen == [3] and len(ticks) == 3

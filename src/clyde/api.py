@@ -88,8 +88,6 @@ def quantize(image, k: int = 16, *, dither: bool = False, **options):
     res = quantize_pixels(img, k, **options)
     indices = res.indices
     if dither:
-        if img.shape[-1] == 4:
-            raise ClydeError("dither does not support images with transparency")
         indices = io.dither_to_palette(img, res.palette)
     return io.palette_image(indices, res.palette)
 
@@ -319,7 +317,10 @@ def decode_file(src: str | os.PathLike, dst: str | os.PathLike, *,
         raise ClydeError(f"{src}: made with codebook {want.get('name')} (sha256 "
                          f"{str(want.get('sha256'))[:16]}), but {cb.path} has sha256 {got[:16]}; "
                          "give the codebook it was made with (--means)")
-    out = decode_patches(codes, cb.means)
+    try:
+        out = decode_patches(codes, cb.means)
+    except ClydeError as e:  # a header that checksums right but does not hold together
+        raise ClydeError(f"{src}: damaged codes file ({e})") from None
     nbytes = io.save_image(dst, out, io.srgb_profile() if srgb else icc)
     h, w, c = codes.shape
     n = os.path.getsize(src)

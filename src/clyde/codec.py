@@ -39,14 +39,13 @@ from ._files import write_atomic
 from .errors import ClydeError
 from .metrics import index_bits
 
-__all__ = ["PatchCodes", "CodesFile", "MAGIC", "VERSION", "SUFFIX", "codebook_id", "pack_indices",
+__all__ = ["PatchCodes", "CodesFile", "MAGIC", "VERSION", "codebook_id", "pack_indices",
            "unpack_indices", "encode_codes", "decode_codes", "write_codes", "read_codes"]
 
 MAGIC = b"CLYDEPQ\x00"
 VERSION = 2
 #: How each version stores gains and offsets.
 _VALUES = {1: "<f2", 2: "<i2"}
-SUFFIX = ".clyde"
 _PREFIX = struct.Struct("<8sHI")
 _COMPRESSORS = {"zlib": (lambda b: zlib.compress(b, 9), zlib.decompress),
                 "lzma": (lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME),
@@ -115,7 +114,8 @@ def encode_codes(codes: PatchCodes, *, k: int, codebook_name: str, codebook_sha2
         raise ClydeError(f"compression must be one of {', '.join(_COMPRESSORS)}, got {compression!r}")
     bits = index_bits(k)
     values = np.concatenate([np.asarray(a, np.float64).ravel() for a in codes.gains + codes.offsets])
-    whole = bool(np.all(values == np.round(values)) and np.all(np.abs(values) <= 32767))
+    whole = bool(np.all(values == np.round(values)) and np.all((values >= -32768)
+                                                                & (values <= 32767)))
     version = 2 if whole else 1  # float16 values (codes read from a version-1 file) stay so
     if not whole and not np.array_equal(values, values.astype(np.float16)):
         raise ClydeError("gains and offsets must be 16-bit whole numbers (or float16 values)")

@@ -306,7 +306,7 @@ def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1
         Reconstructions on the grids of :func:`shift_offsets`, averaged.
     fit : {"lsq", "original"}
     chunk : int, vectors per matmul block
-    on_shift : callable, optional, called once per grid as its reconstruction is added
+    on_shift : callable, optional, called once per grid as its codes are ready
         (a progress bar's update)
 
     Returns
@@ -325,17 +325,19 @@ def quantize_patches(image: np.ndarray, codebook: np.ndarray, *, shifts: int = 1
         v = patchify(image, p, off)
         encoded.append((len(v), [_encoded(t, cb, fit=fit, chunk=chunk)
                                  for t in _tiles(v, chunk * TILE_CHUNKS, chunk)]))
-    codes = PatchCodes((h, w, c), p, grids, fit,
-                       *([np.concatenate([np.asarray(t[j]) for t in tiles])[:n] for n, tiles
-                          in encoded] for j in range(3)))
-    out = decode_patches(codes, cb, chunk=chunk, on_shift=on_shift)
+    per_grid = []  # (indices, gains, offsets) of each grid, as its encoding finishes
+    for n, tiles in encoded:
+        per_grid.append([np.concatenate([np.asarray(t[j]) for t in tiles])[:n] for j in range(3)])
+        if on_shift:  # the encoding is the costly part (scores against every shape)
+            on_shift()
+    codes = PatchCodes((h, w, c), p, grids, fit, *map(list, zip(*per_grid)))
+    out = decode_patches(codes, cb, chunk=chunk)
     n_vectors = sum(n for n, _ in encoded)
     return PatchResult(out, codes.indices, grids, n_vectors, n_vectors * code_bits(k) / (h * w),
                        codes)
 
 
-def decode_patches(codes: PatchCodes, codebook: np.ndarray, *, chunk: int = CHUNK,
-                   on_shift: Callable[[], None] | None = None) -> np.ndarray:
+def decode_patches(codes: PatchCodes, codebook: np.ndarray, *, chunk: int = CHUNK) -> np.ndarray:
     """The image that patch codes stand for: every grid rebuilt from its shapes, gains
     and offsets, the grids averaged, rounded to uint8.
 
@@ -345,15 +347,26 @@ def decode_patches(codes: PatchCodes, codebook: np.ndarray, *, chunk: int = CHUN
         :func:`clyde.codec.read_codes`
     codebook : (k, p*p) float array, the one the codes were made with
     chunk : int, vectors per program call
-    on_shift : callable, optional, called once per grid
+
+    Raises
+    ------
+    ClydeError
+        If the codes do not fit their own image size, patch side and codebook.
 
     Returns
     -------
     (H, W, C) uint8 ndarray
     """
-    cb = jnp.asarray(codebook, jnp.float32)
     h, w, c = codes.shape
     p = codes.patch
+    hg, wg = _grid_shape(h, w, p)
+    want = c * (hg // p) * (wg // p)  # vectors per grid, as patchify cuts them
+    if np.shape(codebook)[1:] != (p * p,) or any(
+            len(i) != want or not (0 <= dy < p and 0 <= dx < p)
+            for i, (dy, dx) in zip(codes.indices, codes.grids)):
+        raise ClydeError(f"codes of {w}x{h}x{c} pixels in {p}x{p} patches need {want} vectors "
+                         f"per grid at offsets below {p}, and a codebook of rows of {p * p}")
+    cb = jnp.asarray(codebook, jnp.float32)
     total = np.zeros((h, w, c), np.float32)
     pending = []
     for off, idx, gain, offset in zip(codes.grids, codes.indices, codes.gains, codes.offsets):
@@ -365,6 +378,4 @@ def decode_patches(codes: PatchCodes, codebook: np.ndarray, *, chunk: int = CHUN
     for off, n, parts in pending:
         rec = np.concatenate([np.asarray(r) for r in parts])[:n]
         total += unpatchify(rec, (h, w, c), p, off)
-        if on_shift:
-            on_shift()
     return np.clip(np.rint(total / len(codes.grids)), 0, 255).astype(np.uint8)
