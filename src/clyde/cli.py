@@ -849,24 +849,15 @@ def decode(
     """
     from .api import decode_file
 
-    t0 = time.perf_counter()
-    to_stdout = output == STDIO or (output is None and codes == STDIO)
-    if to_stdout and sys.stdout.isatty():
-        raise typer.BadParameter("standard output is a terminal; redirect it (> out.png) or "
-                                 "give a file", param_hint="'-o'")
-    dst = STDIO if to_stdout else output if output is not None else codes.with_name(
-        f"{codes.stem}.decoded.png")
+    def show(r):
+        typer.echo(json.dumps(r) if as_json else
+                   f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, {r['k']} shapes "
+                   f"of {r['patch']}x{r['patch']}, shifts {r['shifts']}, codes "
+                   f"{r['codes_bytes']:,} bytes = {r['codes_bits_per_pixel']:.3f} bits/px -> "
+                   f"{r['bytes_out']:,} bytes, {r['seconds']:.2f} s")
 
-    def one(src, out):
-        return decode_file(src, out, means=means, force=force)
-
-    r = _piped(one, codes, dst) if STDIO in (codes, dst) else one(codes, dst)
-    r["seconds"] = round(time.perf_counter() - t0, 4)
-    typer.echo(json.dumps(r) if as_json else
-               f"{r['input']} -> {r['output']}: {r['width']}x{r['height']}, {r['k']} shapes of "
-               f"{r['patch']}x{r['patch']}, shifts {r['shifts']}, codes {r['codes_bytes']:,} bytes "
-               f"= {r['codes_bits_per_pixel']:.3f} bits/px -> {r['bytes_out']:,} bytes, "
-               f"{r['seconds']:.2f} s", err=to_stdout)
+    _each([codes], output, _outputs(".decoded.png", None, None),
+          lambda src, dst: decode_file(src, dst, means=means, force=force), show, {})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -606,6 +606,8 @@ def dither_to_palette(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
     Uses Pillow's quantize with a fixed palette. Returns ``(H, W)`` uint8
     indices into ``palette``.
     """
+    if np.shape(rgb)[-1] != 3:
+        raise ClydeError("dither does not support images with transparency")
     palette = np.asarray(palette, np.uint8)
     k = palette.shape[0]
     if k > 256 or palette.shape[1] != 3:

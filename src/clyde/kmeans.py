@@ -533,8 +533,8 @@ def move_centers(x: jax.Array, w: jax.Array, bounds: Bounds, old: jax.Array, new
     than that bound (by a float32 margin, and ahead of the next tracked
     centre by one) takes it without a search. The others are gathered into
     an index list and searched over all centres, ``chunk`` at a time, in
-    a while loop that stops after the last one. Both passes loop over blocks
-    of ``chunk`` points up to the last one of positive weight: the work follows
+    a while loop that stops after the last one. The checks run over blocks of
+    :data:`SPAN` points up to the last one of positive weight: the work follows
     the points and the number that need a search, not the static shapes.
 
     Parameters
@@ -607,7 +607,7 @@ def _move_blocks(x, w, bounds: Bounds, old, new, chunk: int, span: int, n_spans)
         # float32 slack: a point within rounding error of its bound, or of a tie, is searched
         need = (wb > 0) & ((upper >= lower - 1e-5 * (1.0 + jnp.abs(lower)))
                            | (second - upper <= 1e-5 * (1.0 + upper)))
-        slot = jnp.where(need, count + jnp.cumsum(need.astype(jnp.int32)) - 1, n)
+        slot = jnp.where(need, count + jnp.cumsum(need.astype(jnp.int32)) - 1, idx.shape[0])
         idx = idx.at[slot].set(i * span + jnp.arange(span, dtype=jnp.int32), mode="drop")
         b = b._replace(labels=_put_rows(b.labels, labels.astype(jnp.int32), i, span),
                        upper=_put_rows(b.upper, upper, i, span),

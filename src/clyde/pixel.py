@@ -127,8 +127,6 @@ class ColorHistogram(NamedTuple):
 
 
 _OCC = 16  # codes per occupancy block of the 2**24 table
-#: Pixels per call of the histogram and lookup programs: every image runs the same
-#: programs, tile after tile, whatever its size (the last tile is padded).
 #: Colours of a mini-batch fit are padded to at least this many: its steps sample a batch
 #: whatever the padding, so photos of up to this many colours share one program (the
 #: kmeans++ start and the last assignment still walk the padding: 0.01-0.08 s a call).
@@ -136,6 +134,8 @@ MINIBATCH_CAPACITY = 1 << 18
 #: Bin tables up to this many slots are padded to all of them (one shape per stage; the
 #: k-means loops skip the empty tail, see :func:`clyde.kmeans._extent`).
 FIXED_BINS = 1 << 18
+#: Pixels per call of the histogram and lookup programs: every image runs the same
+#: programs, tile after tile, whatever its size (the last tile is padded).
 PIXEL_TILE = 1 << 18
 #: Occupied blocks per call of :func:`_block_counts`, and colours per call of :func:`_lut_set`.
 BLOCK_CHUNK = 1 << 14
