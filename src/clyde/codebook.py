@@ -74,13 +74,18 @@ def default_codebook_path() -> Path:
 
     Raises ClydeError when it is nowhere, naming ``--means`` and ``CLYDE_MEANS``.
     """
+    return _default()[2]
+
+
+def _default():
+    """``(npy, json, path shown, note for messages)`` of the default codebook."""
     env = os.environ.get("CLYDE_MEANS")
     if env:
-        return Path(env)
+        return Path(env), meta_path(env), Path(env), " (from CLYDE_MEANS)"
     found = _bundled()
     if found is None:
         raise ClydeError(_MISSING)
-    return Path(str(found[0]))
+    return found[0], found[1], Path(str(found[0])), ""
 
 
 _MISSING = (f"the bundled codebook {DEFAULT_CODEBOOK} is not in this install; "
@@ -122,17 +127,9 @@ def load_codebook(path: str | os.PathLike | None = None) -> Codebook:
         metadata that disagrees with the array.
     """
     if path is not None:
-        path = Path(path)
-        npy, mp, where = path, meta_path(path), ""
-    elif os.environ.get("CLYDE_MEANS"):
-        path = Path(os.environ["CLYDE_MEANS"])
-        npy, mp, where = path, meta_path(path), " (from CLYDE_MEANS)"
+        npy, mp, path, where = Path(path), meta_path(path), Path(path), ""
     else:
-        found = _bundled()
-        if found is None:
-            raise ClydeError(_MISSING)
-        (npy, mp), where = found, ""
-        path = Path(str(npy))
+        npy, mp, path, where = _default()
     if not npy.is_file():
         raise ClydeError(f"{path}{where}: no such codebook file")
     try:
