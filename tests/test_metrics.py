@@ -74,6 +74,21 @@ def test_indexed_quality_matches_scikit_image(rng, jit, shape):
     assert q == pytest.approx(metrics.image_quality(a, b), abs=1e-5)
 
 
+def test_palettes_of_any_size_up_to_256_share_one_program(rng, count_traces):
+    # Palettes are padded to 256 entries: a new k compiles no metrics program.
+    a = rng.integers(0, 256, (40, 50, 3)).astype(np.uint8)
+
+    def score(k):
+        pal = rng.integers(0, 256, (k, 3)).astype(np.uint8)
+        idx = rng.integers(0, k, a.shape[:2]).astype(np.uint8)
+        q = metrics.image_quality(a, idx, palette=pal)
+        assert q.psnr == pytest.approx(peak_signal_noise_ratio(a, pal[idx], data_range=255),
+                                       abs=1e-4)
+
+    score(16)
+    assert count_traces(lambda: [score(k) for k in (2, 64, 255, 256)]) == 0
+
+
 def test_indexed_quality_shape_mismatch():
     with pytest.raises(ValueError, match="do not match"):
         metrics.image_quality(np.zeros((20, 20, 3), np.uint8), np.zeros((20, 21), np.uint8),

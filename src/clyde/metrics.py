@@ -252,8 +252,9 @@ def image_quality_async(original: np.ndarray, result: np.ndarray, *, data_range:
 
 
 def _pow2(n: int) -> int:
-    """Palette sizes are padded to a power of two (at least 16): few compiles."""
-    return max(16, 1 << (max(n, 1) - 1).bit_length())
+    """Palette sizes are padded to a power of two, at least 256: one program for every
+    palette of uint8 indices, whatever k (a new k compiles no metrics)."""
+    return max(256, 1 << (max(n, 1) - 1).bit_length())
 
 
 def image_quality(original: np.ndarray, result: np.ndarray, *, data_range: float = 255.0,
