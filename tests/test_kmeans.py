@@ -295,6 +295,21 @@ def test_init_is_deterministic_and_from_weighted_points(rng, init):
     assert len(set(idx)) == 10
 
 
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("init", km.INITS)
+def test_init_centers_then_lloyd_is_kmeans(rng, jit, init):
+    # Pixel mode jits the start and the Lloyd steps apart: together they are kmeans' one run.
+    x = jnp.asarray(_points(rng, 3000, 3, 12))
+    w = jnp.asarray(rng.integers(0, 5, 3000).astype(np.float32))
+    key = jax.random.key(7)
+    start = jax.jit(km.init_centers, static_argnames=("k", "init")) if jit else km.init_centers
+    steps = jax.jit(km.lloyd_bounded) if jit else km.lloyd_bounded
+    got = steps(x, w, start(key, x, w, k=12, init=init))
+    want = km.kmeans(key, x, w, k=12, init=init)
+    np.testing.assert_array_equal(np.asarray(got.centers), np.asarray(want.centers))
+    assert int(got.n_iter) == int(want.n_iter)
+
+
 def test_kmeanspp_beats_random_on_duplicates(rng):
     # Few distinct colours with very uneven counts: random init duplicates centres.
     x = _points(rng, 50, 3, 50)

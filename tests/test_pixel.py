@@ -390,7 +390,9 @@ def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch, stored, count
     of a few capacities (``pixel.capacity``), and their 5-bit bins to all 32,768
     slots, whatever their number. These images all have 4097-16384 colours, in 300
     to 6000 5-bit bins, so after the first one no program may be traced again,
-    at k=16 or k=64: neither by plain jit nor through the stored programs.
+    at k=16 or k=64: neither by plain jit nor through the stored programs. At k=16
+    the exact colours only finish a fit made on the bins, and pad to EXACT_CAPACITY:
+    an image of 100,000 colours (capacity 262,144 of its own) shares its programs too.
     """
     if stored:
         from clyde import enable_compilation_cache
@@ -415,14 +417,45 @@ def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch, stored, count
         assert px.capacity(len(colors)) == 16384
         n_bins.append(len(np.unique(colors >> 3, axis=0)))
     assert min(n_bins) < 400 and max(n_bins) > 4096  # bin counts of three capacities before
-    for k in (16, 64):
+    many = image(400, 300, 100000, 3000)
+    assert px.capacity(len(color_histogram(many.reshape(-1, 3))[0])) == 262144
+    for k, extra in ((16, [many]), (64, [])):  # k=64: more than 65,536 colours are binned
         def run(images):
             for im in images:
                 res = quantize_pixels(im, k)
                 image_quality(im, res.indices, palette=res.palette)
 
         run([first])
-        assert count_traces(lambda: run(others)) == 0
+        assert count_traces(lambda: run(others + extra)) == 0
+
+
+def test_a_new_k_traces_only_its_fit(chelsea):
+    """After k=16, a k never seen traces its fit (start and Lloyd steps, two programs that
+    compile side by side, then the exact step) and nothing else: the histogram, the lookup
+    and the metrics (palettes padded to 256) are the same programs for every k."""
+    from jax._src import dispatch
+
+    img = chelsea[:150, :200]
+
+    def run(k):
+        res = quantize_pixels(img, k)
+        image_quality(img, res.indices, palette=res.palette)
+
+    run(16)
+    names = []
+
+    def listen(event, duration, **kw):
+        if event == dispatch.JAXPR_TRACE_EVENT:
+            names.append(kw.get("fun_name", "?").removeprefix("clyde_"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        run(40)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    # _to_space: the direct fit pads the colours to their own capacity (k=16: EXACT_CAPACITY)
+    assert set(names) <= {"_to_space", "init_centers", "_converge", "_finish"}
+    assert {"init_centers", "_converge", "_finish"} <= set(names)
 
 
 @pytest.mark.slow

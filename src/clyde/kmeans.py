@@ -44,6 +44,7 @@ __all__ = [
     "KMeansResult",
     "assign",
     "kmeans",
+    "init_centers",
     "kmeans_plusplus",
     "random_init",
     "lloyd",
@@ -946,6 +947,18 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
     return _fit_once(key, x, w, k, init, algo, max_iter, tol, batch_size, chunk, bounded=True)
 
 
+def init_centers(key: jax.Array, x: jax.Array, w: jax.Array, *, k: int,
+                 init: str = "kmeans++") -> jax.Array:
+    """The ``(k, d)`` starting centres of :func:`kmeans` (one run): ``init`` on
+    ``x (n, d)`` with weights ``w (n,)``, from the first key of ``split(key)``, as
+    :func:`kmeans` draws them. A stage of its own where a caller jits the start and the
+    iterations apart (they then compile side by side)."""
+    k_init = jax.random.split(key)[0]
+    if init == "kmeans++":
+        return kmeans_plusplus(k_init, x, w, k)
+    return random_init(k_init, x, w, k)
+
+
 def _fit_once(key, x, w, k, init, algo, max_iter, tol, batch_size, chunk, *, bounded):
     """One run of :func:`kmeans`; Lloyd's steps by :func:`lloyd_bounded` if ``bounded``
     (the same iterations, faster where k is large)."""
@@ -957,11 +970,8 @@ def _fit_once(key, x, w, k, init, algo, max_iter, tol, batch_size, chunk, *, bou
         raise ValueError(f"k must be >= 1, got {k}")
     x = jnp.asarray(x, jnp.float32)
     w = jnp.ones(x.shape[:1], jnp.float32) if w is None else jnp.asarray(w, jnp.float32)
-    k_init, k_iter = jax.random.split(key)
-    if init == "kmeans++":
-        c0 = kmeans_plusplus(k_init, x, w, k)
-    else:
-        c0 = random_init(k_init, x, w, k)
+    c0 = init_centers(key, x, w, k=k, init=init)
+    k_iter = jax.random.split(key)[1]
     if algo == "lloyd" and bounded:
         res = lloyd_bounded(x, w, c0, max_iter=max_iter, tol=tol, chunk=chunk)
         stale = w <= 0  # lloyd_bounded leaves the labels of zero-weight rows behind
