@@ -259,6 +259,52 @@ def test_prefetch_compiles_ahead_and_the_call_uses_it(cache_on, rng, count_trace
     assert len(_cache._PROGRAMS) == 1
 
 
+def test_a_caller_waiting_for_a_prefetch_compiles_what_else_is_queued():
+    import threading
+
+    pool = _cache._Pool()
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(10)
+        return "slow"
+
+    running = pool.submit(slow)
+    started.wait(10)  # the worker is busy with it
+    queued = pool.submit(lambda: threading.current_thread().name)
+    assert pool.help()  # the caller takes the queued job, not waiting for the worker
+    assert queued.result(0) == threading.current_thread().name
+    assert not pool.help() and not running.done()
+    left = pool.submit(lambda: "never")
+    closing = threading.Thread(target=pool._close)  # at exit: the queued jobs are dropped,
+    closing.start()                                  # then the running one is waited for
+    for _ in range(1000):
+        if left.cancelled():
+            break
+        threading.Event().wait(0.01)
+    assert left.cancelled() and closing.is_alive()
+    release.set()
+    closing.join(10)
+    assert running.result(0) == "slow" and not closing.is_alive()
+
+
+@pytest.mark.slow
+def test_every_program_pixel_mode_prefetches_is_one_it_runs(cache_on, tmp_path):
+    # Prefetches start compiles before their inputs exist, from types written out by
+    # hand: a prefetch whose types differ from the call's compiles a program for nothing.
+    from concurrent.futures import Future
+
+    from clyde import api
+
+    src = Path(__file__).parents[1] / "examples" / "chelsea.png"
+    api.pixel_file(src, tmp_path / "a.png", k=16)  # a coarse start, then the exact colours
+    api.pixel_file(src, tmp_path / "b.png", k=40)  # a direct fit
+    left = [sig[0] for sig, fn in _cache._PROGRAMS.items() if isinstance(fn, Future)]
+    assert left == []
+    assert len(_cache._PROGRAMS) > 15
+
+
 def _flags_sum(c):
     return jnp.sum(c > 0, dtype=jnp.int32) + jnp.where(c[:10] > 1, c[:10], 3).sum()
 

@@ -281,9 +281,13 @@ def stored(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple
         fn = _PROGRAMS.get(sig)
         if fn is None:
             fn = _PROGRAMS[sig] = _load_or_compile(jitted, own, statics, sig, bound)
-        elif isinstance(fn, Future):  # prefetched: wait for it, or make it here if not begun
-            fn = _PROGRAMS[sig] = (_load_or_compile(jitted, own, statics, sig, bound)
-                                   if fn.cancel() else fn.result())
+        elif isinstance(fn, Future):  # prefetched: make it here if not begun, else wait for
+            if fn.cancel():           # it, compiling what else is queued meanwhile
+                fn = _PROGRAMS[sig] = _load_or_compile(jitted, own, statics, sig, bound)
+            else:
+                while not fn.done() and _compile_pool().help():
+                    pass
+                fn = _PROGRAMS[sig] = fn.result()
         return fn(**bound)
 
     def prefetch(*args, **kwargs) -> None:
@@ -305,13 +309,80 @@ def stored(fun, *, static_argnames: tuple[str, ...] = (), donate_argnames: tuple
 _POOL: list = []
 
 
-def _compile_pool():
-    """One background thread for :func:`stored`'s prefetches: with the caller's, two
-    compiles run at once (the machines clyde targets have two cores or more)."""
-    if not _POOL:
-        from concurrent.futures import ThreadPoolExecutor
+class _Pool:
+    """One background thread for :func:`stored`'s prefetches, whose queue a caller that
+    must wait for a program being compiled works through meanwhile (:meth:`help`): with
+    the caller's, two compiles run at once (the machines clyde targets have two cores or
+    more), and neither thread idles while programs are left to compile. At exit the
+    queued jobs are dropped (they only compile ahead) and the running one is waited for."""
 
-        _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="clyde-compile"))
+    def __init__(self):
+        import atexit
+        import collections
+        import threading
+
+        self._jobs = collections.deque()
+        self._lock = threading.Lock()  # the worker's taking a job and marking it running
+        self._ready = threading.Semaphore(0)
+        self._running: Future | None = None
+        self._thread = threading.Thread(target=self._work, name="clyde-compile", daemon=True)
+        self._thread.start()
+        atexit.register(self._close)
+
+    def submit(self, fn, *args) -> Future:
+        future = Future()
+        self._jobs.append((future, fn, args))
+        self._ready.release()
+        return future
+
+    def help(self) -> bool:
+        """Run the oldest queued job in this thread; False if none was queued."""
+        try:
+            job = self._jobs.popleft()
+        except IndexError:
+            return False
+        self._run(job)
+        return True
+
+    @staticmethod
+    def _run(job) -> None:
+        future, fn, args = job
+        if not future.set_running_or_notify_cancel():  # cancelled: made by its caller
+            return
+        try:
+            result = fn(*args)
+        except BaseException as e:  # noqa: BLE001  (handed to whoever waits for it)
+            future.set_exception(e)
+        else:
+            future.set_result(result)
+
+    def _work(self) -> None:
+        while True:
+            self._ready.acquire()
+            with self._lock:
+                try:
+                    job = self._jobs.popleft()
+                except IndexError:  # taken by a helping caller
+                    continue
+                self._running = job[0]
+            self._run(job)
+            self._running = None
+
+    def _close(self) -> None:
+        with self._lock:
+            while self._jobs:
+                self._jobs.popleft()[0].cancel()
+            running = self._running
+        if running is not None:
+            try:
+                running.result()
+            except BaseException:  # noqa: BLE001  (exiting anyway)
+                pass
+
+
+def _compile_pool() -> _Pool:
+    if not _POOL:
+        _POOL.append(_Pool())
     return _POOL[0]
 
 

@@ -150,11 +150,13 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int | None 
     if compare:
         compare = io.check_output(compare, force=force, inputs=(src,), outputs=(dst,))
     loaded = _load_while_importing(src)
-    from .metrics import as_written, comparable, image_quality_async, index_bits, index_entropy
+    from .metrics import (as_written, comparable, image_quality_async, index_bits, index_entropy,
+                          prefetch_indexed_quality)
     from .pixel import quantize_pixels
 
     _give_notes(loaded, on_note, dst)
     img = loaded.array
+    prefetch_indexed_quality(img.shape)
     if dither and img.shape[-1] == 4:
         raise ClydeError("--dither does not support images with transparency")
     kw = dict(init=init, algo=algo, max_iter=max_iter, tol=tol, seed=seed, space=space,

@@ -198,6 +198,21 @@ class Quality(NamedTuple):
     ssim: float
 
 
+def prefetch_indexed_quality(shape: tuple[int, ...], *, data_range: float = 255.0,
+                             with_ssim: bool = True) -> None:
+    """Start compiling (or loading), in a background thread, what
+    :func:`image_quality_async` runs for uint8 indices into a palette of at most 256
+    entries, on an image of ``shape`` ``(H, W)`` or ``(H, W, C)``: it is known before the
+    fit (a cold first run compiles both at once)."""
+    h, w = shape[:2]
+    c = shape[2] if len(shape) == 3 else 1
+    r, sds = _RADIUS, jax.ShapeDtypeStruct
+    tile = (TILE_H + 2 * r, TILE_W + 2 * r)
+    _tile_sums.prefetch(sds(tile + (c,), jnp.uint8), sds(tile, jnp.uint8), sds((256, c), jnp.uint8),
+                        sds((2,), jnp.int32), sds((2,), jnp.int32), float(data_range),
+                        bool(with_ssim and min(h, w) > 2 * r))
+
+
 def image_quality_async(original: np.ndarray, result: np.ndarray, *, data_range: float = 255.0,
                         with_ssim: bool = True, palette: np.ndarray | None = None):
     """Start computing PSNR and SSIM; return a function that waits and gives :class:`Quality`.

@@ -221,6 +221,16 @@ def _lut(uniq: np.ndarray, values: np.ndarray) -> jax.Array:
     return table
 
 
+def _prefetch_lookup(dtype) -> None:
+    """Start compiling (or loading) the programs of :meth:`ColorHistogram.per_pixel` for
+    values of ``dtype``, in the background thread: their types are fixed."""
+    sds, dtype = jax.ShapeDtypeStruct, np.dtype(dtype)
+    table = sds((1 << 24,), dtype)
+    _zeros_table.prefetch(dtype=dtype.name)
+    _lut_set.prefetch(table, sds((LUT_CHUNK,), jnp.int32), sds((LUT_CHUNK,), dtype))
+    _gather.prefetch(table, sds((PIXEL_TILE,), jnp.int32))
+
+
 def _rgb_counts(pixels: np.ndarray):
     """Count ``(N, 3)`` uint8 pixels tile by tile: the counts table (on the device) and
     each tile's packed codes."""
@@ -481,15 +491,33 @@ def _bounds_spec(n: int, k: int) -> km.Bounds:
                      jax.ShapeDtypeStruct((min(km.NEAR, k), n), i32))
 
 
+def _swap_rounds(k: int, small: bool) -> int:
+    return (SWAP_ROUNDS_SMALL if small else SWAP_ROUNDS if k <= 128
+            else SWAP_ROUNDS // 2)  # a round costs ~k
+
+
+def _coarse_spec(m: int, c: int) -> _Points | None:
+    """The types of :func:`_bins` of ``m`` padded colours of ``c`` channels at
+    :data:`COARSE_BITS`, where they do not depend on the colours (all slots kept)."""
+    slots = 1 << (COARSE_BITS * c)
+    if slots > FIXED_BINS:
+        return None
+    sds, f32 = jax.ShapeDtypeStruct, jnp.float32
+    return _Points(sds((slots, c), f32), sds((slots,), f32), 0, sds((m,), jnp.int32))
+
+
 def _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, *, rounds, max_iter, tol, refine,
-                     space):
-    """Start compiling (or loading) the programs the coarse start runs after its k-means,
-    in a background thread, while the k-means program compiles in this one: their
-    shapes are known once the bins are. ``fine``: the 6-bit bins when the colours were
-    binned, else None. Mirrors the calls in :func:`_fit`; a call whose types differ
+                     space, init, n_init):
+    """Start compiling (or loading) the coarse start's programs in the background thread,
+    in the order they run, while this one compiles what it needs first: their shapes are
+    known once the bins are (or, for a fit of the exact colours, as soon as their number
+    is: :func:`_coarse_spec`). ``fine``: the 6-bit bins when the colours were binned,
+    else None. Mirrors the calls in :func:`_coarse_start`; a call whose types differ
     from what is prefetched here compiles as before."""
     f32 = jnp.float32
     centers = jax.ShapeDtypeStruct((k, cxs.shape[1]), f32)
+    _kmeans_coarse.prefetch(key, cxs, coarse.w, k=k, init=init, algo="lloyd", max_iter=max_iter,
+                            tol=tol, n_init=n_init)
     _swap_search.prefetch(key, cxs, coarse.w, centers, rounds=rounds,
                           steps=SWAP_STEPS)
     if fine is not None:
@@ -546,6 +574,12 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
     while points.n > max_points and bits >= 3:
         points, binned, bits = _bins(cols, uw, bits), True, bits - 1
     n_init = COARSE_RUNS if small else 1
+    if small and not binned and points.n > COARSE_MIN_COLORS:  # a coarse start, whose types
+        spec = _coarse_spec(m, cols.shape[1])                 # are known before its bins
+        if spec is not None:
+            _prefetch_stages(key, k, None, spec, spec.rgb, uxs, uw, rounds=_swap_rounds(k, True),
+                             max_iter=max_iter, tol=tol, refine=refine, space=space, init=init,
+                             n_init=n_init)
     start = None
     if algo == "lloyd" and (binned or small) and points.n > COARSE_MIN_COLORS:
         start = _coarse_start(key, cols, uw, uxs, points if binned else None, k, small=small,
@@ -579,10 +613,9 @@ def _coarse_start(key, cols, uw, uxs, fine, k, *, small, init, n_init, max_iter,
     error (and ``k > SMALL_K``): the caller then fits the finer points directly."""
     coarse = _bins(cols, uw, COARSE_BITS)
     cxs, cw = _to_space(coarse.rgb, space), coarse.w
-    rounds = (SWAP_ROUNDS_SMALL if small else SWAP_ROUNDS if k <= 128
-              else SWAP_ROUNDS // 2)  # a round costs ~k
+    rounds = _swap_rounds(k, small)
     _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, rounds=rounds, max_iter=max_iter,
-                     tol=tol, refine=refine, space=space)
+                     tol=tol, refine=refine, space=space, init=init, n_init=n_init)
     res = _kmeans_coarse(key, cxs, cw, k=k, init=init, algo="lloyd", max_iter=max_iter, tol=tol,
                          n_init=n_init)
     inertia = float(_inertia(coarse.rgb, cw, _from_space(res.centers, space)))
@@ -727,6 +760,8 @@ def quantize_pixels(image: np.ndarray, k: int, *, init: Literal["kmeans++", "ran
     vis_colors = colors if keep is None else colors[keep]
     vis_counts = counts if keep is None else counts[keep]
     n_iter, converged, n_points = 0, True, len(vis_colors)
+    if hist.uniq is not None:
+        _prefetch_lookup(np.uint8 if k <= 256 else np.uint16)
     if len(vis_colors) <= k_fit:
         palette = vis_colors.copy()
         labels_vis = np.arange(len(vis_colors), dtype=np.int32)
