@@ -305,6 +305,28 @@ def test_every_program_pixel_mode_prefetches_is_one_it_runs(cache_on, tmp_path):
     assert len(_cache._PROGRAMS) > 15
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["mbkm", "fkm"])
+def test_every_program_a_batch_prefetches_is_one_it_runs(cache_on, tmp_path, algo):
+    # batch prefetches the fit (pixel.prefetch_pixels), the lookup and the metrics before
+    # its first image is read: the photo's colours (4,097 to 2**18) take the path expected.
+    from concurrent.futures import Future
+
+    from PIL import Image
+
+    from clyde.batch import run_batch
+
+    src = tmp_path / "in"
+    src.mkdir()
+    cat = Image.open(Path(__file__).parents[1] / "examples" / "chelsea.png")
+    cat.save(src / "a.png")
+    cat.resize((200, 133)).save(src / "b.png")
+    summary = run_batch(src, tmp_path / "out", algo=algo, k=16, step=1)
+    assert summary.count("done") == 2
+    left = [sig[0] for sig, fn in _cache._PROGRAMS.items() if isinstance(fn, Future)]
+    assert left == []
+
+
 def _flags_sum(c):
     return jnp.sum(c > 0, dtype=jnp.int32) + jnp.where(c[:10] > 1, c[:10], 3).sum()
 

@@ -447,6 +447,10 @@ def _work(plan: Plan, finish, *, step, max_side, size, resample, algo, k, seed, 
           adaptive, jobs, metrics, exact) -> list[str]:
     """Quantize ``plan.todo`` in this process (:func:`_pipeline`)."""
     quantize = _quantizer(algo, k=k, seed=seed, iters=iters, patch=patch, adaptive=adaptive)
+    if metrics and algo in KMEANS_ALGOS and k <= 256:  # indices into a palette, known ahead
+        from .metrics import prefetch_indexed_quality
+
+        prefetch_indexed_quality((64, 64, 3))  # any RGB image over the SSIM window
 
     def reduce(rel: Path):
         return _load_reduced(plan.src / rel, step=step, max_side=max_side, size=size,
@@ -622,11 +626,13 @@ def _quantizer(algo, *, k, seed, iters, patch: PatchOptions, adaptive: AdaptiveO
     if algo == "so":
         return lambda a: Quantized(None, pixels=a)
     if algo in KMEANS_ALGOS:
-        from .pixel import quantize_pixels
+        from .pixel import prefetch_pixels, quantize_pixels
 
         kw = {"mkm": dict(init="random", algo="lloyd", max_iter=iters or 10, tol=0.0),
               "fkm": dict(init="kmeans++", algo="lloyd", max_iter=iters or 300),
               "mbkm": dict(init="kmeans++", algo="minibatch", max_iter=iters or 300)}[algo]
+
+        prefetch_pixels(k, seed=seed, **kw)  # compiles while the first image loads
 
         def q(a):
             r = quantize_pixels(a, k, seed=seed, **kw)

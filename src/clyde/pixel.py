@@ -44,7 +44,7 @@ from .color import oklab_to_srgb, srgb_to_oklab
 from .errors import ClydeError, check_image, image_array
 from .metrics import comparable
 
-__all__ = ["PixelResult", "ColorHistogram", "quantize_pixels", "color_histogram",
+__all__ = ["PixelResult", "ColorHistogram", "quantize_pixels", "prefetch_pixels", "color_histogram",
            "color_histogram_of", "nearest_colors", "SPACES"]
 
 SPACES = ("rgb", "oklab")
@@ -693,6 +693,42 @@ def _validate(image, k, init, algo, space, max_iter, tol, refine):
         raise ClydeError(f"tol must be >= 0, got {tol}")
     if refine is not None and (int(refine) != refine or refine < 0):
         raise ClydeError(f"refine must be an integer >= 0, got {refine}")
+
+
+def prefetch_pixels(k: int, *, init: str = "kmeans++", algo: str = "lloyd", max_iter: int = 300,
+                    tol: float = 1e-4, seed: int = 0, space: str = "rgb", batch_size: int = 1024,
+                    refine: int | None = None) -> None:
+    """Start compiling (or loading), in a background thread, the programs that
+    :func:`quantize_pixels` with these settings runs on an RGB photo of 4,097 to 2**18
+    colours, where they do not depend on the photo: mini-batch fits, and Lloyd at
+    ``k <= SMALL_K`` (a coarse start). A folder of images calls it before reading the
+    first one. Nothing is prefetched for other settings; with the cache off, nothing."""
+    if refine is None:
+        refine = default_refine(algo)
+    key, sds, f32 = _key(seed), jax.ShapeDtypeStruct, jnp.float32
+    table = sds((1 << 24,), jnp.int32)
+    _zeros_table.prefetch(dtype="int32")
+    _tile_histogram.prefetch(table, sds((PIXEL_TILE, 3), jnp.uint8), sds((), jnp.int32))
+    if algo == "minibatch":
+        m = MINIBATCH_CAPACITY
+    elif algo == "lloyd" and k <= SMALL_K:
+        m = EXACT_CAPACITY
+    else:
+        return
+    cols, uw = sds((m, 3), jnp.uint8), sds((m,), f32)
+    _to_space.prefetch(cols, space=space)
+    uxs = sds((m, 3), f32)
+    if algo == "minibatch":
+        centers = sds((k, 3), f32)
+        _kmeans.prefetch(key, uxs, uw, k=k, init=init, algo=algo, max_iter=max_iter, tol=tol,
+                         batch_size=batch_size, n_init=1)
+        _finish.prefetch(uxs, uw, centers, 0.0, steps=0, space=space, inherit=None)
+    else:
+        spec = _coarse_spec(m, 3)
+        _prefetch_stages(key, k, None, spec, spec.rgb, uxs, uw, rounds=_swap_rounds(k, True),
+                         max_iter=max_iter, tol=tol, refine=refine, space=space, init=init,
+                         n_init=COARSE_RUNS)
+    _prefetch_lookup(np.uint8 if k <= 256 else np.uint16)
 
 
 def quantize_pixels(image: np.ndarray, k: int, *, init: Literal["kmeans++", "random"] = "kmeans++",
