@@ -47,6 +47,21 @@ def test_assign_matches_numpy(rng, jit, n, d, k, chunk):
 
 
 @pytest.mark.parametrize("jit", [False, True])
+def test_assign_with_weights_skips_the_padding_past_the_last_weight(rng, jit):
+    x = rng.uniform(0, 255, (5000, 3)).astype(np.float32)
+    w = np.zeros(5000, np.float32)
+    w[:2100] = rng.integers(0, 3, 2100)
+    w[2099] = 1.0  # the last positive weight: chunks 0 and 1 of 1024 are searched
+    c = rng.uniform(0, 255, (9, 3)).astype(np.float32)
+    f = jax.jit(km.assign, static_argnames="chunk") if jit else km.assign
+    labels, d2 = (np.asarray(a) for a in f(x, c, chunk=1024, w=w))
+    want_l, want_d = ref.nearest(x[:3072], c)  # colours (d=3): exact differences, no ties
+    np.testing.assert_array_equal(labels[:3072], want_l)
+    np.testing.assert_allclose(d2[:3072], want_d, rtol=1e-5)
+    assert not labels[3072:].any() and not d2[3072:].any()
+
+
+@pytest.mark.parametrize("jit", [False, True])
 def test_lloyd_matches_numpy_lloyd(rng, jit):
     x = _points(rng, 4000, 3, 8)
     w = rng.uniform(0.5, 3.0, 4000).astype(np.float32)

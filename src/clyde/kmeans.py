@@ -139,7 +139,8 @@ def _nearest_t(xt: jax.Array, centers: jax.Array) -> tuple[jax.Array, jax.Array]
     return labels.astype(jnp.int32), best
 
 
-def assign(x: jax.Array, centers: jax.Array, *, chunk: int = CHUNK) -> tuple[jax.Array, jax.Array]:
+def assign(x: jax.Array, centers: jax.Array, *, chunk: int = CHUNK,
+           w: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Nearest centre of every point, in chunks of bounded memory.
 
     Parameters
@@ -150,6 +151,9 @@ def assign(x: jax.Array, centers: jax.Array, *, chunk: int = CHUNK) -> tuple[jax
         Centres.
     chunk : int, optional
         Points per chunk (static). Memory is ``O(chunk * k)``, not ``O(n * k)``.
+    w : (n,) float array, optional
+        The points' weights: the chunks past the last positive one (padding to a
+        capacity) are then not searched, and their outputs are 0.
 
     Returns
     -------
@@ -158,7 +162,8 @@ def assign(x: jax.Array, centers: jax.Array, *, chunk: int = CHUNK) -> tuple[jax
     d2 : (n,) float32 array
         Squared distance to that centre.
     """
-    return _chunked(lambda t: _nearest_t(t, centers), x, chunk)
+    return _chunked(lambda t: _nearest_t(t, centers), x, chunk,
+                    None if w is None else _extent(w, chunk))
 
 
 def _two_nearest_t(xt: jax.Array, centers: jax.Array):

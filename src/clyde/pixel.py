@@ -134,8 +134,8 @@ MINIBATCH_CAPACITY = 1 << 18
 #: The exact colours of a fit that starts on bins (a coarse start at k <= SMALL_K, or more
 #: than ``max_points`` colours) are padded to at least this many: there they only finish
 #: the fit, in passes that skip the padding or cost O(rows), so photos of up to this many
-#: colours share one program. A direct fit keeps its :func:`capacity` (its k-means++ start
-#: walks every row).
+#: colours share one program. A direct fit keeps its :func:`capacity`: each k-means++
+#: centre draws from every row (cumulative sums of O(rows), 0.2 ms a centre at 2**16).
 EXACT_CAPACITY = 1 << 18
 #: Bin tables up to this many slots are padded to all of them (one shape per stage; the
 #: k-means loops skip the empty tail, see :func:`clyde.kmeans._extent`).
@@ -473,7 +473,8 @@ def _finish(xs, w, centers, tol, steps, space, inherit=None):
 
     if steps == 0:
         rgb, pal = palette_of(centers)
-        return rgb.astype(jnp.uint8), km.assign(xs, pal)[0], jnp.int32(0), jnp.bool_(True)
+        return (rgb.astype(jnp.uint8), km.assign(xs, pal, w=w)[0], jnp.int32(0),
+                jnp.bool_(True))
     start = None if inherit is None else km.inherit_bounds(xs, *inherit)
     res, bounds = km.lloyd_bounded(xs, w, centers, max_iter=steps, tol=tol, return_bounds=True,
                                    bounds=start)
