@@ -325,6 +325,25 @@ def test_init_centers_then_lloyd_is_kmeans(rng, jit, init):
     assert int(got.n_iter) == int(want.n_iter)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("n_points", [900, 70000])
+def test_kmeanspp_on_a_large_padding_reads_only_the_points(rng, jit, n_points):
+    # From LARGE rows, k-means++ reads only up to the last positive weight (the draws
+    # among a prefix): the same centres as on the points padded to a capacity of their own.
+    x = rng.uniform(0, 255, (n_points, 3)).astype(np.float32)
+    w = rng.integers(1, 40, n_points).astype(np.float32)
+    f = jax.jit(km.kmeans_plusplus, static_argnums=3) if jit else km.kmeans_plusplus
+
+    def padded(m):
+        xp, wp = np.zeros((m, 3), np.float32), np.zeros(m, np.float32)
+        xp[:n_points], wp[:n_points] = x, w
+        return np.asarray(f(jax.random.key(3), xp, wp, 24))
+
+    small = -(-n_points // km.SPAN) * km.SPAN  # below LARGE: every row read
+    assert small < km.LARGE
+    np.testing.assert_array_equal(padded(km.LARGE), padded(small))
+
+
 def test_kmeanspp_beats_random_on_duplicates(rng):
     # Few distinct colours with very uneven counts: random init duplicates centres.
     x = _points(rng, 50, 3, 50)

@@ -74,6 +74,11 @@ CHUNK = 2048
 #: rows; blocks up to the last row of positive weight keep the work near the points'.
 SPAN = 8 * CHUNK
 
+#: Rows from which :func:`kmeans_plusplus` reads only up to the last positive weight
+#: (the draws among the first ``SPAN x 4^j`` rows): on fewer, the extra program costs
+#: more compile (0.2-0.35 s) than the padding costs time.
+LARGE = 16 * SPAN
+
 #: Dimensions up to which distances are formed from differences (exact, and
 #: fastest for colours); above it, as one matrix product (patch vectors).
 SMALL_D = 8
@@ -277,6 +282,7 @@ def kmeans_plusplus(key: jax.Array, x: jax.Array, w: jax.Array, k: int,
     -------
     centers : (k, d) float32 array
     """
+    x, w = jnp.asarray(x), jnp.asarray(w)
     n, d = x.shape
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(k))
@@ -287,6 +293,8 @@ def kmeans_plusplus(key: jax.Array, x: jax.Array, w: jax.Array, k: int,
     xt = x.T
     centers = jnp.zeros((k, d), x.dtype).at[0].set(x[first])
     closest = _sqdist_t(xt, x[first][None, :])[0]
+    if n >= LARGE and n % SPAN == 0:  # padded to a large capacity: skip the padding
+        return _plusplus_spans(key, x, w, centers, closest, n_local_trials, uniform)
 
     def body(i, state):
         centers, closest, key = state
@@ -300,6 +308,52 @@ def kmeans_plusplus(key: jax.Array, x: jax.Array, w: jax.Array, k: int,
         centers = centers.at[i].set(x[cand[best]])
         return centers, new_closest[best], key
 
+    centers, _, _ = jax.lax.fori_loop(1, k, body, (centers, closest, key))
+    return centers
+
+
+def _plusplus_spans(key, x, w, centers, closest, n_local_trials, uniform):
+    """The centres after the first of :func:`kmeans_plusplus`, reading only the rows up to
+    the last of positive weight (``x``: whole blocks of :data:`SPAN` rows): the candidates'
+    distances block by block, and the draws from the shortest of a few lengths
+    (``SPAN x 4^j``, ``j >= 1``) that holds them. The same centres: a sum or cumulative sum of XLA's over a prefix equals
+    its values over the whole array when the rest is zeros (tested)."""
+    n = x.shape[0]
+    xt = x.T
+    n_spans = _extent(w, SPAN)
+    lengths = [SPAN << 2 * j for j in range(1, 8) if SPAN << 2 * j < n] + [n]
+
+    def drawer(size):
+        def draw(closest, sub):
+            p = _safe_probs(w[:size] * closest[:size], uniform[:size])
+            return jax.random.choice(sub, size, shape=(n_local_trials,), p=p)
+        return draw
+
+    which = jnp.sum((_extent(w, 1) > jnp.array(lengths[:-1])).astype(jnp.int32))
+
+    def body(i, state):
+        centers, closest, key = state
+        key, sub = jax.random.split(key)
+        cand = jax.lax.switch(which, [drawer(size) for size in lengths], closest, sub)
+        xc = x[cand]
+
+        def potential(j, acc):
+            near = jnp.minimum(_rows(closest, j, SPAN)[None, :],
+                               _sqdist_t(_rows(xt, j, SPAN, axis=1), xc))
+            return acc + jnp.sum(near * _rows(w, j, SPAN)[None, :], axis=1)
+
+        pot = jax.lax.fori_loop(0, n_spans, potential, jnp.zeros(n_local_trials, x.dtype))
+        c = xc[jnp.argmin(pot)]
+
+        def update(j, out):  # read the loop's input, write its output (no copy per block)
+            near = jnp.minimum(_rows(closest, j, SPAN),
+                               _sqdist_t(_rows(xt, j, SPAN, axis=1), c[None, :])[0])
+            return _put_rows(out, near, j, SPAN)
+
+        closest = jax.lax.fori_loop(0, n_spans, update, closest)
+        return centers.at[i].set(c), closest, key
+
+    k = centers.shape[0]
     centers, _, _ = jax.lax.fori_loop(1, k, body, (centers, closest, key))
     return centers
 
