@@ -129,13 +129,15 @@ class ColorHistogram(NamedTuple):
 _OCC = 16  # codes per occupancy block of the 2**24 table
 #: Colours of a mini-batch fit are padded to at least this many: its steps sample a batch
 #: whatever the padding, so photos of up to this many colours share one program (the
-#: kmeans++ start and the last assignment still walk the padding: 0.01-0.08 s a call).
+#: k-means++ start reads only up to the last colour, :data:`clyde.kmeans.LARGE`; the last
+#: assignment walks the padding).
 MINIBATCH_CAPACITY = 1 << 18
 #: The exact colours of a fit that starts on bins (a coarse start at k <= SMALL_K, or more
 #: than ``max_points`` colours) are padded to at least this many: there they only finish
 #: the fit, in passes that skip the padding or cost O(rows), so photos of up to this many
-#: colours share one program. A direct fit keeps its :func:`capacity`: each k-means++
-#: centre draws from every row (cumulative sums of O(rows), 0.2 ms a centre at 2**16).
+#: colours share one program. A direct fit keeps its :func:`capacity`: there k-means++
+#: reads every row for each centre, and one capacity of 2**16 made few-colour images
+#: 15-35 ms slower a call (measured).
 EXACT_CAPACITY = 1 << 18
 #: Bin tables up to this many slots are padded to all of them (one shape per stage; the
 #: k-means loops skip the empty tail, see :func:`clyde.kmeans._extent`).
@@ -400,10 +402,11 @@ def _from_space(x, space):
 # The jit boundaries of a fit; _cache.stored is jax.jit whose compiled programs are kept on
 # disk with the compilation cache, so that a new process neither traces nor lowers them.
 _KMEANS_STATICS = ("k", "init", "algo", "max_iter", "batch_size", "chunk", "n_init")
-_kmeans = _cache.stored(km.kmeans, static_argnames=_KMEANS_STATICS)
-# On the coarse bins (at most 32,768 points) the fit compiles for longer than it runs.
-_kmeans_coarse = _cache.stored(km.kmeans, static_argnames=_KMEANS_STATICS,
-                               compiler_options=_cache.QUICK_COMPILE)
+# Whole k-means fits run on few points (the coarse bins, or at most COARSE_MIN_COLORS
+# colours) or as mini-batch steps: XLA's older emitters compile them in 60 % of the time,
+# and they run as fast (a mini-batch fit on 2**18 padded colours: 15 ms against 17 at k=16).
+_kmeans = _cache.stored(km.kmeans, static_argnames=_KMEANS_STATICS,
+                        compiler_options=_cache.QUICK_COMPILE)
 _lloyd = _cache.stored(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))
 # A direct fit's start and its Lloyd steps: :func:`clyde.kmeans.kmeans` split in two
 # programs, which compile side by side (a new k waits for the larger one only). The start
@@ -517,7 +520,7 @@ def _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, *, rounds, max_iter, to
     from what is prefetched here compiles as before."""
     f32 = jnp.float32
     centers = jax.ShapeDtypeStruct((k, cxs.shape[1]), f32)
-    _kmeans_coarse.prefetch(key, cxs, coarse.w, k=k, init=init, algo="lloyd", max_iter=max_iter,
+    _kmeans.prefetch(key, cxs, coarse.w, k=k, init=init, algo="lloyd", max_iter=max_iter,
                             tol=tol, n_init=n_init)
     _swap_search.prefetch(key, cxs, coarse.w, centers, rounds=rounds,
                           steps=SWAP_STEPS)
@@ -597,10 +600,9 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
                 xs, points.w, _seed(key, xs, points.w, k=k, init=init), max_iter=max_iter,
                 tol=tol)
         else:  # mini-batch, or the best of n_init runs on at most COARSE_MIN_COLORS points
-            fit = _kmeans if algo == "minibatch" else _kmeans_coarse
-            centers, _, _, it, conv = fit(key, xs, points.w, k=k, init=init, algo=algo,
-                                          max_iter=max_iter, tol=tol, batch_size=batch_size,
-                                          n_init=n_init)
+            centers, _, _, it, conv = _kmeans(key, xs, points.w, k=k, init=init, algo=algo,
+                                              max_iter=max_iter, tol=tol, batch_size=batch_size,
+                                              n_init=n_init)
         start = _Start(centers, steps, 0.0, int(it), bool(conv), points.n)
     palette, labels, n_iter, converged = _exact(start, uxs, uw, binned=binned, space=space)
     return palette, labels[:len(colors)], n_iter, converged, start.n_points
@@ -617,7 +619,7 @@ def _coarse_start(key, cols, uw, uxs, fine, k, *, small, init, n_init, max_iter,
     rounds = _swap_rounds(k, small)
     _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, rounds=rounds, max_iter=max_iter,
                      tol=tol, refine=refine, space=space, init=init, n_init=n_init)
-    res = _kmeans_coarse(key, cxs, cw, k=k, init=init, algo="lloyd", max_iter=max_iter, tol=tol,
+    res = _kmeans(key, cxs, cw, k=k, init=init, algo="lloyd", max_iter=max_iter, tol=tol,
                          n_init=n_init)
     inertia = float(_inertia(coarse.rgb, cw, _from_space(res.centers, space)))
     if coarse.spread <= COARSE_MAX_SHARE * (coarse.spread + inertia):
