@@ -392,7 +392,7 @@ def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch, stored, count
     to 6000 5-bit bins, so after the first one no program may be traced again,
     at k=16 or k=64: neither by plain jit nor through the stored programs. At k=16
     the exact colours only finish a fit made on the bins, and pad to EXACT_CAPACITY:
-    an image of 100,000 colours (capacity 262,144 of its own) shares its programs too.
+    an image of 40,000 colours (capacity 65,536 against 16,384) shares its programs too.
     """
     if stored:
         from clyde import enable_compilation_cache
@@ -417,9 +417,9 @@ def test_new_images_compile_nothing_new(rng, chelsea, monkeypatch, stored, count
         assert px.capacity(len(colors)) == 16384
         n_bins.append(len(np.unique(colors >> 3, axis=0)))
     assert min(n_bins) < 400 and max(n_bins) > 4096  # bin counts of three capacities before
-    many = image(400, 300, 100000, 3000)
-    assert px.capacity(len(color_histogram(many.reshape(-1, 3))[0])) == 262144
-    for k, extra in ((16, [many]), (64, [])):  # k=64: more than 65,536 colours are binned
+    many = image(400, 300, 40000, 3000)
+    assert px.capacity(len(color_histogram(many.reshape(-1, 3))[0])) == 65536
+    for k, extra in ((16, [many]), (64, [])):  # k=64: a direct fit, at its own capacity
         def run(images):
             for im in images:
                 res = quantize_pixels(im, k)

@@ -134,11 +134,12 @@ _OCC = 16  # codes per occupancy block of the 2**24 table
 MINIBATCH_CAPACITY = 1 << 18
 #: The exact colours of a fit that starts on bins (a coarse start at k <= SMALL_K, or more
 #: than ``max_points`` colours) are padded to at least this many: there they only finish
-#: the fit, in passes that skip the padding or cost O(rows), so photos of up to this many
-#: colours share one program. A direct fit keeps its :func:`capacity`: there k-means++
-#: reads every row for each centre, and one capacity of 2**16 made few-colour images
-#: 15-35 ms slower a call (measured).
-EXACT_CAPACITY = 1 << 18
+#: the fit, so photos of up to this many colours share one program. Not 2**18: the
+#: binning and the bounds' inheritance still pass over every row, which made a 4 MP photo
+#: of 34,000 colours 20 % slower at k=16 (0.125 -> 0.150 s). A direct fit keeps its
+#: :func:`capacity`: there k-means++ reads every row for each centre, and one capacity of
+#: 2**16 made few-colour images 15-35 ms slower a call (measured).
+EXACT_CAPACITY = 1 << 16
 #: Bin tables up to this many slots are padded to all of them (one shape per stage; the
 #: k-means loops skip the empty tail, see :func:`clyde.kmeans._extent`).
 FIXED_BINS = 1 << 18
