@@ -156,7 +156,8 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int | None 
 
     _give_notes(loaded, on_note, dst)
     img = loaded.array
-    prefetch_indexed_quality(img.shape)
+    if k is None or k <= 256:  # uint8 indices, the metrics' types known before the fit
+        prefetch_indexed_quality(img.shape)
     if dither and img.shape[-1] == 4:
         raise ClydeError("--dither does not support images with transparency")
     kw = dict(init=init, algo=algo, max_iter=max_iter, tol=tol, seed=seed, space=space,

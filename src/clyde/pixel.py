@@ -501,14 +501,18 @@ def _swap_rounds(k: int, small: bool) -> int:
             else SWAP_ROUNDS // 2)  # a round costs ~k
 
 
-def _coarse_spec(m: int, c: int) -> _Points | None:
-    """The types of :func:`_bins` of ``m`` padded colours of ``c`` channels at
-    :data:`COARSE_BITS`, where they do not depend on the colours (all slots kept)."""
+def _prefetch_coarse(key, k, m, c, uxs, uw, *, max_iter, tol, refine, space, init) -> None:
+    """Queue the coarse start of ``m`` padded exact colours of ``c`` channels at
+    ``k <= SMALL_K`` (:func:`_prefetch_stages`) before its bins exist: their types
+    depend on the colours only where the 5-bit slots are too many to keep all (RGBA)."""
     slots = 1 << (COARSE_BITS * c)
     if slots > FIXED_BINS:
-        return None
+        return
     sds, f32 = jax.ShapeDtypeStruct, jnp.float32
-    return _Points(sds((slots, c), f32), sds((slots,), f32), 0, sds((m,), jnp.int32))
+    coarse = _Points(sds((slots, c), f32), sds((slots,), f32), 0, sds((m,), jnp.int32))
+    _prefetch_stages(key, k, None, coarse, coarse.rgb, uxs, uw, rounds=_swap_rounds(k, True),
+                     max_iter=max_iter, tol=tol, refine=refine, space=space, init=init,
+                     n_init=COARSE_RUNS)
 
 
 def _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, *, rounds, max_iter, tol, refine,
@@ -516,7 +520,7 @@ def _prefetch_stages(key, k, fine, coarse, cxs, uxs, uw, *, rounds, max_iter, to
     """Start compiling (or loading) the coarse start's programs in the background thread,
     in the order they run, while this one compiles what it needs first: their shapes are
     known once the bins are (or, for a fit of the exact colours, as soon as their number
-    is: :func:`_coarse_spec`). ``fine``: the 6-bit bins when the colours were binned,
+    is: :func:`_prefetch_coarse`). ``fine``: the 6-bit bins when the colours were binned,
     else None. Mirrors the calls in :func:`_coarse_start`; a call whose types differ
     from what is prefetched here compiles as before."""
     f32 = jnp.float32
@@ -579,12 +583,9 @@ def _fit(key, colors, counts, k, *, init, algo, max_iter, tol, batch_size, max_p
     while points.n > max_points and bits >= 3:
         points, binned, bits = _bins(cols, uw, bits), True, bits - 1
     n_init = COARSE_RUNS if small else 1
-    if small and not binned and points.n > COARSE_MIN_COLORS:  # a coarse start, whose types
-        spec = _coarse_spec(m, cols.shape[1])                 # are known before its bins
-        if spec is not None:
-            _prefetch_stages(key, k, None, spec, spec.rgb, uxs, uw, rounds=_swap_rounds(k, True),
-                             max_iter=max_iter, tol=tol, refine=refine, space=space, init=init,
-                             n_init=n_init)
+    if small and not binned and points.n > COARSE_MIN_COLORS:  # a coarse start
+        _prefetch_coarse(key, k, m, cols.shape[1], uxs, uw, max_iter=max_iter, tol=tol,
+                         refine=refine, space=space, init=init)
     start = None
     if algo == "lloyd" and (binned or small) and points.n > COARSE_MIN_COLORS:
         start = _coarse_start(key, cols, uw, uxs, points if binned else None, k, small=small,
@@ -728,10 +729,8 @@ def prefetch_pixels(k: int, *, init: str = "kmeans++", algo: str = "lloyd", max_
                          batch_size=batch_size, n_init=1)
         _finish.prefetch(uxs, uw, centers, 0.0, steps=0, space=space, inherit=None)
     else:
-        spec = _coarse_spec(m, 3)
-        _prefetch_stages(key, k, None, spec, spec.rgb, uxs, uw, rounds=_swap_rounds(k, True),
-                         max_iter=max_iter, tol=tol, refine=refine, space=space, init=init,
-                         n_init=COARSE_RUNS)
+        _prefetch_coarse(key, k, m, 3, uxs, uw, max_iter=max_iter, tol=tol, refine=refine,
+                         space=space, init=init)
     _prefetch_lookup(np.uint8 if k <= 256 else np.uint16)
 
 
