@@ -206,16 +206,16 @@ def test_the_report_carries_the_readers_notes(tmp_path, chelsea):
 
 
 def test_a_bug_on_one_file_fails_that_file_only(folder, tmp_path, monkeypatch):
-    import clyde.pixel
+    import clyde.batched
 
-    real = clyde.pixel.quantize_pixels
+    real = clyde.batched.histogram_of
 
-    def flaky(img, *a, **k):
+    def flaky(img, *a, **k):  # every image of a k-means batch goes through it
         if img.shape[:2] == (21, 16):  # crop.png (101x77) at step 5
             raise RuntimeError("boom")
         return real(img, *a, **k)
 
-    monkeypatch.setattr(clyde.pixel, "quantize_pixels", flaky)
+    monkeypatch.setattr(clyde.batched, "histogram_of", flaky)
     monkeypatch.delenv("CLYDE_DEBUG", raising=False)
     s = run_batch(folder, tmp_path / "o", algo="mbkm", k=4, progress=False)
     assert s.count("done") == 1

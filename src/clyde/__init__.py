@@ -35,6 +35,8 @@ _EXPORTS = {
     "ssim": ".metrics",
     "PixelResult": ".pixel",
     "quantize_pixels": ".pixel",
+    "quantize_many": ".batched",
+    "quality_many": ".metrics",
     "ColorHistogram": ".pixel",
     "color_histogram_of": ".pixel",
     "PatchResult": ".patch",

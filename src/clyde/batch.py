@@ -445,18 +445,125 @@ class _Marker:
 
 def _work(plan: Plan, finish, *, step, max_side, size, resample, algo, k, seed, iters, patch,
           adaptive, jobs, metrics, exact) -> list[str]:
-    """Quantize ``plan.todo`` in this process (:func:`_pipeline`)."""
+    """Quantize ``plan.todo`` in this process: k-means colours at k <= 256 many images per
+    compiled call (:func:`_pipeline_many`), the other modes image by image (:func:`_pipeline`)."""
+    def reduce(rel: Path):
+        return _load_reduced(plan.src / rel, step=step, max_side=max_side, size=size,
+                             resample=resample)
+
+    if algo in KMEANS_ALGOS and k <= 256:
+        return _pipeline_many(plan, reduce, _many_settings(algo, k, seed, iters), finish,
+                              jobs=jobs, metrics=metrics, exact=exact)
     quantize = _quantizer(algo, k=k, seed=seed, iters=iters, patch=patch, adaptive=adaptive)
     if metrics and algo in KMEANS_ALGOS and k <= 256:  # indices into a palette, known ahead
         from .metrics import prefetch_indexed_quality
 
         prefetch_indexed_quality((64, 64, 3))  # any RGB image over the SSIM window
-
-    def reduce(rel: Path):
-        return _load_reduced(plan.src / rel, step=step, max_side=max_side, size=size,
-                             resample=resample)
-
     return _pipeline(plan, reduce, quantize, finish, jobs=jobs, metrics=metrics, exact=exact)
+
+
+#: Images decoded, fitted and measured together by :func:`_pipeline_many`: at most this
+#: many reduced images are held at once (two chunks: one loading while one is fitted).
+MANY_CHUNK = 512
+
+
+def _many_settings(algo: str, k: int, seed: int, iters: int | None) -> dict:
+    """:func:`clyde.batched.quantize_many` settings of each k-means algorithm. On small
+    images a mini-batch would be the whole image, so ``mbkm`` runs the batched Lloyd fit
+    with fewer starts than ``fkm`` (quality per second; docs/benchmarks.md)."""
+    from .batched import DEFAULT_N_INIT
+
+    return {"mkm": dict(k=k, seed=seed, init="random", max_iter=iters or 10, tol=0.0, n_init=1),
+            "fkm": dict(k=k, seed=seed, init="kmeans++", max_iter=iters or 300,
+                        n_init=2 * DEFAULT_N_INIT),
+            "mbkm": dict(k=k, seed=seed, init="kmeans++", max_iter=iters or 300,
+                         n_init=DEFAULT_N_INIT, algo="minibatch")}[algo]
+
+
+def _pipeline_many(plan: Plan, reduce, settings: dict, finish, *, jobs: int, metrics: bool,
+                   exact: bool) -> list[str]:
+    """Decode, fit, measure and encode ``plan.todo`` :data:`MANY_CHUNK` images at a time:
+    the next chunk decodes (``jobs`` threads) while this one is fitted in one
+    :func:`clyde.batched.quantize_many` call and measured in batched calls, and the last
+    chunk's files are encoded (``jobs`` threads). Every file's result is finished in order."""
+    from .batched import quantize_many
+    from .metrics import comparable, quality_many
+
+    no_icc: list[str] = []
+    todo = plan.todo
+
+    with ThreadPoolExecutor(jobs) as loaders, ThreadPoolExecutor(jobs) as savers:
+        def submit(s):
+            return [loaders.submit(reduce, rel) for rel, _ in todo[s:s + MANY_CHUNK]]
+
+        loads, queued = submit(0), []  # queued: the previous chunk's entries, in order
+        for s in range(0, len(todo), MANY_CHUNK):
+            entries, ok = [], []
+            for (rel, out), fut in zip(todo[s:s + MANY_CHUNK], loads):
+                try:
+                    loaded, small, t_load = fut.result()
+                    ok.append((rel.as_posix(), out, loaded, small, t_load))
+                    entries.append(len(ok) - 1)
+                except Exception as e:  # noqa: BLE001  (this file fails, the others go on)
+                    entries.append(_failure(rel.as_posix(), e))
+            loads = submit(s + MANY_CHUNK) if s + MANY_CHUNK < len(todo) else []
+            t = time.perf_counter()
+            res = _fit_chunk(quantize_many, [o[3] for o in ok], settings)
+            for j, r in enumerate(res):  # a file whose fit failed fails alone
+                if isinstance(r, FileResult):
+                    entries[entries.index(j)] = r._replace(name=ok[j][0])
+            good = [j for j, r in enumerate(res) if not isinstance(r, FileResult)]
+            quals = dict(zip(good, quality_many(
+                [comparable(ok[j][3]) for j in good], [res[j].indices for j in good],
+                [comparable(res[j].palette) for j in good]))) if metrics else {}
+            each = (time.perf_counter() - t) / max(len(ok), 1)
+            for e in queued:
+                _retire(e, finish) if isinstance(e, _InFlight) else finish(e)
+            queued = []
+            for e in entries:
+                if isinstance(e, FileResult):
+                    queued.append(e)
+                    continue
+                name, out, loaded, small, t_load = ok[e]
+                q = Quantized(settings["k"], indices=res[e].indices, palette=res[e].palette)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if io.icc_note(out, loaded.icc_profile):
+                    no_icc.append(name)
+                qual = quals.get(e)
+                saved = savers.submit(_save, out, q, (lambda qual=qual: qual) if metrics else None,
+                                      small, loaded.icc_profile, exact)
+                queued.append(_InFlight(name, loaded, small, q.k, t_load + each, saved))
+        for e in queued:
+            _retire(e, finish) if isinstance(e, _InFlight) else finish(e)
+    return no_icc
+
+
+def _fit_chunk(quantize_many, images: list, settings: dict) -> list:
+    """``quantize_many(images)``; if that raises, each image alone, so that only the
+    images whose fit fails get a failed :class:`FileResult` (named later)."""
+    try:
+        return quantize_many(images, **settings)
+    except Exception:  # noqa: BLE001  (found below, image by image)
+        if debug():
+            raise
+    out = []
+    for a in images:
+        try:
+            out.append(quantize_many([a], **settings)[0])
+        except Exception as e:  # noqa: BLE001
+            out.append(_failure("", e))
+    return out
+
+
+def _failure(name: str, e: BaseException) -> FileResult:
+    """The failed result of a file whose load or fit raised ``e``."""
+    if isinstance(e, ClydeError):
+        return FileResult(name, "failed", error=str(e))
+    if isinstance(e, MemoryError):
+        return FileResult(name, "failed", error="out of memory")
+    if debug():
+        raise e
+    return FileResult(name, "failed", error=unexpected(e))
 
 
 def _worker(plan: Plan, work: dict, cache: str | None, device: str | None, queue) -> None:

@@ -22,7 +22,8 @@ import numpy as np
 from . import _cache
 from .errors import image_array
 
-__all__ = ["psnr", "ssim", "Quality", "image_quality", "image_quality_async", "index_entropy",
+__all__ = ["psnr", "ssim", "Quality", "image_quality", "image_quality_async", "quality_many",
+           "index_entropy",
            "index_bits", "comparable", "as_written"]
 
 _RADIUS = 5  # 11-pixel window: int(3.5 * 1.5 + 0.5), as scikit-image truncates
@@ -356,3 +357,102 @@ def as_written(dst: str | os.PathLike, original: np.ndarray, result: np.ndarray,
         on_note(f"{dst}: {io.LOSSY_WHY.get(fmt, fmt + ' changed the pixels')}, so PSNR and "
                 "SSIM are measured on the file as written")
     return image_quality(comparable(original), comparable(got)), got
+
+
+#: Images up to this many rows and columns are measured many per call by
+#: :func:`quality_many`, padded to a power of two each way (at least 16).
+MANY_MAX_SIDE = 256
+_MANY_PIXELS = 1 << 18  # padded pixels per call of :func:`_quality_many`
+
+
+@functools.partial(_cache.stored, static_argnames=("data_range",))
+def _quality_many(a, b, palette, hw, data_range):
+    """Squared-error sums and SSIM-map sums of ``B`` padded images at once.
+
+    Parameters
+    ----------
+    a : (B, H, W, C) uint8 array, the originals, padded
+    b : (B, H, W) indices into ``palette (B, K, C)``, padded
+    hw : (B, 2) int32 array, each image's height and width (0 for a padding slot)
+
+    Returns
+    -------
+    se : (B,) float32, the squared error over each image's pixels
+    ss : (B,) float32, the SSIM map summed over the window centres whose whole window
+        lies inside the image (as :func:`_tile_sums`)
+    """
+    r = _RADIUS
+
+    def one(a, b, palette, hw):
+        ya = jnp.moveaxis(a, 2, 0).astype(jnp.float32)
+        yb = jnp.take(jnp.moveaxis(palette.astype(jnp.float32), 1, 0), b.astype(jnp.int32),
+                      axis=1, mode="clip")
+        iy = jnp.arange(a.shape[0])[:, None]
+        ix = jnp.arange(a.shape[1])[None, :]
+        inside = (iy < hw[0]) & (ix < hw[1])
+        se = jnp.sum(jnp.where(inside[None], (ya - yb) ** 2, 0.0))
+        m = _ssim_map(ya, yb, 1, data_range)
+        keep = (iy[:m.shape[1]] < hw[0] - 2 * r) & (ix[:, :m.shape[2]] < hw[1] - 2 * r)
+        return se, jnp.sum(jnp.where(keep[None], m, 0.0))
+
+    return jax.vmap(one)(a, b, palette, hw)
+
+
+def quality_many(originals, indices, palettes, *, data_range: float = 255.0) -> list:
+    """PSNR and SSIM of many indexed results at once, as :func:`image_quality` gives them.
+
+    Parameters
+    ----------
+    originals : sequence of (H, W, C) uint8 ndarrays
+    indices : sequence of (H, W) uint8 ndarrays, into ``palettes``
+    palettes : sequence of (K, C) uint8 ndarrays, ``K <= 256``
+
+    Images up to :data:`MANY_MAX_SIDE` a side are padded to a power of two each way and
+    measured many per call; larger ones tile by tile (:func:`image_quality`).
+
+    Returns
+    -------
+    list of Quality, in order
+    """
+    out: list = [None] * len(originals)
+    groups: dict = {}
+    for i, (a, b, p) in enumerate(zip(originals, indices, palettes)):
+        h, w = a.shape[:2]
+        if max(h, w) > MANY_MAX_SIDE or len(p) > 256:
+            out[i] = image_quality(a, b, palette=p, data_range=data_range)
+            continue
+        shape = (max(16, _pow2_side(h)), max(16, _pow2_side(w)), a.shape[2])
+        groups.setdefault(shape, []).append(i)
+    r = _RADIUS
+    for (hc, wc, c), idx in groups.items():
+        per = max(1, _MANY_PIXELS // (hc * wc))
+        for s in range(0, len(idx), per):
+            part = idx[s:s + per]
+            n = 1
+            while n < len(part):
+                n *= 4
+            n = min(n, per)
+            a = np.zeros((n, hc, wc, c), np.uint8)
+            b = np.zeros((n, hc, wc), np.uint8)
+            pal = np.zeros((n, 256, c), np.uint8)
+            hw = np.zeros((n, 2), np.int32)
+            for j, i in enumerate(part):
+                h, w = originals[i].shape[:2]
+                a[j, :h, :w] = originals[i]
+                b[j, :h, :w] = indices[i]
+                pal[j, :len(palettes[i])] = palettes[i]
+                hw[j] = h, w
+            se, ss = (np.asarray(v, np.float64) for v in
+                      _quality_many(a, b, pal, hw, float(data_range)))
+            for j, i in enumerate(part):
+                h, w = hw[j]
+                p = (10.0 * np.log10(data_range ** 2 / (se[j] / (h * w * c))) if se[j] > 0
+                     else float("inf"))
+                q = (ss[j] / ((h - 2 * r) * (w - 2 * r) * c) if min(h, w) > 2 * r
+                     else float("nan"))
+                out[i] = Quality(float(p), float(q))
+    return out
+
+
+def _pow2_side(n: int) -> int:
+    return 1 << (max(n, 1) - 1).bit_length()

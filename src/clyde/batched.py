@@ -1,0 +1,595 @@
+"""Many small colour fits in one compiled call: :func:`quantize_many`.
+
+Datasets are mostly small images (thumbnails, crops, photos reduced for training), and
+one compiled call per image costs far more than its fit. Here every image's distinct
+colours (or, above :data:`MAX_DIRECT` colours, its colour bins) are padded with zero
+weights to one of a few capacities, and a fixed number of images of one capacity run as
+one program: k-means++ then Lloyd to convergence, per image, best of ``n_init`` starts,
+vmapped over a leading batch axis. Each image converges on its own (a finished image's
+state stays as it is while the others go on), and every image uses the same key, so an
+image's result does not depend on the other images of the call.
+
+Stages (no image I/O; arrays in, arrays out):
+
+1. **Histogram**, on the host: ``np.unique`` of the packed colour codes (cheap for small
+   images); fully transparent pixels become one colour that keeps its own entry.
+2. **Group** by (capacity, channels, k): :data:`CAPACITIES` for direct fits; above
+   :data:`MAX_DIRECT` colours, 5-bit (then 4-bit) bins are fitted and ``refine`` Lloyd
+   steps then run on the exact colours, padded to :data:`EXACT_CAPACITIES`. Images with
+   still more colours go through :func:`clyde.pixel.quantize_pixels` one by one.
+3. **Fit** (:func:`_fit_many`) and, for binned images, **refine** (:func:`_refine_many`),
+   in chunks of at most :data:`CELL_BUDGET` distance entries (bounded memory).
+4. **Labels**: every distinct colour's nearest *rounded* palette entry (what is written is
+   what is measured), spread to the pixels by the histogram's inverse, on the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Literal, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _cache
+from . import kmeans as km
+from .errors import ClydeError, image_array
+from .metrics import comparable
+
+__all__ = ["quantize_many", "histogram_of", "CAPACITIES", "EXACT_CAPACITIES", "MAX_DIRECT", "DEFAULT_N_INIT"]
+
+#: Distinct colours (or bins) per image of the direct fits: an image is padded to the
+#: smallest that holds it, so these few shapes are all that is compiled.
+CAPACITIES = (256, 1024, 4096)
+MAX_DIRECT = CAPACITIES[-1]
+#: Exact colours of an image whose fit ran on bins, padded likewise; more than the last
+#: and the image goes through :func:`clyde.pixel.quantize_pixels` on its own.
+EXACT_CAPACITIES = (16384, 65536)
+#: Distance entries (images x starts x k x capacity) of one call: bounds its memory to
+#: a few times this many floats, and sets how many images share a call.
+CELL_BUDGET = 1 << 22
+#: k-means++ starts per image: the best (least weighted error) is kept. Batched starts
+#: cost little more than one (docs/benchmarks.md, throughput).
+DEFAULT_N_INIT = 2
+#: Lloyd steps per call: fits still going after them are gathered and continued, so
+#: that a call's fits run about as many steps as each needs (:func:`_fit_group`).
+ROUND = 8
+#: Lloyd steps on the exact colours after a fit on bins.
+DEFAULT_REFINE = 8
+#: Up to this k the nearest-centre search is unrolled; above, a loop over the centres.
+UNROLL_K = 64
+
+
+def _to_space(x, space):
+    x = x.astype(jnp.float32)
+    if space == "oklab":
+        from .color import srgb_to_oklab
+
+        return jnp.concatenate([srgb_to_oklab(x[..., :3]), x[..., 3:] / 255.0], axis=-1)
+    return x
+
+
+def _from_space(x, space):
+    if space == "oklab":
+        from .color import oklab_to_srgb
+
+        return jnp.concatenate([oklab_to_srgb(x[..., :3]), x[..., 3:] * 255.0], axis=-1)
+    return x
+
+
+def _nearest(xt, centers):
+    """Nearest centre of each point: labels ``(m,)`` int32 (the first of equals) and squared
+    distances ``(m,)``, from the points ``xt (C, m)`` (transposed) and ``centers (k, C)``.
+
+    A running minimum over the centres: elementwise work that fuses into one loop, where an
+    ``argmin`` over a ``(k, m)`` matrix was 10x slower on a CPU.
+    """
+    def dist(j):
+        return sum((xt[c] - centers[j, c]) ** 2 for c in range(xt.shape[0]))
+
+    def better(j, state):
+        best, lab = state
+        d = dist(j)
+        closer = d < best
+        return jnp.where(closer, d, best), jnp.where(closer, j, lab)
+
+    best = dist(0)
+    state = (best, jnp.zeros(best.shape, jnp.int32))
+    k = centers.shape[0]
+    if k <= UNROLL_K:
+        for j in range(1, k):
+            state = better(j, state)
+        return state[1], state[0]
+    best, lab = jax.lax.fori_loop(1, k, better, state)
+    return lab, best
+
+
+def _cumsum(a):
+    """Inclusive cumulative sum of ``a (m,)``, ``m`` a power of two: two small triangular
+    matrix products over a ``(m / b, b)`` view, 5x faster on a CPU than ``jnp.cumsum``."""
+    m = a.shape[0]
+    bs = 1 << ((m.bit_length() - 1 + 1) // 2)
+    nb = m // bs
+    hi = jax.lax.Precision.HIGHEST
+    inner = jnp.dot(a.reshape(nb, bs), jnp.triu(jnp.ones((bs, bs), jnp.float32)), precision=hi)
+    offsets = jnp.dot(jnp.tril(jnp.ones((nb, nb), jnp.float32), -1), inner[:, -1], precision=hi)
+    return (inner + offsets[:, None]).reshape(m)
+
+
+def _draw(key, p, n: int):
+    """``n`` indices drawn with probability proportional to ``p (m,)`` (non-negative, not
+    all zero): the inverse of its cumulative sum at uniform points."""
+    cdf = _cumsum(p)
+    u = jax.random.uniform(key, (n,)) * cdf[-1]
+    return jnp.minimum(jnp.sum(cdf[None, :] <= u[:, None], axis=1), p.shape[0] - 1)
+
+
+def _plusplus(key, xt, w, k: int):
+    """Greedy weighted k-means++ (as :func:`clyde.kmeans.kmeans_plusplus`) on one image's
+    points ``xt (C, m)``: each centre is the best of ``2 + log k`` draws."""
+    trials = 2 + int(math.log(k))
+    key, sub = jax.random.split(key)
+    first = _draw(sub, w, 1)[0]
+    centers = jnp.zeros((k, xt.shape[0]), jnp.float32).at[0].set(xt[:, first])
+    closest = km._sqdist_t(xt, xt[:, first][None, :])[0]
+
+    def body(i, state):
+        centers, closest, key = state
+        key, sub = jax.random.split(key)
+        p = w * closest  # all zero when every point is a centre: draw by weight then
+        cand = _draw(sub, jnp.where(jnp.sum(p) > 0, p, w), trials)
+        d = jnp.minimum(closest[None, :], km._sqdist_t(xt, xt[:, cand].T))  # (trials, m)
+        best = jnp.argmin(jnp.sum(d * w[None, :], axis=1))
+        return centers.at[i].set(xt[:, cand[best]]), d[best], key
+
+    return jax.lax.fori_loop(1, k, body, (centers, closest, key))[0]
+
+
+def _sums(xt, w, labels, k: int):
+    """Weighted sums ``(k, C)`` and weights ``(k,)`` of each cluster of one image."""
+    vals = jnp.concatenate([xt.T * w[:, None], w[:, None]], axis=1)
+    acc = jnp.zeros((k, vals.shape[1]), jnp.float32).at[labels].add(vals)
+    return acc[:, :-1], acc[:, -1]
+
+
+def _reseed(centers, counts, xt, w, d2):
+    """Empty cluster ``j`` (the ``r``-th empty one) of one image moves to the point of the
+    ``r``-th largest weighted squared distance (as :func:`clyde.kmeans.lloyd`)."""
+    k = centers.shape[0]
+    empty = counts <= 0
+    _, worst = jax.lax.top_k(jnp.where(w > 0, w * d2, -1.0), min(k, xt.shape[1]))
+    rank = jnp.clip(jnp.cumsum(empty.astype(jnp.int32)) - 1, 0, worst.shape[0] - 1)
+    return jnp.where(empty[:, None], xt[:, worst[rank]].T, centers)
+
+
+def _step(xt, w, centers, live):
+    """One weighted Lloyd step of every image ``(B, ...)``. The empty-cluster search
+    runs only when some live image has an empty cluster (one test for the batch)."""
+    k = centers.shape[1]
+    labels, d2 = jax.vmap(_nearest)(xt, centers)
+    sums, counts = jax.vmap(_sums, (0, 0, 0, None))(xt, w, labels, k)
+    new = jnp.where((counts > 0)[..., None], sums / jnp.maximum(counts, 1e-12)[..., None],
+                    centers)
+    empty = jnp.any(counts <= 0, axis=1) & live
+    return jax.lax.cond(
+        jnp.any(empty),
+        lambda: jnp.where(empty[:, None, None], jax.vmap(_reseed)(new, counts, xt, w, d2), new),
+        lambda: new)
+
+
+def _lloyd(xt, w, state, steps: int, max_iter: int, tol_abs):
+    """At most ``steps`` more Lloyd steps of every image ``(B, ...)``, each until its
+    summed squared centre shift is at most its ``tol_abs`` or it has run ``max_iter``.
+
+    ``state = (centers, steps run, last shift, active)``; an image that is not active
+    keeps its centres (so no image's result depends on another's, nor on how its steps
+    are split over calls). Returns the new state."""
+    c, it, shift, active = state
+    until = it + steps
+
+    def cond(s):
+        return jnp.any(s[3] & (s[1] < until))
+
+    def body(s):
+        c, it, shift, active = s
+        run = active & (it < until)
+        new = _step(xt, w, c, run)
+        sh = jnp.sum((new - c) ** 2, axis=(1, 2))
+        c = jnp.where(run[:, None, None], new, c)
+        it = it + run.astype(jnp.int32)
+        shift = jnp.where(run, sh, shift)
+        return c, it, shift, active & (it < max_iter) & (shift > tol_abs)
+
+    return jax.lax.while_loop(cond, body, (c, it, shift, active))
+
+
+def _fresh(centers, live, max_iter: int):
+    """The Lloyd state of centres that have run no step."""
+    b = centers.shape[0]
+    return (centers, jnp.zeros(b, jnp.int32), jnp.full(b, jnp.inf, jnp.float32),
+            live & (max_iter > 0))
+
+
+def _palette(xt, centers, space):
+    """The rounded sRGB palette ``(k, C)`` uint8 of one image and every point's nearest
+    entry of it."""
+    rgb = jnp.clip(jnp.rint(_from_space(centers, space)), 0.0, 255.0)
+    return rgb.astype(jnp.uint8), _nearest(xt, _to_space(rgb, space))[0]
+
+
+def _points(colors, w, space, tol):
+    """Points ``(B, C, m)`` in the fit's space, which images have any, and their tolerances."""
+    x = _to_space(colors, space)
+    tol_abs = jax.vmap(km._tol_abs, (0, 0, None))(x, w, tol)
+    return jnp.swapaxes(x, 1, 2), jnp.any(w > 0, axis=1), tol_abs
+
+
+_STATICS = ("k", "n_init", "init", "max_iter", "tol", "space", "steps")
+
+
+@functools.partial(_cache.stored, static_argnames=_STATICS)
+def _start_many(keys, colors, w, *, k: int, n_init: int, init: str, max_iter: int, tol: float,
+                space: str, steps: int):
+    """Start ``n_init`` fits of ``k`` colours on each of ``B`` images, and run at most
+    ``steps`` Lloyd steps of each.
+
+    Parameters
+    ----------
+    keys : (B,) PRNG keys, one per image
+    colors : (B, m, C) uint8 array, each image's distinct colours (or rounded bin means),
+        padded with any value
+    w : (B, m) float32 array, pixel counts; 0 for padding rows (an image of no
+        weight at all is padding: it runs no step)
+    k, n_init, init, max_iter, tol, space : static settings (see :func:`quantize_many`)
+
+    Returns
+    -------
+    The Lloyd state of the ``B * n_init`` starts (start ``j`` of image ``i`` at row
+    ``i * n_init + j``): centres ``(B * n_init, k, C)`` float32 in the fit's space,
+    steps run, last squared centre shift, and whether it would run more steps.
+    """
+    xt, live, tol_abs = _points(colors, w, space, tol)
+    r = n_init
+    subkeys = jax.vmap(lambda kk: jax.random.split(kk, r))(keys) if r > 1 else keys[:, None]
+    rep = lambda a: jnp.repeat(a, r, axis=0)  # noqa: E731
+    rxt, rw = rep(xt), rep(w)
+    if init == "kmeans++":
+        c0 = jax.vmap(_plusplus, (0, 0, 0, None))(subkeys.reshape(-1), rxt, rw, k)
+    else:
+        c0 = jax.vmap(lambda kk, a, v: km.random_init(kk, a.T, v, k))(subkeys.reshape(-1), rxt, rw)
+    return _lloyd(rxt, rw, _fresh(c0, rep(live), max_iter), steps, max_iter, rep(tol_abs))
+
+
+@functools.partial(_cache.stored, static_argnames=("max_iter", "tol", "space", "steps"))
+def _more_many(colors, w, state, *, max_iter: int, tol: float, space: str, steps: int):
+    """At most ``steps`` more Lloyd steps of fits (rows: any fits, of any images) from
+    their ``state`` as :func:`_start_many` returns it."""
+    xt, _, tol_abs = _points(colors, w, space, tol)
+    return _lloyd(xt, w, state, steps, max_iter, tol_abs)
+
+
+@functools.partial(_cache.stored, static_argnames=("n_init", "tol", "space"))
+def _pick_many(colors, w, centers, shift, *, n_init: int, tol: float, space: str):
+    """Of each image's ``n_init`` fits (``centers (B * n_init, k, C)``, last squared
+    shifts ``(B * n_init,)``), the one of least weighted squared error (the first of
+    equals): its palette ``(B, k, C)`` uint8, every colour's nearest entry ``(B, m)``,
+    its centres in the fit's space and whether it converged ``(B,)``."""
+    xt, _, tol_abs = _points(colors, w, space, tol)
+    b, r = colors.shape[0], n_init
+    rxt, rw = jnp.repeat(xt, r, axis=0), jnp.repeat(w, r, axis=0)
+    err = jnp.sum(rw * jax.vmap(_nearest)(rxt, centers)[1], axis=1).reshape(b, r)
+    best = jnp.argmin(err, axis=1) + jnp.arange(b) * r
+    c = centers[best]
+    palette, labels = jax.vmap(_palette, (0, 0, None))(xt, c, space)
+    return palette, labels, c, shift[best] <= tol_abs
+
+
+@functools.partial(_cache.stored, static_argnames=("steps", "tol", "space"))
+def _refine_many(colors, w, centers, *, steps: int, tol: float, space: str):
+    """Up to ``steps`` Lloyd steps on each image's exact colours ``(B, m, C)`` uint8 from
+    ``centers (B, k, C)`` (a fit on its bins), then the palette and labels as
+    :func:`_pick_many` gives them: ``(palette, labels, n_iter, converged)``."""
+    xt, live, tol_abs = _points(colors, w, space, tol)
+    c, it, shift, _ = _lloyd(xt, w, _fresh(centers, live, steps), steps, steps, tol_abs)
+    palette, labels = jax.vmap(_palette, (0, 0, None))(xt, c, space)
+    return palette, labels, it, shift <= tol_abs
+
+
+class _Hist(NamedTuple):
+    colors: np.ndarray   # (U, C) uint8, the visible distinct colours
+    counts: np.ndarray   # (U,) float32
+    inverse: np.ndarray  # (H * W,) int32 into the full colour list (visible first)
+    clear: bool          # fully transparent pixels exist: label U is theirs
+
+
+def histogram_of(image: np.ndarray) -> _Hist:
+    """Distinct colours of one ``(H, W, 3|4)`` uint8 image with their counts, as
+    :func:`quantize_many` fits them (host, ``np.unique``; its sort leaves the GIL)."""
+    h, w, c = image.shape
+    px = comparable(image).reshape(-1, c)
+    if c == 3:
+        codes = px[:, 0].astype(np.uint32) | (px[:, 1].astype(np.uint32) << 8) \
+            | (px[:, 2].astype(np.uint32) << 16)
+    else:
+        codes = np.ascontiguousarray(px).view(np.uint32).reshape(-1)
+    uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    colors = np.ascontiguousarray(uniq.astype(np.uint32)).view(np.uint8).reshape(-1, 4)[:, :c]
+    inverse = inverse.reshape(-1).astype(np.int32)
+    clear = c == 4 and uniq[0] == 0 and not colors[0].any()  # (0,0,0,0) sorts first
+    if clear:  # the transparent colour moves to the end: label U
+        colors, counts = colors[1:], counts[1:]
+        inverse = inverse - 1
+        inverse[inverse < 0] = len(colors)
+    return _Hist(colors, counts.astype(np.float32), inverse, bool(clear))
+
+
+def _bins(colors: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Merge colours into the finest of 5-, 4-, 3-bit bins that gives at most
+    :data:`MAX_DIRECT`: ``(bin means (n, C) float32, bin counts (n,), bits)``."""
+    c = colors.shape[1]
+    for bits in (5, 4, 3, 2):
+        q = (colors >> (8 - bits)).astype(np.int64)
+        key = q[:, 0]
+        for j in range(1, c):
+            key = (key << bits) | q[:, j]
+        uniq, inv = np.unique(key, return_inverse=True)
+        if len(uniq) <= MAX_DIRECT:
+            break
+    inv = inv.reshape(-1)
+    wsum = np.bincount(inv, counts, len(uniq))
+    means = np.stack([np.bincount(inv, counts * colors[:, j], len(uniq)) for j in range(c)], 1)
+    return (means / wsum[:, None]).astype(np.float32), wsum.astype(np.float32), bits
+
+
+def _capacity(n: int, caps) -> int:
+    return next(c for c in caps if c >= n)
+
+
+def _chunks(n: int, bmax: int) -> list[int]:
+    """Call sizes for ``n`` images (or fits): full calls of ``bmax``, then the rest in one
+    call padded to a power of four (so a few programs per capacity, at most 4x the work
+    of the last call)."""
+    sizes = [bmax] * (n // bmax)
+    if n % bmax:
+        b = 1
+        while b < n % bmax:
+            b *= 4
+        sizes.append(min(b, bmax))
+    return sizes
+
+
+def _per_call(k: int, m: int, n_init: int) -> int:
+    """Images per call: the largest power of two within :data:`CELL_BUDGET`."""
+    b = max(1, CELL_BUDGET // (k * m * n_init))
+    return 1 << (b.bit_length() - 1)
+
+
+def _pad_stack(arrays, m: int, b: int, dtype) -> np.ndarray:
+    """``arrays`` (each ``(n_i, ...)``) stacked into ``(b, m, ...)`` zeros."""
+    out = np.zeros((b, m) + arrays[0].shape[1:], dtype)
+    for i, a in enumerate(arrays):
+        out[i, :len(a)] = a
+    return out
+
+
+def _fit_group(cols: np.ndarray, w: np.ndarray, key, *, k: int, n_init: int, init: str,
+               max_iter: int, tol: float, space: str):
+    """Fit every image of one capacity: ``cols (n, m, C)`` uint8, ``w (n, m)`` float32.
+
+    Starts run :data:`ROUND` Lloyd steps in calls of many images; the fits still going
+    are then gathered from all calls and continued, :data:`ROUND` steps a call, until
+    none is left, so that a call's fits run about as many steps as each needs, not as
+    many as its slowest fit. Returns palettes ``(n, k, C)``, labels ``(n, m)``, centres
+    ``(n, k, C)`` in the fit's space, steps over all starts ``(n,)`` and whether the kept
+    start converged ``(n,)``.
+    """
+    n, m = w.shape
+    r = n_init
+    states, s = [], 0
+    for b in _chunks(n, _per_call(k, m, r)):
+        cc, ww = _pad_rows(cols[s:s + b], b), _pad_rows(w[s:s + b], b)
+        keys = jnp.broadcast_to(key, (b,))
+        st = _start_many(keys, cc, ww, k=k, n_init=r, init=init, max_iter=max_iter, tol=tol,
+                         space=space, steps=ROUND)
+        states.append([np.asarray(a)[:min(b, n - s) * r] for a in st])
+        s += b
+    c, it, shift, active = (np.concatenate(p) for p in zip(*states))
+    lane_img = np.arange(n * r) // r
+    while active.any():
+        todo = np.flatnonzero(active)
+        s = 0
+        for b in _chunks(len(todo), _per_call(k, m, 1)):
+            rows = todo[s:s + b]
+            s += len(rows)
+            img = _pad_rows(lane_img[rows], b)
+            st = tuple(_pad_rows(a[rows], b) for a in (c, it, shift, active))
+            ww = w[img] * (np.arange(b) < len(rows))[:, None]  # padding rows: no weight
+            out = _more_many(cols[img], ww, st, max_iter=max_iter, tol=tol, space=space,
+                             steps=ROUND)
+            for dst, a in zip((c, it, shift, active), out):
+                dst[rows] = np.asarray(a)[:len(rows)]
+    pal, lab, cen, conv, s = [], [], [], [], 0
+    for b in _chunks(n, _per_call(k, m, r)):
+        got = min(b, n - s)
+        cc, ww = _pad_rows(cols[s:s + b], b), _pad_rows(w[s:s + b], b)
+        lanes = slice(s * r, (s + got) * r)
+        out = _pick_many(cc, ww, _pad_rows(c[lanes], b * r), _pad_rows(shift[lanes], b * r),
+                         n_init=r, tol=tol, space=space)
+        for dst, a in zip((pal, lab, cen, conv), out):
+            dst.append(np.asarray(a)[:got])
+        s += got
+    pal, lab, cen, conv = (np.concatenate(a) for a in (pal, lab, cen, conv))
+    return pal, lab, cen, it.reshape(n, r).sum(axis=1), conv
+
+
+def _pad_rows(a: np.ndarray, b: int) -> np.ndarray:
+    """``a`` padded with zero rows to ``b`` rows."""
+    if len(a) == b:
+        return a
+    out = np.zeros((b,) + a.shape[1:], a.dtype)
+    out[:len(a)] = a
+    return out
+
+
+def _validate(k, init, max_iter, tol, n_init, space, refine, algo):
+    if int(k) != k or k < 2:
+        raise ClydeError(f"k must be an integer >= 2, got {k}")
+    if k > 256:
+        raise ClydeError(f"quantize_many fits k <= 256 colours (one call for many images), "
+                         f"got {k}; use quantize_pixels for more")
+    if init not in km.INITS:
+        raise ClydeError(f"init must be one of {', '.join(km.INITS)}, got {init!r}")
+    if space not in ("rgb", "oklab"):
+        raise ClydeError(f"space must be one of rgb, oklab, got {space!r}")
+    if int(max_iter) != max_iter or max_iter < 1:
+        raise ClydeError(f"iters must be an integer >= 1, got {max_iter}")
+    if not tol >= 0:
+        raise ClydeError(f"tol must be >= 0, got {tol}")
+    if int(n_init) != n_init or n_init < 1:
+        raise ClydeError(f"n_init must be an integer >= 1, got {n_init}")
+    if int(refine) != refine or refine < 0:
+        raise ClydeError(f"refine must be an integer >= 0, got {refine}")
+    if algo not in km.ALGOS:
+        raise ClydeError(f"algo must be one of {', '.join(km.ALGOS)}, got {algo!r}")
+
+
+def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
+                  init: Literal["kmeans++", "random"] = "kmeans++", max_iter: int = 300,
+                  tol: float = 1e-4, n_init: int = DEFAULT_N_INIT,
+                  space: Literal["rgb", "oklab"] = "rgb", refine: int = DEFAULT_REFINE,
+                  algo: Literal["lloyd", "minibatch"] = "lloyd", histograms: Sequence | None = None
+                  ) -> list:
+    """Quantize many images to ``k`` colours each, many images per compiled call.
+
+    Parameters
+    ----------
+    images : sequence of (H, W, 3) or (H, W, 4) uint8 ndarrays (or Pillow images), of any
+        sizes (mixed sizes in one call are fine)
+    k : int, ``2 <= k <= 256``, colours per image (RGBA: fully transparent pixels get
+        an entry of their own, as in :func:`clyde.pixel.quantize_pixels`)
+    seed : int, every image's key is ``jax.random.key(seed)``: an image's result does
+        not depend on the other images of the call, nor on its place among them
+    init : {"kmeans++", "random"}, how each start picks its centres
+    max_iter : int, Lloyd steps at most per start
+    tol : float, relative tolerance on the centre shift (as :func:`clyde.kmeans.lloyd`)
+    n_init : int, starts per image; the one of least weighted squared error is kept
+    space : {"rgb", "oklab"}, where distances are measured
+    refine : int, Lloyd steps on the exact colours of an image fitted on colour bins
+        (more than :data:`MAX_DIRECT` distinct colours)
+    algo : {"lloyd", "minibatch"}, the fit of an image with more than
+        ``EXACT_CAPACITIES[-1]`` distinct colours, which goes alone through
+        :func:`clyde.pixel.quantize_pixels`
+    histograms : optional, ``histogram_of(image)`` of each image, made ahead (for
+        example in the threads that decode the images)
+
+    Returns
+    -------
+    list of PixelResult, one per image, in order
+
+    Examples
+    --------
+    Over a Hugging Face dataset, a batch of rows at a time::
+
+        import numpy as np, clyde
+        from PIL import Image
+
+        def shrink(batch):
+            res = clyde.quantize_many([np.asarray(im.convert("RGB")) for im in batch["image"]], 16)
+            batch["image"] = [Image.fromarray(r.image) for r in res]
+            return batch
+
+        ds = ds.map(shrink, batched=True, batch_size=1024)
+    """
+    from .pixel import PixelResult, _key, quantize_pixels
+
+    _validate(k, init, max_iter, tol, n_init, space, refine, algo)
+    arrays = []
+    for i, im in enumerate(images):
+        a = image_array(im)
+        if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8 or a.size == 0:
+            raise ClydeError(f"image {i}: expected an (H, W, 3|4) uint8 array, got "
+                             f"{a.dtype} of shape {a.shape}")
+        arrays.append(a)
+    key = _key(seed)
+    statics = dict(n_init=n_init, init=init, max_iter=int(max_iter), tol=float(tol), space=space)
+    results: list = [None] * len(arrays)
+    fits: dict = {}      # (m, C, k) -> [(i, colours, counts)]
+    binned: dict = {}    # image -> its exact colours' capacity, for the refine
+    hists: dict = {}
+    for i, a in enumerate(arrays):
+        h = histogram_of(a) if histograms is None else histograms[i]
+        kf = k - 1 if h.clear else k
+        if len(h.colors) <= kf:  # no fit: every colour is its own entry
+            hists[i] = h
+            results[i] = (h.colors.copy(), np.arange(len(h.colors), dtype=np.int32), 0, True,
+                          len(h.colors))
+        elif len(h.colors) <= MAX_DIRECT:
+            hists[i] = h
+            fits.setdefault((_capacity(len(h.colors), CAPACITIES), a.shape[2], kf), []).append(
+                (i, h.colors, h.counts))
+        elif len(h.colors) <= EXACT_CAPACITIES[-1]:
+            hists[i] = h
+            means, wsum, _ = _bins(h.colors, h.counts)
+            binned[i] = _capacity(len(h.colors), EXACT_CAPACITIES)
+            fits.setdefault((_capacity(len(means), CAPACITIES), a.shape[2], kf), []).append(
+                (i, means, wsum))
+        else:  # a large photo: the single-image path (binning, coarse start, swap search)
+            r = quantize_pixels(a, k, init=init, algo=algo, max_iter=max_iter, tol=tol,
+                                seed=seed, space=space)
+            results[i] = r
+
+    centers = {}
+    for (m, c, kf), jobs in fits.items():
+        cols = np.zeros((len(jobs), m, c), np.uint8)
+        w = np.zeros((len(jobs), m), np.float32)
+        for j, (_, x, cnt) in enumerate(jobs):
+            cols[j, :len(x)] = np.rint(x) if x.dtype != np.uint8 else x
+            w[j, :len(x)] = cnt
+        pal, lab, cen, its, conv = _fit_group(cols, w, key, k=kf, **statics)
+        for j, (i, _, _) in enumerate(jobs):
+            if i in binned:
+                centers[i] = cen[j]
+                results[i] = (None, None, int(its[j]), bool(conv[j]), 0)
+            else:
+                results[i] = (pal[j], lab[j, :len(hists[i].colors)], int(its[j]), bool(conv[j]),
+                              len(hists[i].colors))
+
+    refines: dict = {}
+    for i, m in binned.items():
+        refines.setdefault((m, arrays[i].shape[2], len(centers[i])), []).append(i)
+    for (m, c, kf), idx in refines.items():
+        s = 0
+        for b in _chunks(len(idx), _per_call(kf, m, 1)):
+            part = idx[s:s + b]
+            s += len(part)
+            cols = np.zeros((b, m, c), np.uint8)
+            w = np.zeros((b, m), np.float32)
+            cen = np.zeros((b, kf, c), np.float32)
+            for j, i in enumerate(part):
+                cols[j, :len(hists[i].colors)] = hists[i].colors
+                w[j, :len(hists[i].colors)] = hists[i].counts
+                cen[j] = centers[i]
+            out = [np.asarray(v) for v in _refine_many(cols, w, cen, steps=int(refine),
+                                                       tol=float(tol), space=space)]
+            for j, i in enumerate(part):
+                pal, lab, it, conv = (v[j] for v in out)
+                results[i] = (pal, lab[:len(hists[i].colors)], results[i][2] + int(it),
+                              bool(conv), len(hists[i].colors))
+
+    out = []
+    for i, a in enumerate(arrays):
+        r = results[i]
+        if isinstance(r, PixelResult):
+            out.append(r)
+            continue
+        pal, lab, it, conv, npts = r
+        h = hists[i]
+        if h.clear:
+            pal = np.concatenate([pal, np.zeros((1, 4), np.uint8)])
+            lab = np.concatenate([lab, [len(pal) - 1]]).astype(np.int32)
+        dtype = np.uint8 if len(pal) <= 256 else np.uint16
+        indices = lab.astype(dtype)[h.inverse].reshape(a.shape[:2])
+        out.append(PixelResult(indices, np.ascontiguousarray(pal), it, conv, npts))
+    return out
