@@ -212,7 +212,10 @@ def main(argv=None):
                     help="stop a scikit-learn run after this many seconds")
     ap.add_argument("--only", default=None,
                     help="comma-separated sections to run (default: all of "
-                         "pixel,command,latency,unseen,patch,codec,adaptive,batch,train,scale; with --quick: pixel,command)")
+                         "pixel,command,latency,unseen,patch,codec,adaptive,batch,throughput,train,"
+                         "scale; with --quick: pixel,command)")
+    ap.add_argument("--thumbs", type=int, default=2000,
+                    help="32x32 thumbnails in the throughput section")
     ap.add_argument("--check", type=Path, default=None, metavar="FILE",
                     help="only print the target check for an existing benchmarks.md")
     ap.add_argument("--out", type=Path, default=None,
@@ -232,7 +235,8 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="clyde-bench-")
 
     only = args.only or ("pixel,command" if args.quick
-                         else "pixel,command,latency,unseen,patch,codec,adaptive,batch,train,scale")
+                         else "pixel,command,latency,unseen,patch,codec,adaptive,batch,throughput,"
+                              "train,scale")
     sections = set(only.split(","))
     if "pixel" in sections:
         # ---- in-process quantization step
@@ -334,7 +338,8 @@ def main(argv=None):
             ratio = f"{dt / ref:.2f}" if ref else "n/a"
             lines.append(fmt_row([label, f"{dt:.2f}", ratio, f"{rss:.0f}", f"{q.psnr:.2f}", f"{q.ssim:.4f}", f"{nbytes:,}"]))
             print(lines[-1], flush=True)
-    for section in ("latency", "unseen", "patch", "codec", "adaptive", "batch", "train", "scale"):
+    for section in ("latency", "unseen", "patch", "codec", "adaptive", "batch", "throughput", "train",
+                    "scale"):
         if section in sections:
             lines += globals()[f"section_{section}"](args, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -735,6 +740,153 @@ def section_batch(args, tmp):
                      f"{n / floor:.2f}", "floor", ""])]
     print("\n".join(out[-4:]), flush=True)
     return out
+
+
+# ---------------------------------------------------------------- datasets of small images
+
+_POOL_CODE = """
+import sys
+from multiprocessing import Pool
+from pathlib import Path
+from PIL import Image
+
+def one(a):
+    src, dst, tool, step = a
+    im = Image.open(src).convert("RGB")
+    if step > 1:
+        im = im.reduce(step)
+    if tool == "iq":
+        import imagequant
+        q = imagequant.quantize_pil_image(im, dithering_level=0.0, max_colors=16)
+    else:
+        q = im.quantize(16, method=Image.Quantize.FASTOCTREE)
+    q.save(dst)
+
+if __name__ == "__main__":
+    src, dst, tool, step = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    jobs = [(p, dst / (p.stem + ".png"), tool, step) for p in sorted(src.iterdir())]
+    with Pool(2) as pool:
+        pool.map(one, jobs, chunksize=16)
+"""
+
+
+def _throughput_sets(args, tmp):
+    """The three sets of the throughput section, made from the photos: 32x32 PNG thumbnails
+    (random square crops, box-reduced), 256x256 JPEG crops, and the photos themselves."""
+    rng = np.random.default_rng(0)
+    photos = sorted(args.photos.glob("*.jpg"))
+    ims = [Image.open(p).convert("RGB") for p in photos]
+    sets = []
+    for name, n, side, fmt in [("thumbs", args.thumbs, 32, "png"),
+                               ("crops", 60 if args.quick else 300, 256, "jpg")]:
+        folder = Path(tmp) / f"tp-{name}"
+        folder.mkdir(exist_ok=True)
+        for i in range(n):
+            im = ims[i % len(ims)]
+            s = int(rng.integers(side * 2, min(im.size)))
+            x, y = int(rng.integers(0, im.width - s)), int(rng.integers(0, im.height - s))
+            crop = im.crop((x, y, x + s, y + s)).resize((side, side), Image.Resampling.BOX)
+            crop.save(folder / f"{i:05d}.{fmt}", **({"quality": 90} if fmt == "jpg" else {}))
+        sets.append((f"{n:,} {side}x{side} {fmt.upper()}s", folder, 1))
+    folder = Path(tmp) / "tp-photos"
+    folder.mkdir(exist_ok=True)
+    for p in photos[: 6 if args.quick else len(photos)]:
+        shutil.copy(p, folder / p.name)
+    sets.append((f"{len(list(folder.iterdir()))} photos, step 5", folder, 5))
+    return sets
+
+
+def _mean_psnr(folder, out, step, suffix=".png"):
+    """Mean PSNR over every image of ``folder`` of its output in ``out`` (a PNG of the same
+    stem), each capped at 60 dB (an exact image counts 60), against the original reduced
+    by Pillow's ``reduce(step)``: one rule and one reference for every tool."""
+    vals = []
+    for p in sorted(folder.iterdir()):
+        ref = Image.open(p).convert("RGB")
+        if step > 1:
+            ref = ref.reduce(step)
+        got = np.asarray(Image.open(out / (p.stem + suffix)).convert("RGB"), np.float64)
+        ref = np.asarray(ref, np.float64)
+        if got.shape != ref.shape:
+            return float("nan")
+        mse = np.mean((got - ref) ** 2)
+        vals.append(60.0 if mse == 0 else min(60.0, 10 * np.log10(255 ** 2 / mse)))
+    return float(np.mean(vals))
+
+
+def section_throughput(args, tmp):
+    """clyde batch on many small images against pngquant, libimagequant and Pillow's octree
+    over two processes: images/s and mean PSNR, whole processes."""
+    pngquant = shutil.which("pngquant")
+    cl = [sys.executable, "-m", "clyde"]
+    out = ["", "## Throughput on datasets of small images", "",
+           "Whole processes, k=16, no dithering, the same input folder for every tool. clyde: "
+           "`clyde batch IN OUT --algo ALGO -k 16 --step S` (one process; the fit runs many images "
+           "per compiled call); pngquant: `pngquant --nofs 16` over `xargs -P2`; libimagequant and "
+           "Pillow's fast octree: a 2-process `multiprocessing` pool (Pillow `reduce(5)` first for "
+           "the photos). Mean PSNR: every image of the set, each capped at 60 dB, against the "
+           "original (reduced by Pillow's `reduce(5)` for the photos; clyde's own summary line "
+           "instead leaves exact images out of its mean). Warm: median of "
+           f"{args.repeats} runs with a filled compilation cache; cold: one run on an empty one.",
+           "", fmt_row(["set", "tool", "seconds", "images/s", "x libimagequant pool",
+                        "mean PSNR dB", "dB over libimagequant"]), fmt_row(["---"] * 7)]
+    for label, folder, step in _throughput_sets(args, tmp):
+        n = len(list(folder.iterdir()))
+        dst = Path(tmp) / "tp-out"
+        runs = []
+        for algo in ("mbkm", "fkm"):
+            cmd = cl + ["batch", str(folder), str(dst / algo), "--algo", algo, "-k", "16",
+                        "--step", str(step), "--overwrite", "-q"]
+            runs.append((f"clyde batch --algo {algo}", cmd, dst / algo))
+        if pngquant and step == 1 and folder.name == "tp-thumbs":
+            # pngquant writes next to its input: a copy of the set, quantized in place
+            pq = dst / "pq"
+            shutil.rmtree(pq, ignore_errors=True)
+            shutil.copytree(folder, pq)
+            sh = (f"cd {pq} && ls | grep -v -- -q16 | xargs -P2 -n 64 {pngquant} --nofs --force "
+                  "--ext -q16.png 16")
+            runs.append(("pngquant --nofs, xargs -P2", ["bash", "-c", sh], pq))
+        for tool, name in (("iq", "libimagequant, 2-process pool"),
+                           ("octree", "Pillow fast octree, 2 processes")):
+            if tool == "iq" and not _has("imagequant"):
+                continue
+            (dst / tool).mkdir(parents=True, exist_ok=True)
+            runs.append((name, [sys.executable, "-c", _POOL_CODE, str(folder), str(dst / tool),
+                                tool, str(step)], dst / tool))
+        cache = Path(tmp) / "tp-cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        env = dict(os.environ, CLYDE_CACHE_DIR=str(cache))
+        cold = run_process(runs[0][1], env)[0]  # empty cache: compiles what it runs
+        times = {lab: [] for lab, _, _ in runs}
+        for _ in range(args.repeats):
+            for lab, cmd, _ in runs:
+                times[lab].append(run_process(cmd, env)[0])
+        psnr = {lab: _mean_psnr(folder, o, step, "-q16.png" if o.name == "pq" else ".png")
+                for lab, _, o in runs}
+        base = next((lab for lab in times if lab.startswith("libimagequant")), None)
+        rows = [(runs[0][0] + " (cold cache)", cold, psnr[runs[0][0]])] + \
+            [(lab, statistics.median(times[lab]), psnr[lab]) for lab, _, _ in runs]
+        for lab, dt, p in rows:
+            ratio = f"{statistics.median(times[base]) / dt:.2f}" if base else "n/a"
+            over = f"{p - psnr[base]:+.2f}" if base else "n/a"
+            out.append(fmt_row([label, lab, f"{dt:.2f}", f"{n / dt:,.0f}", ratio, f"{p:.2f}", over]))
+            print(out[-1], flush=True)
+    # in-process: the library call alone, warm
+    thumbs = [np.asarray(Image.open(p).convert("RGB")) for p in
+              sorted((Path(tmp) / "tp-thumbs").iterdir())]
+    clyde.quantize_many(thumbs, 16)
+    dt, _ = median_time(lambda: clyde.quantize_many(thumbs, 16), args.repeats)
+    out += ["", f"In-process, warm: `clyde.quantize_many` on the {len(thumbs):,} 32x32 thumbnails "
+            f"(k=16, default settings) takes {dt:.2f} s: {len(thumbs) / dt:,.0f} images/s "
+            f"on {jax_device()}."]
+    print(out[-1], flush=True)
+    return out
+
+
+def jax_device():
+    import jax
+
+    return str(jax.devices()[0].device_kind)
 
 
 def section_train(args, tmp):

@@ -118,33 +118,30 @@ def _cumsum(a):
     return (inner + offsets[:, None]).reshape(m)
 
 
-def _draw(key, p, n: int):
-    """``n`` indices drawn with probability proportional to ``p (m,)`` (non-negative, not
-    all zero): the inverse of its cumulative sum at uniform points."""
+def _draw(u, p):
+    """Indices drawn with probability proportional to ``p (m,)`` (non-negative, not all
+    zero), one per uniform number in ``u (n,)``: the inverse of its cumulative sum."""
     cdf = _cumsum(p)
-    u = jax.random.uniform(key, (n,)) * cdf[-1]
-    return jnp.minimum(jnp.sum(cdf[None, :] <= u[:, None], axis=1), p.shape[0] - 1)
+    return jnp.minimum(jnp.sum(cdf[None, :] <= (u * cdf[-1])[:, None], axis=1), p.shape[0] - 1)
 
 
-def _plusplus(key, xt, w, k: int):
+def _plusplus(u, xt, w, k: int):
     """Greedy weighted k-means++ (as :func:`clyde.kmeans.kmeans_plusplus`) on one image's
-    points ``xt (C, m)``: each centre is the best of ``2 + log k`` draws."""
-    trials = 2 + int(math.log(k))
-    key, sub = jax.random.split(key)
-    first = _draw(sub, w, 1)[0]
+    points ``xt (C, m)``: each centre is the best of ``2 + log k`` draws, made with the
+    uniform numbers ``u (k, 2 + log k)``."""
+    first = _draw(u[0, :1], w)[0]
     centers = jnp.zeros((k, xt.shape[0]), jnp.float32).at[0].set(xt[:, first])
     closest = km._sqdist_t(xt, xt[:, first][None, :])[0]
 
     def body(i, state):
-        centers, closest, key = state
-        key, sub = jax.random.split(key)
+        centers, closest = state
         p = w * closest  # all zero when every point is a centre: draw by weight then
-        cand = _draw(sub, jnp.where(jnp.sum(p) > 0, p, w), trials)
+        cand = _draw(u[i], jnp.where(jnp.sum(p) > 0, p, w))
         d = jnp.minimum(closest[None, :], km._sqdist_t(xt, xt[:, cand].T))  # (trials, m)
         best = jnp.argmin(jnp.sum(d * w[None, :], axis=1))
-        return centers.at[i].set(xt[:, cand[best]]), d[best], key
+        return centers.at[i].set(xt[:, cand[best]]), d[best]
 
-    return jax.lax.fori_loop(1, k, body, (centers, closest, key))[0]
+    return jax.lax.fori_loop(1, k, body, (centers, closest))[0]
 
 
 def _sums(xt, w, labels, k: int):
@@ -226,48 +223,57 @@ def _points(colors, w, space, tol):
     return jnp.swapaxes(x, 1, 2), jnp.any(w > 0, axis=1), tol_abs
 
 
-_STATICS = ("k", "n_init", "init", "max_iter", "tol", "space", "steps")
+def _trials(k: int) -> int:
+    return 2 + int(math.log(k))
 
 
-@functools.partial(_cache.stored, static_argnames=_STATICS)
-def _start_many(keys, colors, w, *, k: int, n_init: int, init: str, max_iter: int, tol: float,
-                space: str, steps: int):
-    """Start ``n_init`` fits of ``k`` colours on each of ``B`` images, and run at most
-    ``steps`` Lloyd steps of each.
+@functools.partial(_cache.stored, static_argnames=("n_init", "k"))
+def _uniforms(key, *, n_init: int, k: int):
+    """The uniform numbers ``(n_init, k, trials)`` every start draws its centres with: the
+    same for every image (so that its result depends on nothing else), made once a call."""
+    keys = jax.random.split(key, n_init) if n_init > 1 else key[None]
+    return jax.vmap(lambda kk: jax.random.uniform(kk, (k, _trials(k))))(keys)
+
+
+def _random_start(u, xt, w, k: int):
+    """``k`` points drawn with probability proportional to weight (``mkm``: a simple Lloyd
+    from random pixels); repeats become empty clusters, which Lloyd re-seeds."""
+    return xt[:, _draw(u[:, 0], w)].T
+
+
+@functools.partial(_cache.stored, static_argnames=("k", "init", "max_iter", "tol", "space",
+                                                   "steps"))
+def _rounds_many(u, colors, w, state, *, k: int, init: str, max_iter: int, tol: float,
+                 space: str, steps: int):
+    """Start the fits marked fresh and run at most ``steps`` Lloyd steps of every fit.
 
     Parameters
     ----------
-    keys : (B,) PRNG keys, one per image
-    colors : (B, m, C) uint8 array, each image's distinct colours (or rounded bin means),
-        padded with any value
-    w : (B, m) float32 array, pixel counts; 0 for padding rows (an image of no
-        weight at all is padding: it runs no step)
-    k, n_init, init, max_iter, tol, space : static settings (see :func:`quantize_many`)
+    u : (L, k, trials) float32 array, each fit's uniform numbers (:func:`_uniforms`)
+    colors : (L, m, C) uint8 array, each fit's image's distinct colours (or rounded bin
+        means), padded with any value
+    w : (L, m) float32 array, pixel counts; 0 for padding rows (a fit of no weight at
+        all is padding: it runs no step)
+    state : the fits' Lloyd state: centres ``(L, k, C)`` float32 in the fit's space,
+        steps run ``(L,)``, last squared centre shift ``(L,)``, whether it would run more
+        steps ``(L,)`` and whether it is still to be started ``(L,)`` (k-means++, or
+        weighted random points with ``init="random"``; skipped when no fit is fresh)
+    k, init, max_iter, tol, space : static settings (see :func:`quantize_many`)
 
     Returns
     -------
-    The Lloyd state of the ``B * n_init`` starts (start ``j`` of image ``i`` at row
-    ``i * n_init + j``): centres ``(B * n_init, k, C)`` float32 in the fit's space,
-    steps run, last squared centre shift, and whether it would run more steps.
+    The new state, every fit started.
     """
     xt, live, tol_abs = _points(colors, w, space, tol)
-    r = n_init
-    subkeys = jax.vmap(lambda kk: jax.random.split(kk, r))(keys) if r > 1 else keys[:, None]
-    rep = lambda a: jnp.repeat(a, r, axis=0)  # noqa: E731
-    rxt, rw = rep(xt), rep(w)
-    if init == "kmeans++":
-        c0 = jax.vmap(_plusplus, (0, 0, 0, None))(subkeys.reshape(-1), rxt, rw, k)
-    else:
-        c0 = jax.vmap(lambda kk, a, v: km.random_init(kk, a.T, v, k))(subkeys.reshape(-1), rxt, rw)
-    return _lloyd(rxt, rw, _fresh(c0, rep(live), max_iter), steps, max_iter, rep(tol_abs))
-
-
-@functools.partial(_cache.stored, static_argnames=("max_iter", "tol", "space", "steps"))
-def _more_many(colors, w, state, *, max_iter: int, tol: float, space: str, steps: int):
-    """At most ``steps`` more Lloyd steps of fits (rows: any fits, of any images) from
-    their ``state`` as :func:`_start_many` returns it."""
-    xt, _, tol_abs = _points(colors, w, space, tol)
-    return _lloyd(xt, w, state, steps, max_iter, tol_abs)
+    c, it, shift, active, fresh = state
+    first = jax.vmap(_plusplus if init == "kmeans++" else _random_start, (0, 0, 0, None))
+    c = jax.lax.cond(jnp.any(fresh),
+                     lambda: jnp.where(fresh[:, None, None], first(u, xt, w, k), c), lambda: c)
+    it = jnp.where(fresh, 0, it)
+    shift = jnp.where(fresh, jnp.inf, shift)
+    active = jnp.where(fresh, live & (max_iter > 0), active)
+    return (*_lloyd(xt, w, (c, it, shift, active), steps, max_iter, tol_abs),
+            jnp.zeros_like(fresh))
 
 
 @functools.partial(_cache.stored, static_argnames=("n_init", "tol", "space"))
@@ -304,11 +310,40 @@ class _Hist(NamedTuple):
     clear: bool          # fully transparent pixels exist: label U is theirs
 
 
+def _distinct(points: _Hist) -> _Hist:
+    """The distinct colours of pixel points (:func:`histogram_of`) with their counts."""
+    px, c = points.colors, points.colors.shape[1]
+    keep = points.counts > 0
+    codes = np.zeros(len(px), np.uint32)
+    for j in range(c):
+        codes |= px[:, j].astype(np.uint32) << (8 * j)
+    uniq, inv, counts = np.unique(codes[keep], return_inverse=True, return_counts=True)
+    colors = np.ascontiguousarray(uniq).view(np.uint8).reshape(-1, 4)[:, :c]
+    inverse = np.full(len(px), len(uniq), np.int32)  # transparent pixels: the entry after
+    inverse[keep] = inv.reshape(-1)
+    return _Hist(colors, counts.astype(np.float32), inverse, points.clear)
+
+
 def histogram_of(image: np.ndarray) -> _Hist:
-    """Distinct colours of one ``(H, W, 3|4)`` uint8 image with their counts, as
-    :func:`quantize_many` fits them (host, ``np.unique``; its sort leaves the GIL)."""
+    """The weighted points :func:`quantize_many` fits for one ``(H, W, 3|4)`` uint8 image.
+
+    Up to ``EXACT_CAPACITIES[-1]`` pixels, the pixels themselves, each of weight 1 (a
+    sort would cost more than it saves: a thumbnail's pixels are nearly all distinct
+    colours, and the k-means objective is the same); above, the distinct colours with
+    their counts (host, ``np.unique``). Fully transparent pixels weigh nothing and get an entry
+    of their own.
+    """
     h, w, c = image.shape
     px = comparable(image).reshape(-1, c)
+    if h * w <= EXACT_CAPACITIES[-1]:
+        counts = np.ones(h * w, np.float32)
+        inverse = np.arange(h * w, dtype=np.int32)
+        clear = c == 4 and not px[:, 3].all()
+        if clear:
+            gone = px[:, 3] == 0
+            counts[gone] = 0.0
+            inverse[gone] = h * w  # the transparent entry, after the fitted ones
+        return _Hist(np.ascontiguousarray(px), counts, inverse, bool(clear))
     if c == 3:
         codes = px[:, 0].astype(np.uint32) | (px[:, 1].astype(np.uint32) << 8) \
             | (px[:, 2].astype(np.uint32) << 16)
@@ -326,20 +361,22 @@ def histogram_of(image: np.ndarray) -> _Hist:
 
 
 def _bins(colors: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Merge colours into the finest of 5-, 4-, 3-bit bins that gives at most
-    :data:`MAX_DIRECT`: ``(bin means (n, C) float32, bin counts (n,), bits)``."""
+    """Merge weighted colours (or pixels) into the finest of 5-, 4-, 3-bit bins that
+    gives at most :data:`MAX_DIRECT`: ``(bin means (n, C) float32, bin weights (n,), bits)``.
+    Counted by ``np.bincount`` over every slot (no sort)."""
     c = colors.shape[1]
     for bits in (5, 4, 3, 2):
-        q = (colors >> (8 - bits)).astype(np.int64)
+        q = (colors >> (8 - bits)).astype(np.int32)
         key = q[:, 0]
         for j in range(1, c):
             key = (key << bits) | q[:, j]
-        uniq, inv = np.unique(key, return_inverse=True)
-        if len(uniq) <= MAX_DIRECT:
+        wsum = np.bincount(key, counts, 1 << (bits * c))
+        used = np.flatnonzero(wsum)
+        if len(used) <= MAX_DIRECT:
             break
-    inv = inv.reshape(-1)
-    wsum = np.bincount(inv, counts, len(uniq))
-    means = np.stack([np.bincount(inv, counts * colors[:, j], len(uniq)) for j in range(c)], 1)
+    means = np.stack([np.bincount(key, counts * colors[:, j], 1 << (bits * c))[used]
+                      for j in range(c)], 1)
+    wsum = wsum[used]
     return (means / wsum[:, None]).astype(np.float32), wsum.astype(np.float32), bits
 
 
@@ -347,21 +384,23 @@ def _capacity(n: int, caps) -> int:
     return next(c for c in caps if c >= n)
 
 
-def _chunks(n: int, bmax: int) -> list[int]:
-    """Call sizes for ``n`` images (or fits): full calls of ``bmax``, then the rest in one
-    call padded to a power of four (so a few programs per capacity, at most 4x the work
-    of the last call)."""
-    sizes = [bmax] * (n // bmax)
-    if n % bmax:
-        b = 1
-        while b < n % bmax:
-            b *= 4
-        sizes.append(min(b, bmax))
+def _sizes(n: int, bmax: int) -> list[int]:
+    """Call sizes for ``n`` images (or fits): calls of ``bmax``, and one of ``bmax / 16``
+    for a rest that small, so that two programs serve every count (:func:`_size_set`)."""
+    small, sizes = max(1, bmax // 16), []
+    while n > 0:
+        sizes.append(bmax if n > small else small)
+        n -= sizes[-1]
     return sizes
 
 
+def _size_set(bmax: int) -> tuple:
+    return tuple(sorted({bmax, max(1, bmax // 16)}))
+
+
 def _per_call(k: int, m: int, n_init: int) -> int:
-    """Images per call: the largest power of two within :data:`CELL_BUDGET`."""
+    """Images (or fits, ``n_init=1``) per call: the largest power of two within
+    :data:`CELL_BUDGET`."""
     b = max(1, CELL_BUDGET // (k * m * n_init))
     return 1 << (b.bit_length() - 1)
 
@@ -374,54 +413,71 @@ def _pad_stack(arrays, m: int, b: int, dtype) -> np.ndarray:
     return out
 
 
-def _fit_group(cols: np.ndarray, w: np.ndarray, key, *, k: int, n_init: int, init: str,
+def _fit_group(cols: np.ndarray, w: np.ndarray, u, *, k: int, n_init: int, init: str,
                max_iter: int, tol: float, space: str):
-    """Fit every image of one capacity: ``cols (n, m, C)`` uint8, ``w (n, m)`` float32.
+    """Fit every image of one capacity: ``cols (n, m, C)`` uint8, ``w (n, m)`` float32,
+    ``n_init`` fits each (``u``: :func:`_uniforms`).
 
-    Starts run :data:`ROUND` Lloyd steps in calls of many images; the fits still going
-    are then gathered from all calls and continued, :data:`ROUND` steps a call, until
-    none is left, so that a call's fits run about as many steps as each needs, not as
-    many as its slowest fit. Returns palettes ``(n, k, C)``, labels ``(n, m)``, centres
-    ``(n, k, C)`` in the fit's space, steps over all starts ``(n,)`` and whether the kept
-    start converged ``(n,)``.
+    Every call runs :data:`ROUND` Lloyd steps of many fits; the fits still going are then
+    gathered from all calls and continued, until none is left, so that a call's fits run
+    about as many steps as each needs, not as many as its slowest. Returns palettes
+    ``(n, k, C)``, labels ``(n, m)``, centres ``(n, k, C)`` in the fit's space, steps over
+    all starts ``(n,)`` and whether the kept start converged ``(n,)``.
     """
     n, m = w.shape
-    r = n_init
-    states, s = [], 0
-    for b in _chunks(n, _per_call(k, m, r)):
-        cc, ww = _pad_rows(cols[s:s + b], b), _pad_rows(w[s:s + b], b)
-        keys = jnp.broadcast_to(key, (b,))
-        st = _start_many(keys, cc, ww, k=k, n_init=r, init=init, max_iter=max_iter, tol=tol,
-                         space=space, steps=ROUND)
-        states.append([np.asarray(a)[:min(b, n - s) * r] for a in st])
-        s += b
-    c, it, shift, active = (np.concatenate(p) for p in zip(*states))
-    lane_img = np.arange(n * r) // r
-    while active.any():
-        todo = np.flatnonzero(active)
+    r, c_dim = n_init, cols.shape[2]
+    lanes = n * r
+    lane_img, lane_start = np.arange(lanes) // r, np.arange(lanes) % r
+    u = np.asarray(u)
+    c = np.zeros((lanes, k, c_dim), np.float32)
+    it = np.zeros(lanes, np.int32)
+    shift = np.full(lanes, np.inf, np.float32)
+    active = np.zeros(lanes, bool)
+    fresh = np.ones(lanes, bool)
+    settings = dict(k=k, init=init, max_iter=max_iter, tol=tol, space=space, steps=ROUND)
+    while True:
+        todo = np.flatnonzero(active | fresh)
+        if not len(todo):
+            break
         s = 0
-        for b in _chunks(len(todo), _per_call(k, m, 1)):
+        for b in _sizes(len(todo), _per_call(k, m, 1)):
             rows = todo[s:s + b]
             s += len(rows)
             img = _pad_rows(lane_img[rows], b)
-            st = tuple(_pad_rows(a[rows], b) for a in (c, it, shift, active))
             ww = w[img] * (np.arange(b) < len(rows))[:, None]  # padding rows: no weight
-            out = _more_many(cols[img], ww, st, max_iter=max_iter, tol=tol, space=space,
-                             steps=ROUND)
-            for dst, a in zip((c, it, shift, active), out):
+            st = tuple(_pad_rows(a[rows], b) for a in (c, it, shift, active, fresh))
+            out = _rounds_many(u[_pad_rows(lane_start[rows], b)], cols[img], ww, st, **settings)
+            for dst, a in zip((c, it, shift, active, fresh), out):
                 dst[rows] = np.asarray(a)[:len(rows)]
     pal, lab, cen, conv, s = [], [], [], [], 0
-    for b in _chunks(n, _per_call(k, m, r)):
+    for b in _sizes(n, max(1, _per_call(k, m, r))):
         got = min(b, n - s)
         cc, ww = _pad_rows(cols[s:s + b], b), _pad_rows(w[s:s + b], b)
-        lanes = slice(s * r, (s + got) * r)
-        out = _pick_many(cc, ww, _pad_rows(c[lanes], b * r), _pad_rows(shift[lanes], b * r),
+        span = slice(s * r, (s + got) * r)
+        out = _pick_many(cc, ww, _pad_rows(c[span], b * r), _pad_rows(shift[span], b * r),
                          n_init=r, tol=tol, space=space)
         for dst, a in zip((pal, lab, cen, conv), out):
             dst.append(np.asarray(a)[:got])
         s += got
     pal, lab, cen, conv = (np.concatenate(a) for a in (pal, lab, cen, conv))
     return pal, lab, cen, it.reshape(n, r).sum(axis=1), conv
+
+
+def _prefetch_group(m: int, c_dim: int, *, k: int, n_init: int, init: str, max_iter: int,
+                    tol: float, space: str) -> None:
+    """Compile (or load) in the background the programs :func:`_fit_group` runs on images
+    of capacity ``m``, while earlier groups run: every call size it may use."""
+    sds, f32 = jax.ShapeDtypeStruct, jnp.float32
+    for b in _size_set(_per_call(k, m, 1)):
+        st = (sds((b, k, c_dim), f32), sds((b,), jnp.int32), sds((b,), f32), sds((b,), bool),
+              sds((b,), bool))
+        _rounds_many.prefetch(sds((b, k, _trials(k)), f32), sds((b, m, c_dim), jnp.uint8),
+                              sds((b, m), f32), st, k=k, init=init, max_iter=max_iter, tol=tol,
+                              space=space, steps=ROUND)
+    for b in _size_set(max(1, _per_call(k, m, n_init))):
+        _pick_many.prefetch(sds((b, m, c_dim), jnp.uint8), sds((b, m), f32),
+                            sds((b * n_init, k, c_dim), f32), sds((b * n_init,), f32),
+                            n_init=n_init, tol=tol, space=space)
 
 
 def _pad_rows(a: np.ndarray, b: int) -> np.ndarray:
@@ -530,8 +586,15 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
             fits.setdefault((_capacity(len(h.colors), CAPACITIES), a.shape[2], kf), []).append(
                 (i, h.colors, h.counts))
         elif len(h.colors) <= EXACT_CAPACITIES[-1]:
-            hists[i] = h
             means, wsum, _ = _bins(h.colors, h.counts)
+            if len(means) <= 4 * kf and a.shape[0] * a.shape[1] == len(h.colors):
+                few = _distinct(h)  # few bins: perhaps few colours, which come back exact
+                if len(few.colors) <= kf:
+                    hists[i] = few
+                    results[i] = (few.colors.copy(), np.arange(len(few.colors), dtype=np.int32),
+                                  0, True, len(few.colors))
+                    continue
+            hists[i] = h
             binned[i] = _capacity(len(h.colors), EXACT_CAPACITIES)
             fits.setdefault((_capacity(len(means), CAPACITIES), a.shape[2], kf), []).append(
                 (i, means, wsum))
@@ -540,14 +603,26 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
                                 seed=seed, space=space)
             results[i] = r
 
-    centers = {}
+    sds, f32 = jax.ShapeDtypeStruct, jnp.float32
+    refine_groups = {(m, arrays[i].shape[2], k - 1 if hists[i].clear else k)
+                     for i, m in binned.items()}
+    for m, c, kf in fits:  # compile side by side what the groups will run
+        _prefetch_group(m, c, k=kf, **statics)
+    for m, c, kf in refine_groups:
+        for b in _size_set(_per_call(kf, m, 1)):
+            _refine_many.prefetch(sds((b, m, c), jnp.uint8), sds((b, m), f32),
+                                  sds((b, kf, c), f32), steps=int(refine), tol=float(tol),
+                                  space=space)
+    centers, uniforms = {}, {}
     for (m, c, kf), jobs in fits.items():
+        if kf not in uniforms:
+            uniforms[kf] = _uniforms(key, n_init=n_init, k=kf)
         cols = np.zeros((len(jobs), m, c), np.uint8)
         w = np.zeros((len(jobs), m), np.float32)
         for j, (_, x, cnt) in enumerate(jobs):
             cols[j, :len(x)] = np.rint(x) if x.dtype != np.uint8 else x
             w[j, :len(x)] = cnt
-        pal, lab, cen, its, conv = _fit_group(cols, w, key, k=kf, **statics)
+        pal, lab, cen, its, conv = _fit_group(cols, w, uniforms[kf], k=kf, **statics)
         for j, (i, _, _) in enumerate(jobs):
             if i in binned:
                 centers[i] = cen[j]
@@ -561,7 +636,7 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
         refines.setdefault((m, arrays[i].shape[2], len(centers[i])), []).append(i)
     for (m, c, kf), idx in refines.items():
         s = 0
-        for b in _chunks(len(idx), _per_call(kf, m, 1)):
+        for b in _sizes(len(idx), _per_call(kf, m, 1)):
             part = idx[s:s + b]
             s += len(part)
             cols = np.zeros((b, m, c), np.uint8)

@@ -423,15 +423,17 @@ def quality_many(originals, indices, palettes, *, data_range: float = 255.0) -> 
             continue
         shape = (max(16, _pow2_side(h)), max(16, _pow2_side(w)), a.shape[2])
         groups.setdefault(shape, []).append(i)
-    r = _RADIUS
+    r, sds = _RADIUS, jax.ShapeDtypeStruct
+    for (hc, wc, c), idx in groups.items():  # compile side by side what will run
+        for n in _many_sizes(len(idx), _MANY_PIXELS // (hc * wc)):
+            _quality_many.prefetch(sds((n, hc, wc, c), jnp.uint8), sds((n, hc, wc), jnp.uint8),
+                                   sds((n, 256, c), jnp.uint8), sds((n, 2), jnp.int32),
+                                   float(data_range))
     for (hc, wc, c), idx in groups.items():
-        per = max(1, _MANY_PIXELS // (hc * wc))
-        for s in range(0, len(idx), per):
-            part = idx[s:s + per]
-            n = 1
-            while n < len(part):
-                n *= 4
-            n = min(n, per)
+        s = 0
+        for n in _many_sizes(len(idx), _MANY_PIXELS // (hc * wc)):
+            part = idx[s:s + n]
+            s += len(part)
             a = np.zeros((n, hc, wc, c), np.uint8)
             b = np.zeros((n, hc, wc), np.uint8)
             pal = np.zeros((n, 256, c), np.uint8)
@@ -452,6 +454,16 @@ def quality_many(originals, indices, palettes, *, data_range: float = 255.0) -> 
                      else float("nan"))
                 out[i] = Quality(float(p), float(q))
     return out
+
+
+def _many_sizes(n: int, per: int) -> list:
+    """Call sizes for ``n`` images, ``per`` a call: calls of ``per``, and one of
+    ``per / 16`` for a rest that small (two programs for any count)."""
+    small, sizes = max(1, per // 16), []
+    while n > 0:
+        sizes.append(per if n > small else small)
+        n -= sizes[-1]
+    return sizes
 
 
 def _pow2_side(n: int) -> int:
