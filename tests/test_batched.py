@@ -91,7 +91,7 @@ def test_a_round_split_does_not_change_the_fit():
     rng = np.random.default_rng(3)
     cols = rng.integers(0, 256, (2, 256, 3)).astype(np.uint8)
     w = np.ones((2, 256), np.float32)
-    u = np.asarray(bt._uniforms(jax.random.key(0), n_init=2, k=8))
+    u = np.asarray(bt._uniforms(np.uint32(0), n_init=2, k=8))
     kw = dict(k=8, init="kmeans++", max_iter=40, tol=1e-4, space="rgb")
     fresh = (np.zeros((2, 8, 3), np.float32), np.zeros(2, np.int32), np.full(2, np.inf, np.float32),
              np.zeros(2, bool), np.ones(2, bool))

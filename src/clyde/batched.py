@@ -228,11 +228,13 @@ def _trials(k: int) -> int:
 
 
 @functools.partial(_cache.stored, static_argnames=("n_init", "k"))
-def _uniforms(key, *, n_init: int, k: int):
-    """The uniform numbers ``(n_init, k, trials)`` every start draws its centres with: the
-    same for every image (so that its result depends on nothing else), made once a call."""
-    keys = jax.random.split(key, n_init) if n_init > 1 else key[None]
-    return jax.vmap(lambda kk: jax.random.uniform(kk, (k, _trials(k))))(keys)
+def _uniforms(seed, *, n_init: int, k: int):
+    """The uniform numbers ``(n_init, k, trials)`` every start draws its centres with, from
+    ``jax.random.key(seed, impl="rbg")``: the same for every image (so that its result
+    depends on nothing else), made once a call. XLA's own generator: its program compiles
+    in 0.2 s, threefry's in 1.4 s."""
+    key = jax.random.key(seed, impl="rbg")
+    return jax.random.uniform(key, (n_init, k, _trials(k)))
 
 
 def _random_start(u, xt, w, k: int):
@@ -385,17 +387,25 @@ def _capacity(n: int, caps) -> int:
 
 
 def _sizes(n: int, bmax: int) -> list[int]:
-    """Call sizes for ``n`` images (or fits): calls of ``bmax``, and one of ``bmax / 16``
-    for a rest that small, so that two programs serve every count (:func:`_size_set`)."""
-    small, sizes = max(1, bmax // 16), []
+    """Call sizes for ``n`` images (or fits): calls of ``bmax``, and, where ``bmax`` is
+    at least 256, one of ``bmax / 16`` for a rest that small: two programs at most serve
+    every count (:func:`_sizes_for`); a small ``bmax`` pads its last call instead (its
+    work costs less than a second program's compile)."""
+    small, sizes = _small(bmax), []
     while n > 0:
         sizes.append(bmax if n > small else small)
         n -= sizes[-1]
     return sizes
 
 
-def _size_set(bmax: int) -> tuple:
-    return tuple(sorted({bmax, max(1, bmax // 16)}))
+def _small(bmax: int) -> int:
+    return bmax // 16 if bmax >= 256 else bmax
+
+
+def _sizes_for(n: int, bmax: int) -> tuple:
+    """The call sizes :func:`_sizes` may use for ``n`` items or any fewer."""
+    small = _small(bmax)
+    return (small, bmax) if n > small else (small,)
 
 
 def _per_call(k: int, m: int, n_init: int) -> int:
@@ -463,18 +473,18 @@ def _fit_group(cols: np.ndarray, w: np.ndarray, u, *, k: int, n_init: int, init:
     return pal, lab, cen, it.reshape(n, r).sum(axis=1), conv
 
 
-def _prefetch_group(m: int, c_dim: int, *, k: int, n_init: int, init: str, max_iter: int,
-                    tol: float, space: str) -> None:
-    """Compile (or load) in the background the programs :func:`_fit_group` runs on images
-    of capacity ``m``, while earlier groups run: every call size it may use."""
+def _prefetch_group(n: int, m: int, c_dim: int, *, k: int, n_init: int, init: str,
+                    max_iter: int, tol: float, space: str) -> None:
+    """Compile (or load) in the background the programs :func:`_fit_group` runs on ``n``
+    images of capacity ``m``, while earlier groups run: the call sizes it may use."""
     sds, f32 = jax.ShapeDtypeStruct, jnp.float32
-    for b in _size_set(_per_call(k, m, 1)):
+    for b in _sizes_for(n * n_init, _per_call(k, m, 1)):
         st = (sds((b, k, c_dim), f32), sds((b,), jnp.int32), sds((b,), f32), sds((b,), bool),
               sds((b,), bool))
         _rounds_many.prefetch(sds((b, k, _trials(k)), f32), sds((b, m, c_dim), jnp.uint8),
                               sds((b, m), f32), st, k=k, init=init, max_iter=max_iter, tol=tol,
                               space=space, steps=ROUND)
-    for b in _size_set(max(1, _per_call(k, m, n_init))):
+    for b in _sizes_for(n, max(1, _per_call(k, m, n_init))):
         _pick_many.prefetch(sds((b, m, c_dim), jnp.uint8), sds((b, m), f32),
                             sds((b * n_init, k, c_dim), f32), sds((b * n_init,), f32),
                             n_init=n_init, tol=tol, space=space)
@@ -489,7 +499,7 @@ def _pad_rows(a: np.ndarray, b: int) -> np.ndarray:
     return out
 
 
-def _validate(k, init, max_iter, tol, n_init, space, refine, algo):
+def _validate(k, init, max_iter, tol, n_init, space, refine, algo, seed):
     if int(k) != k or k < 2:
         raise ClydeError(f"k must be an integer >= 2, got {k}")
     if k > 256:
@@ -509,6 +519,8 @@ def _validate(k, init, max_iter, tol, n_init, space, refine, algo):
         raise ClydeError(f"refine must be an integer >= 0, got {refine}")
     if algo not in km.ALGOS:
         raise ClydeError(f"algo must be one of {', '.join(km.ALGOS)}, got {algo!r}")
+    if int(seed) != seed or not 0 <= seed < 1 << 32:
+        raise ClydeError(f"seed must be an integer from 0 to 2**32 - 1, got {seed}")
 
 
 def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
@@ -525,8 +537,9 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
         sizes (mixed sizes in one call are fine)
     k : int, ``2 <= k <= 256``, colours per image (RGBA: fully transparent pixels get
         an entry of their own, as in :func:`clyde.pixel.quantize_pixels`)
-    seed : int, every image's key is ``jax.random.key(seed)``: an image's result does
-        not depend on the other images of the call, nor on its place among them
+    seed : int, ``0 <= seed < 2**32``: every image's starts draw from
+        ``jax.random.key(seed, impl="rbg")``, so an image's result does not depend on the
+        other images of the call, nor on its place among them
     init : {"kmeans++", "random"}, how each start picks its centres
     max_iter : int, Lloyd steps at most per start
     tol : float, relative tolerance on the centre shift (as :func:`clyde.kmeans.lloyd`)
@@ -558,9 +571,9 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
 
         ds = ds.map(shrink, batched=True, batch_size=1024)
     """
-    from .pixel import PixelResult, _key, quantize_pixels
+    from .pixel import PixelResult, quantize_pixels
 
-    _validate(k, init, max_iter, tol, n_init, space, refine, algo)
+    _validate(k, init, max_iter, tol, n_init, space, refine, algo, seed)
     arrays = []
     for i, im in enumerate(images):
         a = image_array(im)
@@ -568,7 +581,6 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
             raise ClydeError(f"image {i}: expected an (H, W, 3|4) uint8 array, got "
                              f"{a.dtype} of shape {a.shape}")
         arrays.append(a)
-    key = _key(seed)
     statics = dict(n_init=n_init, init=init, max_iter=int(max_iter), tol=float(tol), space=space)
     results: list = [None] * len(arrays)
     fits: dict = {}      # (m, C, k) -> [(i, colours, counts)]
@@ -596,8 +608,8 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
                     continue
             hists[i] = h
             binned[i] = _capacity(len(h.colors), EXACT_CAPACITIES)
-            fits.setdefault((_capacity(len(means), CAPACITIES), a.shape[2], kf), []).append(
-                (i, means, wsum))
+            # bins: always the largest capacity (one program whatever their number)
+            fits.setdefault((MAX_DIRECT, a.shape[2], kf), []).append((i, means, wsum))
         else:  # a large photo: the single-image path (binning, coarse start, swap search)
             r = quantize_pixels(a, k, init=init, algo=algo, max_iter=max_iter, tol=tol,
                                 seed=seed, space=space)
@@ -606,17 +618,18 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
     sds, f32 = jax.ShapeDtypeStruct, jnp.float32
     refine_groups = {(m, arrays[i].shape[2], k - 1 if hists[i].clear else k)
                      for i, m in binned.items()}
-    for m, c, kf in fits:  # compile side by side what the groups will run
-        _prefetch_group(m, c, k=kf, **statics)
+    for (m, c, kf), jobs in fits.items():  # compile side by side what the groups will run
+        _prefetch_group(len(jobs), m, c, k=kf, **statics)
     for m, c, kf in refine_groups:
-        for b in _size_set(_per_call(kf, m, 1)):
+        n = sum(1 for i, mm in binned.items() if mm == m and arrays[i].shape[2] == c)
+        for b in _sizes_for(n, _per_call(kf, m, 1)):
             _refine_many.prefetch(sds((b, m, c), jnp.uint8), sds((b, m), f32),
                                   sds((b, kf, c), f32), steps=int(refine), tol=float(tol),
                                   space=space)
     centers, uniforms = {}, {}
     for (m, c, kf), jobs in fits.items():
         if kf not in uniforms:
-            uniforms[kf] = _uniforms(key, n_init=n_init, k=kf)
+            uniforms[kf] = _uniforms(np.uint32(seed), n_init=n_init, k=kf)
         cols = np.zeros((len(jobs), m, c), np.uint8)
         w = np.zeros((len(jobs), m), np.float32)
         for j, (_, x, cnt) in enumerate(jobs):

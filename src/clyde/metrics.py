@@ -360,8 +360,9 @@ def as_written(dst: str | os.PathLike, original: np.ndarray, result: np.ndarray,
 
 
 #: Images up to this many rows and columns are measured many per call by
-#: :func:`quality_many`, padded to a power of two each way (at least 16).
-MANY_MAX_SIDE = 256
+#: :func:`quality_many`, padded to a power of two each way (at least 16); larger ones tile
+#: by tile, by the one program every image size shares (few programs to compile).
+MANY_MAX_SIDE = 64
 _MANY_PIXELS = 1 << 18  # padded pixels per call of :func:`_quality_many`
 
 
