@@ -2,6 +2,7 @@ import csv
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,23 @@ def test_no_progress_bar_in_a_redirected_log_or_a_library_call(folder, tmp_path,
     run_batch(folder, tmp_path / "o2", algo="so")
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_kmeans_batch_writes_what_quantize_many_gives_each_image(folder, tmp_path):
+    """The batched pipeline's outputs are quantize_many's results on each reduced image,
+    whatever the other images of the folder (fitted in the same calls)."""
+    import clyde
+    from clyde.batch import _load_reduced, _many_settings
+
+    s = run_batch(folder, tmp_path / "o", algo="fkm", k=8, recursive=True, progress=False)
+    assert s.count("done") == 4 and s.count("failed") == 1
+    settings = _many_settings("fkm", 8, 0, None)
+    for rel in ["cat.jpg", "crop.png", "sub/gray.tiff", "sub/alpha.webp"]:
+        _, small, _ = _load_reduced(folder / rel, step=5, max_side=None, size=None,
+                                    resample="box")
+        want = clyde.quantize_many([small], **settings)[0].image
+        got = clyde.load_image(tmp_path / "o" / Path(rel).with_suffix(".png")).array
+        np.testing.assert_array_equal(got, want)
+        r = next(r for r in s.results if r.name == rel)
+        q = clyde.image_quality(small, want)
+        assert r.psnr == pytest.approx(q.psnr, abs=1e-3)

@@ -492,9 +492,13 @@ def _pipeline_many(plan: Plan, reduce, settings: dict, finish, *, jobs: int, met
     no_icc: list[str] = []
     todo = plan.todo
 
+    def load(rel):  # the decoded full-size pixels are not kept: two chunks are in memory
+        loaded, small, t = reduce(rel)
+        return loaded._replace(array=None), small, t
+
     with ThreadPoolExecutor(jobs) as loaders, ThreadPoolExecutor(jobs) as savers:
         def submit(s):
-            return [loaders.submit(reduce, rel) for rel, _ in todo[s:s + MANY_CHUNK]]
+            return [loaders.submit(load, rel) for rel, _ in todo[s:s + MANY_CHUNK]]
 
         loads, queued = submit(0), []  # queued: the previous chunk's entries, in order
         for s in range(0, len(todo), MANY_CHUNK):
