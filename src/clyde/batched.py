@@ -1,26 +1,29 @@
 """Many small colour fits in one compiled call: :func:`quantize_many`.
 
 Datasets are mostly small images (thumbnails, crops, photos reduced for training), and
-one compiled call per image costs far more than its fit. Here every image's distinct
-colours (or, above :data:`MAX_DIRECT` colours, its colour bins) are padded with zero
-weights to one of a few capacities, and a fixed number of images of one capacity run as
-one program: k-means++ then Lloyd to convergence, per image, best of ``n_init`` starts,
-vmapped over a leading batch axis. Each image converges on its own (a finished image's
-state stays as it is while the others go on), and every image uses the same key, so an
-image's result does not depend on the other images of the call.
+one compiled call per image costs far more than its fit. Here every image's points are
+padded with zero weights to one of a few capacities, and many fits of one capacity run as
+one program: greedy k-means++ then Lloyd to convergence, ``n_init`` starts per image,
+vmapped over a leading axis. Each fit converges on its own (a finished fit keeps its state
+while the others go on), and every image draws from the same seed, so an image's result
+does not depend on the other images of the call.
 
 Stages (no image I/O; arrays in, arrays out):
 
-1. **Histogram**, on the host: ``np.unique`` of the packed colour codes (cheap for small
-   images); fully transparent pixels become one colour that keeps its own entry.
-2. **Group** by (capacity, channels, k): :data:`CAPACITIES` for direct fits; above
-   :data:`MAX_DIRECT` colours, 5-bit (then 4-bit) bins are fitted and ``refine`` Lloyd
-   steps then run on the exact colours, padded to :data:`EXACT_CAPACITIES`. Images with
-   still more colours go through :func:`clyde.pixel.quantize_pixels` one by one.
-3. **Fit** (:func:`_fit_many`) and, for binned images, **refine** (:func:`_refine_many`),
-   in chunks of at most :data:`CELL_BUDGET` distance entries (bounded memory).
-4. **Labels**: every distinct colour's nearest *rounded* palette entry (what is written is
-   what is measured), spread to the pixels by the histogram's inverse, on the host.
+1. **Points**, on the host (:func:`histogram_of`): up to ``EXACT_CAPACITIES[-1]`` pixels,
+   the pixels themselves (weight 1); above, the distinct colours and their counts. Fully
+   transparent pixels weigh nothing and keep an entry of their own.
+2. **Group** by (capacity, channels, k): up to :data:`MAX_DIRECT` points, padded to one of
+   :data:`CAPACITIES`; above, 5-bit (then 4-bit) bins are fitted, padded to
+   :data:`MAX_DIRECT`, and ``refine`` Lloyd steps then run on the exact points, padded to
+   :data:`EXACT_CAPACITIES`. Images with still more colours go through
+   :func:`clyde.pixel.quantize_pixels` one by one.
+3. **Fit** (:func:`_rounds_many`, :data:`ROUND` steps a call, the fits still going
+   gathered into later calls), **pick** the best start (:func:`_pick_many`) and, for binned
+   images, **refine** (:func:`_refine_many`); a call holds at most :data:`CELL_BUDGET`
+   distance entries (bounded memory).
+4. **Labels**: every point's nearest *rounded* palette entry (what is written is what is
+   measured), spread to the pixels on the host.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from . import kmeans as km
 from .errors import ClydeError, image_array
 from .metrics import comparable
 
-__all__ = ["quantize_many", "histogram_of", "CAPACITIES", "EXACT_CAPACITIES", "MAX_DIRECT", "DEFAULT_N_INIT"]
+__all__ = ["quantize_many", "histogram_of", "CAPACITIES", "EXACT_CAPACITIES", "MAX_DIRECT",
+           "DEFAULT_N_INIT"]
 
 #: Distinct colours (or bins) per image of the direct fits: an image is padded to the
 #: smallest that holds it, so these few shapes are all that is compiled.
@@ -306,9 +310,11 @@ def _refine_many(colors, w, centers, *, steps: int, tol: float, space: str):
 
 
 class _Hist(NamedTuple):
-    colors: np.ndarray   # (U, C) uint8, the visible distinct colours
-    counts: np.ndarray   # (U,) float32
-    inverse: np.ndarray  # (H * W,) int32 into the full colour list (visible first)
+    """An image's weighted points (:func:`histogram_of`)."""
+
+    colors: np.ndarray   # (U, C) uint8: the pixels, or the visible distinct colours
+    counts: np.ndarray   # (U,) float32 weights (0: a transparent pixel)
+    inverse: np.ndarray  # (H * W,) int32, each pixel's point
     clear: bool          # fully transparent pixels exist: label U is theirs
 
 
