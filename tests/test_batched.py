@@ -184,6 +184,7 @@ def test_quality_many_matches_image_quality():
     (dict(k=1), "k must be an integer >= 2, got 1"),
     (dict(k=4, n_init=0), "n_init must be an integer >= 1, got 0"),
     (dict(k=4, init="best"), "init must be one of kmeans++, random, got 'best'"),
+    (dict(k=4, seed=-1), "seed must be an integer from 0 to 2**32 - 1, got -1"),
 ])
 def test_bad_settings_say_what_they_got(kw, message):
     with pytest.raises(clyde.ClydeError) as e:
@@ -195,3 +196,37 @@ def test_a_bad_image_says_which():
     with pytest.raises(clyde.ClydeError) as e:
         clyde.quantize_many([_thumbs(1)[0], np.zeros((4, 4), np.uint8)], 4)
     assert str(e.value) == "image 1: expected an (H, W, 3|4) uint8 array, got uint8 of shape (4, 4)"
+
+
+def test_few_colours_past_the_direct_capacity_come_back_exact():
+    """An image of more than MAX_DIRECT pixels but at most k colours (two of them in one
+    5-bit bin) gets exactly its colours, not a fit on its bins."""
+    rng = np.random.default_rng(13)
+    cols = np.array([[0, 0, 0], [1, 1, 1], [255, 0, 0]], np.uint8)
+    img = cols[rng.integers(0, 3, (100, 100))]
+    r = clyde.quantize_many([img], 4)[0]
+    np.testing.assert_array_equal(r.image, img)
+    assert sorted(map(tuple, r.palette)) == sorted(map(tuple, cols))
+
+
+def test_random_starts_are_the_seeds_and_not_the_neighbours():
+    """``init="random"`` (the batch's mkm): the same result alone and among others, and
+    another seed gives another fit."""
+    imgs = _thumbs(9, seed=14)
+    kw = dict(init="random", max_iter=10, tol=0.0, n_init=1)
+    alone = clyde.quantize_many([imgs[4]], 8, **kw)[0]
+    among = clyde.quantize_many(imgs, 8, **kw)[4]
+    np.testing.assert_array_equal(alone.indices, among.indices)
+    np.testing.assert_array_equal(alone.palette, among.palette)
+    assert alone.n_iter == 10
+    other = clyde.quantize_many([imgs[4]], 8, seed=1, **kw)[0]
+    assert not np.array_equal(other.palette, alone.palette)
+
+
+@pytest.mark.slow
+def test_images_of_many_colours_go_through_the_single_image_fit(many_colours):
+    """More than EXACT_CAPACITIES[-1] distinct colours: quantize_pixels' own result."""
+    got = clyde.quantize_many([many_colours], 16, algo="minibatch")[0]
+    want = clyde.quantize_pixels(many_colours, 16, algo="minibatch")
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.palette, want.palette)

@@ -455,10 +455,6 @@ def _work(plan: Plan, finish, *, step, max_side, size, resample, algo, k, seed, 
         return _pipeline_many(plan, reduce, _many_settings(algo, k, seed, iters), finish,
                               jobs=jobs, metrics=metrics, exact=exact)
     quantize = _quantizer(algo, k=k, seed=seed, iters=iters, patch=patch, adaptive=adaptive)
-    if metrics and algo in KMEANS_ALGOS and k <= 256:  # indices into a palette, known ahead
-        from .metrics import prefetch_indexed_quality
-
-        prefetch_indexed_quality((64, 64, 3))  # any RGB image over the SSIM window
     return _pipeline(plan, reduce, quantize, finish, jobs=jobs, metrics=metrics, exact=exact)
 
 
@@ -521,8 +517,7 @@ def _pipeline_many(plan: Plan, reduce, settings: dict, finish, *, jobs: int, met
                 [comparable(ok[j][3]) for j in good], [res[j].indices for j in good],
                 [comparable(res[j].palette) for j in good]))) if metrics else {}
             each = (time.perf_counter() - t) / max(len(ok), 1)
-            for e in queued:
-                _retire(e, finish) if isinstance(e, _InFlight) else finish(e)
+            _retire_all(queued, finish)
             queued = []
             for e in entries:
                 if isinstance(e, FileResult):
@@ -537,9 +532,17 @@ def _pipeline_many(plan: Plan, reduce, settings: dict, finish, *, jobs: int, met
                 saved = savers.submit(_save, out, q, (lambda qual=qual: qual) if metrics else None,
                                       small, loaded.icc_profile, exact)
                 queued.append(_InFlight(name, loaded, small, q.k, t_load + each, saved))
-        for e in queued:
-            _retire(e, finish) if isinstance(e, _InFlight) else finish(e)
+        _retire_all(queued, finish)
     return no_icc
+
+
+def _retire_all(entries: list, finish) -> None:
+    """Finish ``entries`` in order: failures as they are, files in flight when saved."""
+    for e in entries:
+        if isinstance(e, _InFlight):
+            _retire(e, finish)
+        else:
+            finish(e)
 
 
 def _fit_chunk(quantize_many, images: list, settings: dict) -> list:
@@ -697,14 +700,8 @@ def _pipeline(plan: Plan, reduce, quantize, finish, *, jobs: int, metrics: bool,
                 saved = savers.submit(_save, out, q, pending, small, loaded.icc_profile, exact)
                 in_flight.append(_InFlight(name, loaded, small, q.k,
                                            t_load + time.perf_counter() - t, saved))
-            except ClydeError as e:
-                finish(FileResult(name, "failed", error=str(e)))
-            except MemoryError:
-                finish(FileResult(name, "failed", error="out of memory"))
-            except Exception as e:  # a bug: this file fails, the others still go on
-                if debug():
-                    raise
-                finish(FileResult(name, "failed", error=unexpected(e)))
+            except Exception as e:  # noqa: BLE001  (this file fails, the others still go on)
+                finish(_failure(name, e))
             # retire finished saves in order, keeping memory bounded
             while in_flight and (in_flight[0].saved.done() or len(in_flight) > ahead):
                 _retire(in_flight.pop(0), finish)

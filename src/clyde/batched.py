@@ -40,6 +40,7 @@ from . import _cache
 from . import kmeans as km
 from .errors import ClydeError, image_array
 from .metrics import comparable
+from .pixel import PixelResult, _from_space, _to_space, quantize_pixels
 
 __all__ = ["quantize_many", "histogram_of", "CAPACITIES", "EXACT_CAPACITIES", "MAX_DIRECT",
            "DEFAULT_N_INIT"]
@@ -64,23 +65,6 @@ ROUND = 8
 DEFAULT_REFINE = 8
 #: Up to this k the nearest-centre search is unrolled; above, a loop over the centres.
 UNROLL_K = 64
-
-
-def _to_space(x, space):
-    x = x.astype(jnp.float32)
-    if space == "oklab":
-        from .color import srgb_to_oklab
-
-        return jnp.concatenate([srgb_to_oklab(x[..., :3]), x[..., 3:] / 255.0], axis=-1)
-    return x
-
-
-def _from_space(x, space):
-    if space == "oklab":
-        from .color import oklab_to_srgb
-
-        return jnp.concatenate([oklab_to_srgb(x[..., :3]), x[..., 3:] * 255.0], axis=-1)
-    return x
 
 
 def _nearest(xt, centers):
@@ -155,16 +139,6 @@ def _sums(xt, w, labels, k: int):
     return acc[:, :-1], acc[:, -1]
 
 
-def _reseed(centers, counts, xt, w, d2):
-    """Empty cluster ``j`` (the ``r``-th empty one) of one image moves to the point of the
-    ``r``-th largest weighted squared distance (as :func:`clyde.kmeans.lloyd`)."""
-    k = centers.shape[0]
-    empty = counts <= 0
-    _, worst = jax.lax.top_k(jnp.where(w > 0, w * d2, -1.0), min(k, xt.shape[1]))
-    rank = jnp.clip(jnp.cumsum(empty.astype(jnp.int32)) - 1, 0, worst.shape[0] - 1)
-    return jnp.where(empty[:, None], xt[:, worst[rank]].T, centers)
-
-
 def _step(xt, w, centers, live):
     """One weighted Lloyd step of every image ``(B, ...)``. The empty-cluster search
     runs only when some live image has an empty cluster (one test for the batch)."""
@@ -176,7 +150,9 @@ def _step(xt, w, centers, live):
     empty = jnp.any(counts <= 0, axis=1) & live
     return jax.lax.cond(
         jnp.any(empty),
-        lambda: jnp.where(empty[:, None, None], jax.vmap(_reseed)(new, counts, xt, w, d2), new),
+        lambda: jnp.where(empty[:, None, None],  # onto the worst-fitted points, as Lloyd does
+                          jax.vmap(km._reseed_empty)(new, counts, jnp.swapaxes(xt, 1, 2), w, d2),
+                          new),
         lambda: new)
 
 
@@ -368,9 +344,9 @@ def histogram_of(image: np.ndarray) -> _Hist:
     return _Hist(colors, counts.astype(np.float32), inverse, bool(clear))
 
 
-def _bins(colors: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def _bins(colors: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Merge weighted colours (or pixels) into the finest of 5-, 4-, 3-bit bins that
-    gives at most :data:`MAX_DIRECT`: ``(bin means (n, C) float32, bin weights (n,), bits)``.
+    gives at most :data:`MAX_DIRECT`: ``(bin means (n, C) float32, bin weights (n,))``.
     Counted by ``np.bincount`` over every slot (no sort)."""
     c = colors.shape[1]
     for bits in (5, 4, 3, 2):
@@ -385,7 +361,7 @@ def _bins(colors: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarra
     means = np.stack([np.bincount(key, counts * colors[:, j], 1 << (bits * c))[used]
                       for j in range(c)], 1)
     wsum = wsum[used]
-    return (means / wsum[:, None]).astype(np.float32), wsum.astype(np.float32), bits
+    return (means / wsum[:, None]).astype(np.float32), wsum.astype(np.float32)
 
 
 def _capacity(n: int, caps) -> int:
@@ -419,14 +395,6 @@ def _per_call(k: int, m: int, n_init: int) -> int:
     :data:`CELL_BUDGET`."""
     b = max(1, CELL_BUDGET // (k * m * n_init))
     return 1 << (b.bit_length() - 1)
-
-
-def _pad_stack(arrays, m: int, b: int, dtype) -> np.ndarray:
-    """``arrays`` (each ``(n_i, ...)``) stacked into ``(b, m, ...)`` zeros."""
-    out = np.zeros((b, m) + arrays[0].shape[1:], dtype)
-    for i, a in enumerate(arrays):
-        out[i, :len(a)] = a
-    return out
 
 
 def _fit_group(cols: np.ndarray, w: np.ndarray, u, *, k: int, n_init: int, init: str,
@@ -533,8 +501,7 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
                   init: Literal["kmeans++", "random"] = "kmeans++", max_iter: int = 300,
                   tol: float = 1e-4, n_init: int = DEFAULT_N_INIT,
                   space: Literal["rgb", "oklab"] = "rgb", refine: int = DEFAULT_REFINE,
-                  algo: Literal["lloyd", "minibatch"] = "lloyd", histograms: Sequence | None = None
-                  ) -> list:
+                  algo: Literal["lloyd", "minibatch"] = "lloyd") -> list:
     """Quantize many images to ``k`` colours each, many images per compiled call.
 
     Parameters
@@ -556,8 +523,6 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
     algo : {"lloyd", "minibatch"}, the fit of an image with more than
         ``EXACT_CAPACITIES[-1]`` distinct colours, which goes alone through
         :func:`clyde.pixel.quantize_pixels`
-    histograms : optional, ``histogram_of(image)`` of each image, made ahead (for
-        example in the threads that decode the images)
 
     Returns
     -------
@@ -577,8 +542,6 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
 
         ds = ds.map(shrink, batched=True, batch_size=1024)
     """
-    from .pixel import PixelResult, quantize_pixels
-
     _validate(k, init, max_iter, tol, n_init, space, refine, algo, seed)
     arrays = []
     for i, im in enumerate(images):
@@ -593,7 +556,7 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
     binned: dict = {}    # image -> its exact colours' capacity, for the refine
     hists: dict = {}
     for i, a in enumerate(arrays):
-        h = histogram_of(a) if histograms is None else histograms[i]
+        h = histogram_of(a)
         kf = k - 1 if h.clear else k
         if len(h.colors) <= kf:  # no fit: every colour is its own entry
             hists[i] = h
@@ -604,7 +567,7 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
             fits.setdefault((_capacity(len(h.colors), CAPACITIES), a.shape[2], kf), []).append(
                 (i, h.colors, h.counts))
         elif len(h.colors) <= EXACT_CAPACITIES[-1]:
-            means, wsum, _ = _bins(h.colors, h.counts)
+            means, wsum = _bins(h.colors, h.counts)
             if len(means) <= 4 * kf and a.shape[0] * a.shape[1] == len(h.colors):
                 few = _distinct(h)  # few bins: perhaps few colours, which come back exact
                 if len(few.colors) <= kf:

@@ -386,17 +386,19 @@ def _bins(colors: jax.Array, counts: jax.Array, bits: int) -> _Points:
 
 @functools.partial(_cache.stored, static_argnames=("space",))
 def _to_space(x, space):
+    """``(..., C)`` sRGB(A) in 0..255 to the fit's space (float32)."""
     x = jnp.asarray(x, jnp.float32)
     if space == "oklab":
-        lab = srgb_to_oklab(x[:, :3])
-        return jnp.concatenate([lab, x[:, 3:] / 255.0], axis=1)
+        lab = srgb_to_oklab(x[..., :3])
+        return jnp.concatenate([lab, x[..., 3:] / 255.0], axis=-1)
     return x
 
 
 @functools.partial(_cache.stored, static_argnames=("space",))
 def _from_space(x, space):
+    """The inverse of :func:`_to_space` (not rounded)."""
     if space == "oklab":
-        return jnp.concatenate([oklab_to_srgb(x[:, :3]), x[:, 3:] * 255.0], axis=1)
+        return jnp.concatenate([oklab_to_srgb(x[..., :3]), x[..., 3:] * 255.0], axis=-1)
     return x
 
 
