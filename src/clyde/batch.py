@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from io import StringIO
 from pathlib import Path
@@ -251,19 +252,26 @@ class _InFlight(NamedTuple):
     saved: object       # Future of (bytes, Quality or None, seconds)
 
 
-def plan_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "so",
+def plan_batch(src, dst: str | os.PathLike, *, algo: str = "so",
                k: int | None = None, step: int | None = 5, resample: str = "box",
                fmt: str = "png", recursive: bool = False, overwrite: bool = False,
                allow_inside: bool = False, shard: tuple[int, int] = (0, 1),
                adaptive: AdaptiveOptions = AdaptiveOptions(),
-               report: str | os.PathLike | None = None) -> Plan:
-    """Check the settings, create ``dst`` and list this shard's files (see :func:`run_batch`)."""
-    src, dst = Path(src), Path(dst)
+               report: str | os.PathLike | None = None, to: str = "folder",
+               rows_per_shard: int | None = None) -> Plan:
+    """Check the settings, create ``dst`` and list this shard's files, or open the dataset
+    (see :func:`run_batch`)."""
+    from .dataset import DatasetSource
+
+    is_ds = isinstance(src, DatasetSource)
+    src, dst = (src if is_ds else Path(src)), Path(dst)
+    if to not in ("folder", "dataset"):
+        raise ClydeError(f"to must be 'folder' or 'dataset', got {to!r}")
     if algo not in ALGOS:
         raise ClydeError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
     if algo in KMEANS_ALGOS and k is None:
         raise ClydeError(f"--algo {algo} needs -k (the number of colours)")
-    if not src.is_dir():
+    if not is_ds and not src.is_dir():
         raise ClydeError(f"{src}: no such folder")
     if step is not None and step < 1:
         raise ClydeError(f"step must be >= 1, got {step}")
@@ -276,6 +284,14 @@ def plan_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "s
                         ext)
     if algo == "adaptive":
         check_k1_k2(adaptive.k1, adaptive.k2)
+    if report is not None and Path(report).suffix.lower() not in (".csv", ".json"):
+        raise ClydeError(f"{report}: the report must be a .csv or .json file")
+    if to == "dataset" and fmt_name not in io.EXACT_FORMATS:
+        raise ClydeError(f"--format {fmt}: an output dataset holds exact images; use png "
+                         "(or another lossless format)")
+    if is_ds or to == "dataset":
+        return _plan_rows(src, dst, ext, fmt_name, to=to, shard=shard, overwrite=overwrite,
+                          recursive=recursive, rows_per_shard=rows_per_shard)
     s_res, d_res = src.resolve(), dst.resolve()
     inside = d_res == s_res or s_res in d_res.parents
     if inside and not allow_inside:
@@ -283,8 +299,6 @@ def plan_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "s
                          "(choose another, or pass --allow-inside)")
     if d_res == s_res:
         raise ClydeError(f"{dst}: the output folder cannot be the input folder itself")
-    if report is not None and Path(report).suffix.lower() not in (".csv", ".json"):
-        raise ClydeError(f"{report}: the report must be a .csv or .json file")
     dst.mkdir(parents=True, exist_ok=True)
     image_exts = io.image_extensions()
     todo, done = [], []
@@ -299,7 +313,32 @@ def plan_batch(src: str | os.PathLike, dst: str | os.PathLike, *, algo: str = "s
     return Plan(src, dst, ext, fmt_name, todo, done)
 
 
-def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *,
+def _plan_rows(src, dst: Path, ext: str, fmt_name: str, *, to: str, shard, overwrite: bool,
+               recursive: bool, rows_per_shard: int | None) -> Plan:
+    """The plan of a dataset input or output: its rows, in blocks (:mod:`clyde.dataset`).
+    The dataset is opened here once, so that a bad name, split or column fails at once."""
+    from .dataset import ROWS_PER_SHARD, DatasetSource, DatasetTodo, open_dataset
+
+    i, n = shard
+    if n < 1 or not 0 <= i < n:
+        raise ClydeError(f"shard must be i/n with 0 <= i < n, got {i}/{n}")
+    r = ROWS_PER_SHARD if rows_per_shard is None else int(rows_per_shard)
+    if r < 1:
+        raise ClydeError(f"rows per shard must be >= 1, got {rows_per_shard}")
+    if isinstance(src, DatasetSource):
+        rows = open_dataset(src).rows
+    else:
+        exts = io.image_extensions()
+        rows = sum(p.suffix.lower() in exts for p in list_files(src, recursive=recursive))
+        if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+            raise ClydeError(f"{dst}: the output dataset cannot be inside the input folder")
+    dst.mkdir(parents=True, exist_ok=True)
+    todo = DatasetTodo(src, dst, to=to, ext=ext, fmt_name=fmt_name, rows_per_shard=r,
+                       shard=shard, overwrite=overwrite, recursive=recursive, rows=rows)
+    return Plan(src, dst, ext, fmt_name, todo, [])
+
+
+def run_batch(src, dst: str | os.PathLike, *,
               algo: Literal["so", "mkm", "fkm", "mbkm", "patch", "adaptive"] = "so",
               k: int | None = None, step: int | None = 5, max_side: int | None = None,
               size: tuple[int, int] | None = None,
@@ -309,8 +348,11 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *,
               patch: PatchOptions = PatchOptions(), adaptive: AdaptiveOptions = AdaptiveOptions(),
               metrics: bool = True, report: str | os.PathLike | None = None,
               progress: bool = False, on_result: Callable[[FileResult], None] | None = None,
-              on_note: Callable[[str], None] | None = None, workers: int = 1) -> BatchSummary:
-    """Size-reduce and quantize every image of a folder into another folder.
+              on_note: Callable[[str], None] | None = None, workers: int = 1,
+              to: Literal["folder", "dataset"] = "folder", rows_per_shard: int | None = None
+              ) -> BatchSummary:
+    """Size-reduce and quantize every image of a folder (or a dataset) into another folder
+    (or a dataset).
 
     Three stages: :func:`plan_batch` checks the settings and lists the files; a
     pipeline decodes and reduces (worker threads), quantizes (this thread, so the
@@ -319,8 +361,14 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *,
 
     Parameters
     ----------
-    src, dst : folders; ``dst`` is created; it may not be ``src`` or lie inside
-        it unless ``allow_inside``
+    src : a folder, or a :class:`clyde.dataset.DatasetSource` (a hub dataset, a
+        ``save_to_disk`` folder, Parquet files, an imagefolder), read as a stream
+    dst : folder, created; it may not be ``src`` or lie inside it unless ``allow_inside``
+    to : {"folder", "dataset"}; ``"dataset"`` writes Parquet shards of ``rows_per_shard``
+        rows (default :data:`clyde.dataset.ROWS_PER_SHARD`) that ``datasets.load_dataset``
+        opens: the output image, the input's other columns, ``k``, ``psnr``, ``ssim`` and
+        ``bytes``. A dataset is split in blocks of that many rows: ``shard`` and ``workers``
+        split the blocks, and a block already written is not redone.
     algo : {"so", "mkm", "fkm", "mbkm", "patch", "adaptive"}
     k : int, colours for mkm / fkm / mbkm (required for those)
     step, max_side, size : size reduction (see :func:`target_size`); step 1 is full size
@@ -359,13 +407,22 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *,
 
     plan = plan_batch(src, dst, algo=algo, k=k, step=step, resample=resample, fmt=fmt,
                       recursive=recursive, overwrite=overwrite, allow_inside=allow_inside,
-                      shard=shard, adaptive=adaptive, report=report)
+                      shard=shard, adaptive=adaptive, report=report, to=to,
+                      rows_per_shard=rows_per_shard)
     settings = dict(algo=algo, k=k, step=step, max_side=max_side, size=size, resample=resample,
                     fmt=fmt, seed=seed, iters=iters, patch=tuple(patch), adaptive=tuple(adaptive),
                     metrics=metrics)
-    marker = _Marker(plan, shard, settings)
+    rows = not isinstance(plan.todo, list)  # a dataset in or out: resumed block by block
+    if to == "dataset":
+        from .dataset import DatasetSource, check_output, settings_digest
+
+        check_output(plan.dst, {
+            "input": src.name if isinstance(src, DatasetSource) else str(Path(src).resolve()),
+            "split": plan.todo.split, "rows_per_shard": plan.todo.rows_per_shard,
+            "settings": settings_digest(settings)}, overwrite=overwrite)
+    marker = None if rows else _Marker(plan, shard, settings)
     t0 = time.perf_counter()
-    if not overwrite and marker.done():
+    if marker is not None and not overwrite and marker.done():
         results = plan.done + [FileResult(rel.as_posix(), "up-to-date") for rel, _ in plan.todo]
         if on_result:
             for r in results:
@@ -382,8 +439,8 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *,
                 ", so PSNR and SSIM are measured on the files as written")
 
     results: list[FileResult] = []
-    bar = tqdm(total=len(plan.todo) + len(plan.done), unit="img", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=(len(plan.todo) + len(plan.done)) or None, unit="img",
+               disable=not progress, dynamic_ncols=True)
 
     def finish(r: FileResult):
         results.append(r)
@@ -397,11 +454,15 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *,
     work = dict(step=step, max_side=max_side, size=size, resample=resample, algo=algo, k=k,
                 seed=seed, iters=iters, patch=patch, adaptive=adaptive, jobs=max(1, int(jobs)),
                 metrics=metrics, exact=exact)
-    if workers > 1 and len(plan.todo) > 1:
+    if workers > 1 and (len(plan.todo) > 1 if not rows else not plan.todo.all_done()):
         no_icc = _run_workers(plan, int(workers), work, finish)
-        order = {r.name: i for i, r in enumerate(plan.done)}
-        order.update({rel.as_posix(): len(plan.done) + i for i, (rel, _) in enumerate(plan.todo)})
-        results.sort(key=lambda r: order[r.name])  # the order one process gives
+        if rows:
+            results.sort(key=lambda r: r.name)
+        else:
+            order = {r.name: i for i, r in enumerate(plan.done)}
+            order.update({rel.as_posix(): len(plan.done) + i
+                          for i, (rel, _) in enumerate(plan.todo)})
+            results.sort(key=lambda r: order[r.name])  # the order one process gives
     else:
         no_icc = _work(plan, finish, **work)
     bar.close()
@@ -413,7 +474,7 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, *,
     summary = BatchSummary(results, time.perf_counter() - t0)
     if report is not None:
         _write_report(Path(report), results)
-    if not summary.failures:
+    if marker is not None and not summary.failures:
         marker.write(summary)
     return summary
 
@@ -447,20 +508,53 @@ def _work(plan: Plan, finish, *, step, max_side, size, resample, algo, k, seed, 
           adaptive, jobs, metrics, exact) -> list[str]:
     """Quantize ``plan.todo`` in this process: k-means colours at k <= 256 many images per
     compiled call (:func:`_pipeline_many`), the other modes image by image (:func:`_pipeline`)."""
-    def reduce(rel: Path):
-        return _load_reduced(plan.src / rel, step=step, max_side=max_side, size=size,
-                             resample=resample)
+    def reduce(rel):
+        return _load_reduced(rel if not isinstance(rel, Path) else plan.src / rel, step=step,
+                             max_side=max_side, size=size, resample=resample)
 
+    close = None
+    if not isinstance(plan.todo, list):  # dataset rows: opened here, in the working process
+        import itertools
+
+        items, finish, close = plan.todo.open(finish)
+        first = next(items, None)
+        if first is None:  # nothing to redo: no kernels to load
+            close()
+            return []
+        plan = plan._replace(todo=itertools.chain([first], items))
     if algo in KMEANS_ALGOS and k <= 256:
-        return _pipeline_many(plan, reduce, _many_settings(algo, k, seed, iters), finish,
-                              jobs=jobs, metrics=metrics, exact=exact)
-    quantize = _quantizer(algo, k=k, seed=seed, iters=iters, patch=patch, adaptive=adaptive)
-    return _pipeline(plan, reduce, quantize, finish, jobs=jobs, metrics=metrics, exact=exact)
+        no_icc = _pipeline_many(plan, reduce, _many_settings(algo, k, seed, iters), finish,
+                                jobs=jobs, metrics=metrics, exact=exact)
+    else:
+        quantize = _quantizer(algo, k=k, seed=seed, iters=iters, patch=patch, adaptive=adaptive)
+        no_icc = _pipeline(plan, reduce, quantize, finish, jobs=jobs, metrics=metrics,
+                           exact=exact)
+    if close is not None:
+        close()
+    return no_icc
 
 
 #: Images decoded, fitted and measured together by :func:`_pipeline_many`: at most this
 #: many reduced images are held at once (two chunks: one loading while one is fitted).
 MANY_CHUNK = 512
+#: A chunk of dataset rows also ends when its encoded images reach this many bytes.
+MANY_CHUNK_BYTES = 1 << 27
+
+
+def _chunks(todo, n: int, max_bytes: int):
+    """``todo`` (a list or an iterator of ``(item, output)``) in lists of at most ``n``
+    items, or of items holding at most about ``max_bytes`` of encoded images."""
+    it = iter(todo)
+    while True:
+        chunk, size = [], 0
+        for entry in it:
+            chunk.append(entry)
+            size += entry[0].nbytes() if hasattr(entry[0], "nbytes") else 0
+            if len(chunk) >= n or size >= max_bytes:
+                break
+        if not chunk:
+            return
+        yield chunk
 
 
 def _many_settings(algo: str, k: int, seed: int, iters: int | None) -> dict:
@@ -486,27 +580,29 @@ def _pipeline_many(plan: Plan, reduce, settings: dict, finish, *, jobs: int, met
     from .metrics import comparable, quality_many
 
     no_icc: list[str] = []
-    todo = plan.todo
+    chunks = _chunks(plan.todo, MANY_CHUNK, MANY_CHUNK_BYTES)
 
     def load(rel):  # the decoded full-size pixels are not kept: two chunks are in memory
         loaded, small, t = reduce(rel)
         return loaded._replace(array=None), small, t
 
     with ThreadPoolExecutor(jobs) as loaders, ThreadPoolExecutor(jobs) as savers:
-        def submit(s):
-            return [loaders.submit(load, rel) for rel, _ in todo[s:s + MANY_CHUNK]]
+        def submit(chunk):
+            return [loaders.submit(load, rel) for rel, _ in chunk]
 
-        loads, queued = submit(0), []  # queued: the previous chunk's entries, in order
-        for s in range(0, len(todo), MANY_CHUNK):
+        chunk = next(chunks, [])
+        loads, queued = submit(chunk), []  # queued: the previous chunk's entries, in order
+        while chunk:
             entries, ok = [], []
-            for (rel, out), fut in zip(todo[s:s + MANY_CHUNK], loads):
+            for (rel, out), fut in zip(chunk, loads):
                 try:
                     loaded, small, t_load = fut.result()
                     ok.append((rel.as_posix(), out, loaded, small, t_load))
                     entries.append(len(ok) - 1)
                 except Exception as e:  # noqa: BLE001  (this file fails, the others go on)
                     entries.append(_failure(rel.as_posix(), e))
-            loads = submit(s + MANY_CHUNK) if s + MANY_CHUNK < len(todo) else []
+            chunk = next(chunks, [])
+            loads = submit(chunk)
             t = time.perf_counter()
             res = _fit_chunk(quantize_many, [o[3] for o in ok], settings)
             for j, r in enumerate(res):  # a file whose fit failed fails alone
@@ -525,8 +621,7 @@ def _pipeline_many(plan: Plan, reduce, settings: dict, finish, *, jobs: int, met
                     continue
                 name, out, loaded, small, t_load = ok[e]
                 q = Quantized(settings["k"], indices=res[e].indices, palette=res[e].palette)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                if io.icc_note(out, loaded.icc_profile):
+                if _prepare(out, loaded):
                     no_icc.append(name)
                 qual = quals.get(e)
                 saved = savers.submit(_save, out, q, (lambda qual=qual: qual) if metrics else None,
@@ -600,16 +695,17 @@ def _run_workers(plan: Plan, n: int, work: dict, finish) -> list[str]:
     ctx = mp.get_context("spawn")  # never fork a process that may have started JAX
     q = ctx.Queue()
     gpus = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    parts = [plan.todo[w::n] for w in range(n)]
+    rows = not isinstance(plan.todo, list)  # a dataset's blocks, split over the workers
+    parts = [plan.todo.part(w, n) if rows else plan.todo[w::n] for w in range(n)]
     procs = []
     for w, part in enumerate(parts):
-        if not part:
+        if not rows and not part:
             continue
         device = gpus[w % len(gpus)] if len(gpus) > 1 else None
         p = ctx.Process(target=_worker, args=(plan._replace(todo=part, done=[]), work,
                                               _cache._enabled, device, q), daemon=True)
         p.start()
-        procs.append((p, {rel.as_posix() for rel, _ in part}))
+        procs.append((p, set() if rows else {rel.as_posix() for rel, _ in part}))
     pending = {name for _, names in procs for name in names}
     no_icc, ended, errors = [], 0, []
     while ended < len(procs):
@@ -631,14 +727,18 @@ def _run_workers(plan: Plan, n: int, work: dict, finish) -> list[str]:
     for p, _ in procs:
         p.join()
     why = errors[0] if errors else "its worker process ended early"
+    if rows:
+        if errors or ended < len(procs):
+            finish(FileResult("(a worker's share of the rows)", "failed", error=why))
+        return no_icc
     for rel, _ in plan.todo:  # files a failed worker never reported
         if rel.as_posix() in pending:
             finish(FileResult(rel.as_posix(), "failed", error=why))
     return no_icc
 
 
-def _load_reduced(path: Path, *, step, max_side, size, resample):
-    """Decode ``path`` and reduce it: ``(LoadedImage, reduced pixels, seconds)``."""
+def _load_reduced(path, *, step, max_side, size, resample):
+    """Decode ``path`` (a file, or a :class:`clyde.dataset.Row`) and reduce it: ``(LoadedImage, reduced pixels, seconds)``."""
     t = time.perf_counter()
 
     def goal(w, h):
@@ -646,15 +746,27 @@ def _load_reduced(path: Path, *, step, max_side, size, resample):
 
     # JPEGs decode straight at a DCT scale close to the target (not for
     # nearest: the strided pick must see every original pixel position).
-    loaded = io.load_image(path, reduce_for=None if resample == "nearest" else goal)
+    rf = None if resample == "nearest" else goal
+    loaded = io.load_image(path, reduce_for=rf) if isinstance(path, Path) else path.load(rf)
     wh = goal(*loaded.full_size)
     return loaded, _reduce(loaded.array, wh, step, resample), time.perf_counter() - t
 
 
-def _save(out: Path, q: Quantized, pending, small: np.ndarray, icc, exact: bool):
-    """Encode ``q`` to ``out`` and collect its quality: ``(bytes, Quality or None, seconds)``."""
+def _prepare(out, loaded) -> bool:
+    """Make ``out``'s folder; whether its format drops the input's ICC profile."""
+    if not isinstance(out, Path):  # a row of an output dataset (PNG keeps profiles)
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return io.icc_note(out, loaded.icc_profile)
+
+
+def _save(out, q: Quantized, pending, small: np.ndarray, icc, exact: bool):
+    """Encode ``q`` to ``out`` (a file, or a :class:`clyde.dataset.RowSink`) and collect its
+    quality: ``(bytes, Quality or None, seconds)``."""
     t = time.perf_counter()
-    if q.pixels is None:
+    if not isinstance(out, Path):
+        nbytes = out.save(indices=q.indices, palette=q.palette, pixels=q.pixels, icc=icc)
+    elif q.pixels is None:
         nbytes = io.save_indexed(out, q.indices, q.palette, icc)
     else:
         nbytes = io.save_image(out, q.pixels, icc)
@@ -676,16 +788,24 @@ def _pipeline(plan: Plan, reduce, quantize, finish, *, jobs: int, metrics: bool,
     no_icc = []
     with ThreadPoolExecutor(jobs) as loaders, ThreadPoolExecutor(jobs) as savers:
         ahead = 2 * jobs
-        todo = plan.todo
-        loads = [loaders.submit(reduce, rel) for rel, _ in todo[:ahead]]
+        todo = iter(plan.todo)
+        loads: deque = deque()
+
+        def fill():
+            while len(loads) < ahead:
+                entry = next(todo, None)
+                if entry is None:
+                    return
+                loads.append((entry, loaders.submit(reduce, entry[0])))
+
         in_flight: list[_InFlight] = []
-        for n, (rel, out) in enumerate(todo):
-            if n + ahead < len(todo):
-                loads.append(loaders.submit(reduce, todo[n + ahead][0]))
+        fill()
+        while loads:
+            (rel, out), fut = loads.popleft()
+            fill()
             name = rel.as_posix()
             try:
-                loaded, small, t_load = loads[n].result()
-                loads[n] = None
+                loaded, small, t_load = fut.result()
                 t = time.perf_counter()
                 q = quantize(small)
                 pending = None
@@ -694,8 +814,7 @@ def _pipeline(plan: Plan, reduce, quantize, finish, *, jobs: int, metrics: bool,
                 elif metrics:
                     pending = image_quality_async(comparable(small), q.indices,
                                                   palette=comparable(q.palette))
-                out.parent.mkdir(parents=True, exist_ok=True)
-                if io.icc_note(out, loaded.icc_profile):
+                if _prepare(out, loaded):
                     no_icc.append(name)
                 saved = savers.submit(_save, out, q, pending, small, loaded.icc_profile, exact)
                 in_flight.append(_InFlight(name, loaded, small, q.k,

@@ -521,6 +521,11 @@ class BatchAlgo(str, Enum):
     adaptive = "adaptive"
 
 
+class BatchTo(str, Enum):
+    folder = "folder"
+    dataset = "dataset"
+
+
 class Resample(str, Enum):
     nearest = "nearest"
     box = "box"
@@ -564,10 +569,14 @@ def _shard(value: str, num_shards: int | None = None):
              "  clyde batch photos/ small/ --algo fkm -k 32 --max-side 512 --recursive --jobs 2 "
              "--report report.csv\n\n"
              "  srun clyde batch in/ out/ --algo mbkm -k 16 --shard auto --workers 2  "
-             "(docs/scale-out.md)")
+             "(docs/scale-out.md)\n\n"
+             "  clyde batch --dataset uoft-cs/cifar10 cifar16/ --to dataset --algo mbkm -k 16 "
+             "--step 1 --gallery worst.html")
 def batch(
-    src: Path = typer.Argument(..., help="Input folder.", show_default=False),
-    dst: Path = typer.Argument(..., help="Output folder (created).", show_default=False),
+    src: Optional[Path] = typer.Argument(None, metavar="[IN]", help="Input folder (not with "
+                                         "--dataset).", show_default=False),
+    dst: Optional[Path] = typer.Argument(None, metavar="OUT", help="Output folder (created).",
+                                         show_default=False),
     algo: BatchAlgo = typer.Option(BatchAlgo.so, "--algo", help="so: size only; mkm: simple "
                                    "Lloyd from random pixels, fixed iterations; fkm: full k-means "
                                    "(k-means++); mbkm: mini-batch k-means; patch; adaptive."),
@@ -608,16 +617,56 @@ def batch(
     no_metrics: bool = typer.Option(False, "--no-metrics", help="Skip PSNR and SSIM."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write one row per file to a "
                                           ".csv or .json file."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Read a dataset instead of "
+                                          "IN: a hub name, a save_to_disk folder, Parquet "
+                                          "files or a folder of them, or an imagefolder.",
+                                          rich_help_panel="Datasets"),
+    split: str = typer.Option("train", "--split", help="Split of --dataset.",
+                              rich_help_panel="Datasets"),
+    column: Optional[str] = typer.Option(None, "--column", help="Image column of --dataset "
+                                         "[default: the first Image feature].",
+                                         show_default=False, rich_help_panel="Datasets"),
+    config: Optional[str] = typer.Option(None, "--config", help="Configuration of a hub "
+                                         "dataset.", rich_help_panel="Datasets"),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="Column that names the "
+                                            "output files of --dataset [default: the row "
+                                            "number].", show_default=False,
+                                            rich_help_panel="Datasets"),
+    to: BatchTo = typer.Option(BatchTo.folder, "--to", help="Write image files, or a dataset "
+                               "(Parquet shards: the image, the input's other columns, k, psnr, "
+                               "ssim, bytes).", rich_help_panel="Datasets"),
+    shard_rows: Optional[int] = typer.Option(None, "--shard-rows", min=1, help="Rows of a "
+                                             "dataset shard (one Parquet file; the unit "
+                                             "--shard splits) [default: 1000].",
+                                             show_default=False, rich_help_panel="Datasets"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
-    """Size-reduce (and optionally quantize) every image of a folder into another folder.
+    """Size-reduce (and optionally quantize) every image of a folder or a dataset into
+    another folder or a dataset.
 
     Names are kept (with the new extension). Non-image files are skipped and
     counted; unreadable images are listed at the end and the rest still get
     done; the exit code is 1 if any image failed. Outputs newer than their
-    input are skipped, so an interrupted run can simply be started again.
+    input are skipped, so an interrupted run can simply be started again; a
+    dataset resumes shard by shard.
     """
     from .batch import KMEANS_ALGOS, AdaptiveOptions, PatchOptions, run_batch
+
+    if dataset is not None:
+        if dst is not None:
+            raise typer.BadParameter(f"with --dataset give only OUT, got {src} and {dst}",
+                                     param_hint="'--dataset'")
+        from .dataset import DatasetSource
+
+        src, dst = DatasetSource(dataset, split, column, config, id_column), src
+    elif src is None or dst is None:
+        raise typer.BadParameter("give IN and OUT folders, or --dataset NAME and OUT",
+                                 param_hint="'IN'")
+    if dst is None:
+        raise typer.BadParameter("missing OUT, the output folder", param_hint="'OUT'")
+    if dataset is None and (column or config or id_column or split != "train"):
+        raise typer.BadParameter("--split, --column, --config and --id-column go with "
+                                 "--dataset", param_hint="'--dataset'")
 
     default_k = None
     if algo.value in KMEANS_ALGOS and k is None:
@@ -637,7 +686,8 @@ def batch(
                         shard=_shard(shard, num_shards), seed=seed, iters=iters, workers=workers,
                         patch=PatchOptions(means, shifts, fit.value),
                         adaptive=AdaptiveOptions(k1, k2, metric.value, block),
-                        metrics=not no_metrics, report=report, progress=_bar(quiet), on_note=_note)
+                        metrics=not no_metrics, report=report, progress=_bar(quiet), on_note=_note,
+                        to=to.value, rows_per_shard=shard_rows)
     line = summary.line()
     typer.echo(line if default_k is None else f"{line}; k={default_k} (the default; -k sets it)")
     for r in summary.failures:

@@ -360,9 +360,13 @@ def load_image(path: str | os.PathLike, reduce_for: Callable[[int, int], tuple[i
     return _decode(path, str(path), path.stat().st_size, reduce_for)
 
 
-def load_image_bytes(data: bytes, name: str = "<bytes>") -> LoadedImage:
+def load_image_bytes(data: bytes, name: str = "<bytes>",
+                     reduce_for: Callable[[int, int], tuple[int, int]] | None = None
+                     ) -> LoadedImage:
     """Like :func:`load_image`, for an encoded image held in memory (``name`` labels errors)."""
-    return _decode(io.BytesIO(data), name, len(data))
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ClydeError(f"{name}: not image bytes (got {type(data).__name__})")
+    return _decode(io.BytesIO(data), name, len(data), reduce_for)
 
 
 def _decode(source, name: str, file_bytes: int, reduce_for=None) -> LoadedImage:
@@ -495,6 +499,23 @@ def save_image(path: str | os.PathLike, array: np.ndarray, icc_profile: bytes | 
     fmt = output_format(path)
     im, kwargs = _pixel_image(array, fmt, icc_profile, path)
     return _write(path, im, fmt, kwargs, max_bytes)
+
+
+def encode_image(array: np.ndarray, fmt: str = "PNG", icc_profile: bytes | None = None) -> bytes:
+    """The bytes :func:`save_image` would write for ``array`` in Pillow format ``fmt``."""
+    im, kwargs = _pixel_image(array, fmt, icc_profile, f"<{fmt}>")
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def encode_indexed(indices: np.ndarray, palette: np.ndarray, fmt: str = "PNG",
+                   icc_profile: bytes | None = None) -> bytes:
+    """The bytes :func:`save_indexed` would write, in Pillow format ``fmt``."""
+    im, kwargs = _indexed_image(indices, palette, fmt, icc_profile, f"<{fmt}>")
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
 
 
 def _write(path: Path, im: Image.Image, fmt: str, kwargs: dict, max_bytes: int | None) -> int:
