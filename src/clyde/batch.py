@@ -250,6 +250,7 @@ class _InFlight(NamedTuple):
     k: int | None
     seconds: float      # load and quantize
     saved: object       # Future of (bytes, Quality or None, seconds)
+    q: Quantized | None = None
 
 
 def plan_batch(src, dst: str | os.PathLike, *, algo: str = "so",
@@ -349,7 +350,8 @@ def run_batch(src, dst: str | os.PathLike, *,
               metrics: bool = True, report: str | os.PathLike | None = None,
               progress: bool = False, on_result: Callable[[FileResult], None] | None = None,
               on_note: Callable[[str], None] | None = None, workers: int = 1,
-              to: Literal["folder", "dataset"] = "folder", rows_per_shard: int | None = None
+              to: Literal["folder", "dataset"] = "folder", rows_per_shard: int | None = None,
+              gallery: str | os.PathLike | None = None, gallery_worst: int = 24
               ) -> BatchSummary:
     """Size-reduce and quantize every image of a folder (or a dataset) into another folder
     (or a dataset).
@@ -390,6 +392,9 @@ def run_batch(src, dst: str | os.PathLike, *,
     on_result : called with every :class:`FileResult` as it completes
     on_note : called with a note for the user (a lossy ``fmt``: quality measured on
         the files as written; a ``fmt`` that cannot store the inputs' ICC profiles)
+    gallery : .html file: one self-contained page with the summary, the ``gallery_worst``
+        images of lowest PSNR beside their reference, and every image in a sortable table
+        (:mod:`clyde.gallery`)
 
     A shard that finished with no failure leaves a marker in ``dst``
     (``.clyde-shard-I-of-N.json``, with a digest of the settings and of the file
@@ -404,6 +409,14 @@ def run_batch(src, dst: str | os.PathLike, *,
 
     if int(workers) != workers or workers < 1:
         raise ClydeError(f"workers must be an integer >= 1, got {workers}")
+    if gallery is not None:
+        g = Path(gallery)
+        if g.suffix.lower() not in (".html", ".htm"):
+            raise ClydeError(f"{gallery}: the gallery must be an .html file")
+        if not g.parent.is_dir() and str(g.parent):
+            raise ClydeError(f"{g.parent}: no such folder (for the gallery)")
+        if int(gallery_worst) != gallery_worst or gallery_worst < 0:
+            raise ClydeError(f"gallery_worst must be an integer >= 0, got {gallery_worst}")
 
     plan = plan_batch(src, dst, algo=algo, k=k, step=step, resample=resample, fmt=fmt,
                       recursive=recursive, overwrite=overwrite, allow_inside=allow_inside,
@@ -430,6 +443,10 @@ def run_batch(src, dst: str | os.PathLike, *,
         summary = BatchSummary(results, time.perf_counter() - t0)
         if report is not None:
             _write_report(Path(report), results)
+        if gallery is not None:
+            from .gallery import write_gallery
+
+            write_gallery(gallery, summary, [], title=f"{src} -> {dst}")
         return summary
     metrics = metrics and algo != "so"  # a size-only output is its own reference
     exact = plan.fmt_name in io.EXACT_FORMATS
@@ -453,9 +470,9 @@ def run_batch(src, dst: str | os.PathLike, *,
 
     work = dict(step=step, max_side=max_side, size=size, resample=resample, algo=algo, k=k,
                 seed=seed, iters=iters, patch=patch, adaptive=adaptive, jobs=max(1, int(jobs)),
-                metrics=metrics, exact=exact)
+                metrics=metrics, exact=exact, worst=int(gallery_worst) if gallery else 0)
     if workers > 1 and (len(plan.todo) > 1 if not rows else not plan.todo.all_done()):
-        no_icc = _run_workers(plan, int(workers), work, finish)
+        no_icc, kept = _run_workers(plan, int(workers), work, finish)
         if rows:
             results.sort(key=lambda r: r.name)
         else:
@@ -464,7 +481,7 @@ def run_batch(src, dst: str | os.PathLike, *,
                           for i, (rel, _) in enumerate(plan.todo)})
             results.sort(key=lambda r: order[r.name])  # the order one process gives
     else:
-        no_icc = _work(plan, finish, **work)
+        no_icc, kept = _work(plan, finish, **work)
     bar.close()
     if no_icc and on_note:
         many = len(no_icc) > 1
@@ -474,6 +491,14 @@ def run_batch(src, dst: str | os.PathLike, *,
     summary = BatchSummary(results, time.perf_counter() - t0)
     if report is not None:
         _write_report(Path(report), results)
+    if gallery is not None:
+        from .dataset import DatasetSource
+        from .gallery import Worst, write_gallery
+
+        worst = Worst(gallery_worst)
+        worst.merge(kept)
+        name = src.name if isinstance(src, DatasetSource) else str(src)
+        write_gallery(gallery, summary, worst.entries(), title=f"{name} -> {dst}")
     if marker is not None and not summary.failures:
         marker.write(summary)
     return summary
@@ -505,7 +530,7 @@ class _Marker:
 
 
 def _work(plan: Plan, finish, *, step, max_side, size, resample, algo, k, seed, iters, patch,
-          adaptive, jobs, metrics, exact) -> list[str]:
+          adaptive, jobs, metrics, exact, worst: int = 0) -> tuple[list[str], list]:
     """Quantize ``plan.todo`` in this process: k-means colours at k <= 256 many images per
     compiled call (:func:`_pipeline_many`), the other modes image by image (:func:`_pipeline`)."""
     def reduce(rel):
@@ -520,18 +545,21 @@ def _work(plan: Plan, finish, *, step, max_side, size, resample, algo, k, seed, 
         first = next(items, None)
         if first is None:  # nothing to redo: no kernels to load
             close()
-            return []
+            return [], []
         plan = plan._replace(todo=itertools.chain([first], items))
+    from .gallery import Worst
+
+    kept = Worst(worst) if worst else None
     if algo in KMEANS_ALGOS and k <= 256:
         no_icc = _pipeline_many(plan, reduce, _many_settings(algo, k, seed, iters), finish,
-                                jobs=jobs, metrics=metrics, exact=exact)
+                                jobs=jobs, metrics=metrics, exact=exact, worst=kept)
     else:
         quantize = _quantizer(algo, k=k, seed=seed, iters=iters, patch=patch, adaptive=adaptive)
         no_icc = _pipeline(plan, reduce, quantize, finish, jobs=jobs, metrics=metrics,
-                           exact=exact)
+                           exact=exact, worst=kept)
     if close is not None:
         close()
-    return no_icc
+    return no_icc, kept.entries() if kept else []
 
 
 #: Images decoded, fitted and measured together by :func:`_pipeline_many`: at most this
@@ -571,7 +599,7 @@ def _many_settings(algo: str, k: int, seed: int, iters: int | None) -> dict:
 
 
 def _pipeline_many(plan: Plan, reduce, settings: dict, finish, *, jobs: int, metrics: bool,
-                   exact: bool) -> list[str]:
+                   exact: bool, worst=None) -> list[str]:
     """Decode, fit, measure and encode ``plan.todo`` :data:`MANY_CHUNK` images at a time:
     the next chunk decodes (``jobs`` threads) while this one is fitted in one
     :func:`clyde.batched.quantize_many` call and measured in batched calls, and the last
@@ -613,7 +641,7 @@ def _pipeline_many(plan: Plan, reduce, settings: dict, finish, *, jobs: int, met
                 [comparable(ok[j][3]) for j in good], [res[j].indices for j in good],
                 [comparable(res[j].palette) for j in good]))) if metrics else {}
             each = (time.perf_counter() - t) / max(len(ok), 1)
-            _retire_all(queued, finish)
+            _retire_all(queued, finish, worst)
             queued = []
             for e in entries:
                 if isinstance(e, FileResult):
@@ -626,16 +654,16 @@ def _pipeline_many(plan: Plan, reduce, settings: dict, finish, *, jobs: int, met
                 qual = quals.get(e)
                 saved = savers.submit(_save, out, q, (lambda qual=qual: qual) if metrics else None,
                                       small, loaded.icc_profile, exact)
-                queued.append(_InFlight(name, loaded, small, q.k, t_load + each, saved))
-        _retire_all(queued, finish)
+                queued.append(_InFlight(name, loaded, small, q.k, t_load + each, saved, q))
+        _retire_all(queued, finish, worst)
     return no_icc
 
 
-def _retire_all(entries: list, finish) -> None:
+def _retire_all(entries: list, finish, worst=None) -> None:
     """Finish ``entries`` in order: failures as they are, files in flight when saved."""
     for e in entries:
         if isinstance(e, _InFlight):
-            _retire(e, finish)
+            _retire(e, finish, worst)
         else:
             finish(e)
 
@@ -678,15 +706,16 @@ def _worker(plan: Plan, work: dict, cache: str | None, device: str | None, queue
     if cache:
         _cache.enable_compilation_cache(cache)
     try:
-        no_icc = _work(plan, queue.put, **work)
+        no_icc, kept = _work(plan, queue.put, **work)
     except BaseException as e:  # noqa: BLE001  (reported by the parent, file by file)
         queue.put(("error", str(e) if isinstance(e, ClydeError) else unexpected(e)))
         raise SystemExit(1)
-    queue.put(("end", no_icc))
+    queue.put(("end", no_icc, kept))
 
 
-def _run_workers(plan: Plan, n: int, work: dict, finish) -> list[str]:
-    """Split ``plan.todo`` over ``n`` spawned processes; ``finish`` every result here."""
+def _run_workers(plan: Plan, n: int, work: dict, finish) -> tuple[list[str], list]:
+    """Split ``plan.todo`` over ``n`` spawned processes; ``finish`` every result here.
+    Returns the inputs whose ICC profile was dropped and the gallery images kept."""
     import multiprocessing as mp
     import queue as stdqueue
 
@@ -707,7 +736,7 @@ def _run_workers(plan: Plan, n: int, work: dict, finish) -> list[str]:
         p.start()
         procs.append((p, set() if rows else {rel.as_posix() for rel, _ in part}))
     pending = {name for _, names in procs for name in names}
-    no_icc, ended, errors = [], 0, []
+    no_icc, ended, errors, kept = [], 0, [], []
     while ended < len(procs):
         try:
             item = q.get(timeout=1.0)
@@ -720,6 +749,7 @@ def _run_workers(plan: Plan, n: int, work: dict, finish) -> list[str]:
             finish(item)
         elif item[0] == "end":
             no_icc += item[1]
+            kept += item[2]
             ended += 1
         else:
             errors.append(item[1])
@@ -730,11 +760,11 @@ def _run_workers(plan: Plan, n: int, work: dict, finish) -> list[str]:
     if rows:
         if errors or ended < len(procs):
             finish(FileResult("(a worker's share of the rows)", "failed", error=why))
-        return no_icc
+        return no_icc, kept
     for rel, _ in plan.todo:  # files a failed worker never reported
         if rel.as_posix() in pending:
             finish(FileResult(rel.as_posix(), "failed", error=why))
-    return no_icc
+    return no_icc, kept
 
 
 def _load_reduced(path, *, step, max_side, size, resample):
@@ -779,7 +809,7 @@ def _save(out, q: Quantized, pending, small: np.ndarray, icc, exact: bool):
 
 
 def _pipeline(plan: Plan, reduce, quantize, finish, *, jobs: int, metrics: bool,
-              exact: bool) -> list[str]:
+              exact: bool, worst=None) -> list[str]:
     """Decode, quantize and encode ``plan.todo``, ``jobs`` threads on each side of the
     quantization, calling ``finish`` with every file's result in order. Returns the
     names of the inputs whose ICC profile the output format could not store."""
@@ -818,18 +848,18 @@ def _pipeline(plan: Plan, reduce, quantize, finish, *, jobs: int, metrics: bool,
                     no_icc.append(name)
                 saved = savers.submit(_save, out, q, pending, small, loaded.icc_profile, exact)
                 in_flight.append(_InFlight(name, loaded, small, q.k,
-                                           t_load + time.perf_counter() - t, saved))
+                                           t_load + time.perf_counter() - t, saved, q))
             except Exception as e:  # noqa: BLE001  (this file fails, the others still go on)
                 finish(_failure(name, e))
             # retire finished saves in order, keeping memory bounded
             while in_flight and (in_flight[0].saved.done() or len(in_flight) > ahead):
-                _retire(in_flight.pop(0), finish)
+                _retire(in_flight.pop(0), finish, worst)
         while in_flight:
-            _retire(in_flight.pop(0), finish)
+            _retire(in_flight.pop(0), finish, worst)
     return no_icc
 
 
-def _retire(f: _InFlight, finish):
+def _retire(f: _InFlight, finish, worst=None):
     try:
         nbytes, q, t_save = f.saved.result()
     except ClydeError as e:
@@ -841,10 +871,13 @@ def _retire(f: _InFlight, finish):
         finish(FileResult(f.name, "failed", error=unexpected(e)))
         return
     w, h = f.loaded.full_size
-    finish(FileResult(f.name, "done", w, h, f.small.shape[1], f.small.shape[0],
-                      f.loaded.file_bytes, nbytes, f.k, None if q is None else round(q.psnr, 4),
-                      None if q is None else round(q.ssim, 5), round(f.seconds + t_save, 4),
-                      notes="; ".join(f.loaded.notes)))
+    r = FileResult(f.name, "done", w, h, f.small.shape[1], f.small.shape[0],
+                   f.loaded.file_bytes, nbytes, f.k, None if q is None else round(q.psnr, 4),
+                   None if q is None else round(q.ssim, 5), round(f.seconds + t_save, 4),
+                   notes="; ".join(f.loaded.notes))
+    if worst is not None and f.q is not None:
+        worst.offer(r, f.small, f.q.image)
+    finish(r)
 
 
 def _quantizer(algo, *, k, seed, iters, patch: PatchOptions, adaptive: AdaptiveOptions):

@@ -639,6 +639,11 @@ def batch(
                                              "dataset shard (one Parquet file; the unit "
                                              "--shard splits) [default: 1000].",
                                              show_default=False, rich_help_panel="Datasets"),
+    gallery: Optional[Path] = typer.Option(None, "--gallery", help="Write one self-contained "
+                                           "HTML page: the summary, the worst images beside "
+                                           "their input, every image in a sortable table."),
+    gallery_worst: int = typer.Option(24, "--gallery-worst", min=0, help="Worst images (by "
+                                      "PSNR) the gallery shows."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Size-reduce (and optionally quantize) every image of a folder or a dataset into
@@ -687,7 +692,8 @@ def batch(
                         patch=PatchOptions(means, shifts, fit.value),
                         adaptive=AdaptiveOptions(k1, k2, metric.value, block),
                         metrics=not no_metrics, report=report, progress=_bar(quiet), on_note=_note,
-                        to=to.value, rows_per_shard=shard_rows)
+                        to=to.value, rows_per_shard=shard_rows, gallery=gallery,
+                        gallery_worst=gallery_worst)
     line = summary.line()
     typer.echo(line if default_k is None else f"{line}; k={default_k} (the default; -k sets it)")
     for r in summary.failures:
