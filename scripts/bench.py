@@ -815,6 +815,39 @@ def _mean_psnr(folder, out, step, suffix=".png"):
     return float(np.mean(vals))
 
 
+def _as_parquet(folder: Path, out: Path) -> Path:
+    """``folder``'s images, sorted, as one Parquet file of a ``datasets`` Image column."""
+    import datasets
+
+    out.mkdir(exist_ok=True)
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": p.read_bytes(), "path": None}
+                                               for p in files],
+                                     "name": [p.name for p in files]},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "name": datasets.Value("string")}))
+    ds.to_parquet(str(out / "train-00000-of-00001.parquet"))
+    return out
+
+
+def _mean_psnr_dataset(folder: Path, out: Path) -> float:
+    """:func:`_mean_psnr` of an output dataset whose row i is ``folder``'s i-th file."""
+    import io as _io
+
+    import pyarrow.parquet as pq
+
+    vals = []
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    rows = [r for f in sorted(out.glob("train-*.parquet"))
+            for r in pq.read_table(f, columns=["image"]).column("image").to_pylist()]
+    for p, r in zip(files, rows, strict=True):
+        ref = np.asarray(Image.open(p).convert("RGB"), np.float64)
+        got = np.asarray(Image.open(_io.BytesIO(r["bytes"])).convert("RGB"), np.float64)
+        mse = np.mean((got - ref) ** 2)
+        vals.append(60.0 if mse == 0 else min(60.0, 10 * np.log10(255 ** 2 / mse)))
+    return float(np.mean(vals))
+
+
 def section_throughput(args, tmp):
     """clyde batch on many small images against pngquant, libimagequant and Pillow's octree
     over two processes: images/s and mean PSNR, whole processes."""
@@ -842,6 +875,12 @@ def section_throughput(args, tmp):
             cmd = cl + ["batch", str(folder), str(dst / algo), "--algo", algo, "-k", "16",
                         "--step", str(step), "--overwrite", "-q"]
             runs.append((f"clyde batch --algo {algo}", cmd, dst / algo))
+        if folder.name == "tp-thumbs" and _has("datasets"):
+            # the same files as one Parquet dataset, in and out (issue 32: no slower)
+            pq = _as_parquet(folder, Path(tmp) / "tp-thumbs-pq")
+            cmd = cl + ["batch", "--dataset", str(pq), str(dst / "ds"), "--to", "dataset",
+                        "--algo", "mbkm", "-k", "16", "--step", "1", "--overwrite", "-q"]
+            runs.append(("clyde batch --algo mbkm, Parquet dataset in and out", cmd, dst / "ds"))
         if pngquant and step == 1 and folder.name == "tp-thumbs":
             # pngquant writes next to its input: a copy of the set, quantized in place
             pq = dst / "pq"
@@ -872,9 +911,10 @@ def section_throughput(args, tmp):
         for _ in range(args.repeats):
             for lab, cmd, _ in runs:
                 times[lab].append(run_process(cmd, env)[0])
-        psnr = {lab: _mean_psnr(ref if ref and lab.startswith("clyde") else folder, o,
-                                1 if ref and lab.startswith("clyde") else step,
-                                "-q16.png" if o.name == "pq" else ".png")
+        psnr = {lab: _mean_psnr_dataset(folder, o) if o.name == "ds" else
+                _mean_psnr(ref if ref and lab.startswith("clyde") else folder, o,
+                           1 if ref and lab.startswith("clyde") else step,
+                           "-q16.png" if o.name == "pq" else ".png")
                 for lab, _, o in runs}
         base = next((lab for lab in times if lab.startswith("libimagequant")), None)
         rows = [(runs[0][0] + " (cold cache)", cold, psnr[runs[0][0]])] + \

@@ -47,6 +47,7 @@ _EXPORTS = {
     "AdaptiveResult": ".adaptive",
     "quantize_adaptive": ".adaptive",
     "run_batch": ".batch",
+    "DatasetSource": ".dataset",
     "train_codebook": (".train", "train"),
     "sweep_pixels": (".sweep", "sweep"),
     "smallest_k": ".sweep",
