@@ -106,13 +106,15 @@ def test_malformed_codes_files_are_one_line_each(tmp_path, codebook):
                        "damaged or truncated codes file (checksum mismatch)"),
         "v3.clyde": (_rewrite(good, version=3),
                      "codes file version 3 is newer than this clyde reads (2); upgrade clyde"),
-        "k.clyde": (_rewrite(good, lambda h: h.update(k=3)),
+        "k.clyde": (_rewrite(good, lambda h: h.update(k=8200)),  # 14 index bits as 12000
                     "damaged codes file (a shape index past k)"),
         "short.clyde": (_rewrite(good, lambda h: h.update(vectors=[5, 5])),
-                        "damaged codes file (payload size does not match the header)"),
+                        "damaged codes file (vectors: not 60 for each of the 2 grids)"),
         "tall.clyde": (_rewrite(good, lambda h: h.update(height=200)),
-                       "damaged codes file (codes of 57x200x3 pixels in 16x16 patches need 210 "
-                       "vectors per grid at offsets below 16, and a codebook of rows of 256)"),
+                       "damaged codes file (vectors: not 210 for each of the 2 grids)"),
+        "tall2.clyde": (_rewrite(good, lambda h: h.update(height=200, vectors=[210, 210])),
+                        "damaged codes file (the payload is not the 2,416 bytes the header "
+                        "says)"),
     }
     for name, (data, message) in cases.items():
         (tmp_path / name).write_bytes(data)
@@ -129,8 +131,8 @@ def test_another_codebook_is_refused_naming_both(tmp_path, codebook):
     got = codec.codebook_id(load_codebook(codebook).means)
     r = run("decode", fixture, "--means", codebook, "-o", tmp_path / "x.png")
     assert (r.exit_code, r.stderr) == (1, (
-        f"Error: {fixture}: made with codebook p16_k12000.npy (sha256 {want[:16]}), but "
-        f"{codebook} has sha256 {got[:16]}; give the codebook it was made with (--means)\n"))
+        f"Error: {fixture}: made with codebook p16_k12000.npy (sha256 {want}), but "
+        f"{codebook} has sha256 {got}; give the codebook it was made with (--means)\n"))
     assert not (tmp_path / "x.png").exists()
 
 

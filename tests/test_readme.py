@@ -79,5 +79,5 @@ def test_the_exit_code_table_is_the_codes_clyde_uses():
     text = (ROOT / "docs" / "commands.md").read_text()
     table = text[text.index("## Exit codes"):].split("\n## ")[0]
     codes = {int(c) for c in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
-    assert codes == {0, 1, 2, OutputLarger.EXIT_CODE, QualityNotReached.EXIT_CODE, 130}
+    assert codes == {0, 1, 2, OutputLarger.EXIT_CODE, QualityNotReached.EXIT_CODE, 130, 141, 143}
     assert (OutputLarger.EXIT_CODE, QualityNotReached.EXIT_CODE) == (98, 99)  # pngquant's

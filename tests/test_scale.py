@@ -34,8 +34,9 @@ def test_scheduler_shard(env, want):
                                           "--num-shards (the job's completions)"),
     ({"JOB_COMPLETION_INDEX": "4"}, 4, "--shard auto: JOB_COMPLETION_INDEX gives share 4 of 4, "
                                        "not a share (0 <= i < n)"),
-    ({"SLURM_ARRAY_TASK_ID": "3"}, None, "--shard auto: SLURM_ARRAY_TASK_ID gives share 3 of "
-                                         "None, not a share (0 <= i < n)"),
+    ({"SLURM_ARRAY_TASK_ID": "3"}, None, "--shard auto: SLURM_ARRAY_TASK_ID is set, but not "
+                                         "how many tasks there are (SLURM_ARRAY_TASK_COUNT, or "
+                                         "SLURM_ARRAY_TASK_MIN and MAX)"),
 ])
 def test_scheduler_shard_refuses(env, num, message):
     with pytest.raises(ClydeError) as e:

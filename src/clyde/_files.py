@@ -49,3 +49,28 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path.stat().st_size
+
+
+def remove_stale_temps(folder: str | os.PathLike, names) -> int:
+    """Remove the temporary files :func:`write_atomic` left in ``folder`` for the outputs
+    called ``names`` (a process killed mid-write leaves ``.NAME.XXXXXXXX.tmp``); return how
+    many. Only this run's own outputs are looked at, so another shard writing into the same
+    folder keeps its files."""
+    folder = Path(folder)
+    names = set(names)
+    removed = 0
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(".") and
+                   e.name.endswith(".tmp")]
+    except OSError:
+        return 0
+    for e in entries:
+        stem = e.name[1:-len(".tmp")]
+        target, _, rand = stem.rpartition(".")
+        if len(rand) == 8 and target in names:
+            try:
+                os.unlink(e.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed

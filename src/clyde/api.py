@@ -316,9 +316,11 @@ def decode_file(src: str | os.PathLike, dst: str | os.PathLike, *,
     codes, header, icc, srgb = read_codes(src)
     cb = load_codebook(means)
     want, got = header["codebook"], codebook_id(cb.means)
-    if want.get("sha256") != got:
-        raise ClydeError(f"{src}: made with codebook {want.get('name')} (sha256 "
-                         f"{str(want.get('sha256'))[:16]}), but {cb.path} has sha256 {got[:16]}; "
+    if want["sha256"] != got:
+        from .errors import printable
+
+        raise ClydeError(f"{src}: made with codebook {printable(want['name'])} (sha256 "
+                         f"{want['sha256']}), but {cb.path} has sha256 {got}; "
                          "give the codebook it was made with (--means)")
     try:
         out = decode_patches(codes, cb.means)

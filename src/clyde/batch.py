@@ -29,7 +29,7 @@ from typing import Callable, Literal, NamedTuple
 import numpy as np
 
 from . import io
-from ._files import write_atomic
+from ._files import remove_stale_temps, write_atomic
 from .errors import ClydeError, check_k1_k2, debug, unexpected
 
 __all__ = ["ALGOS", "KMEANS_ALGOS", "FileResult", "BatchSummary", "PatchOptions",
@@ -144,6 +144,10 @@ def scheduler_shard(num_shards: int | None = None, env=None) -> tuple[int, int]:
         except (KeyError, ValueError):
             return None
 
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
+                 "SLURM_ARRAY_TASK_MAX", "SLURM_PROCID", "SLURM_NTASKS", "JOB_COMPLETION_INDEX"):
+        if env.get(name, "").strip() and num(name) is None:
+            raise ClydeError(f"--shard auto: {name}={env[name]!r} is not a whole number")
     if num("SLURM_ARRAY_TASK_ID") is not None:
         lo, hi, count = num("SLURM_ARRAY_TASK_MIN"), num("SLURM_ARRAY_TASK_MAX"), \
             num("SLURM_ARRAY_TASK_COUNT")
@@ -160,7 +164,10 @@ def scheduler_shard(num_shards: int | None = None, env=None) -> tuple[int, int]:
     else:
         raise ClydeError("--shard auto: no scheduler variables found (SLURM_ARRAY_TASK_ID, "
                          "SLURM_PROCID with SLURM_NTASKS, or JOB_COMPLETION_INDEX)")
-    if n is None or n < 1 or not 0 <= i < n:
+    if n is None:
+        raise ClydeError(f"--shard auto: {source} is set, but not how many tasks there are "
+                         "(SLURM_ARRAY_TASK_COUNT, or SLURM_ARRAY_TASK_MIN and MAX)")
+    if n < 1 or not 0 <= i < n:
         raise ClydeError(f"--shard auto: {source} gives share {i} of {n}, not a share "
                          "(0 <= i < n)")
     return i, n
@@ -268,6 +275,8 @@ def plan_batch(src, dst: str | os.PathLike, *, algo: str = "so",
     src, dst = (src if is_ds else Path(src)), Path(dst)
     if to not in ("folder", "dataset"):
         raise ClydeError(f"to must be 'folder' or 'dataset', got {to!r}")
+    if dst.exists() and not dst.is_dir():
+        raise ClydeError(f"{dst}: exists and is not a folder (the output is a folder)")
     if algo not in ALGOS:
         raise ClydeError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
     if algo in KMEANS_ALGOS and k is None:
@@ -303,15 +312,27 @@ def plan_batch(src, dst: str | os.PathLike, *, algo: str = "so",
     dst.mkdir(parents=True, exist_ok=True)
     image_exts = io.image_extensions()
     todo, done = [], []
+    outputs: dict = {}
     for rel in list_files(src, recursive=recursive, exclude=d_res if inside else None, shard=shard):
         out = dst / rel.with_suffix(ext)
         if rel.suffix.lower() not in image_exts:
             done.append(FileResult(rel.as_posix(), "skipped", error="not an image file"))
-        elif not overwrite and out.exists() and out.stat().st_mtime >= (src / rel).stat().st_mtime:
+            continue
+        outputs.setdefault(out.parent, []).append(out.name)
+        if not overwrite and out.exists() and out.stat().st_mtime >= _changed(src / rel):
             done.append(FileResult(rel.as_posix(), "up-to-date"))
         else:
             todo.append((rel, out))
+    for folder, names in outputs.items():  # what a killed run of this shard left half-written
+        remove_stale_temps(folder, names)
     return Plan(src, dst, ext, fmt_name, todo, done)
+
+
+def _changed(path: Path) -> float:
+    """When ``path`` last changed: its mtime, or its ctime when later (a file replaced by
+    another with an older mtime, as ``cp -p`` or ``mv`` do, has a new ctime)."""
+    st = path.stat()
+    return max(st.st_mtime, st.st_ctime)
 
 
 def _plan_rows(src, dst: Path, ext: str, fmt_name: str, *, to: str, shard, overwrite: bool,
@@ -336,6 +357,8 @@ def _plan_rows(src, dst: Path, ext: str, fmt_name: str, *, to: str, shard, overw
     dst.mkdir(parents=True, exist_ok=True)
     todo = DatasetTodo(src, dst, to=to, ext=ext, fmt_name=fmt_name, rows_per_shard=r,
                        shard=shard, overwrite=overwrite, recursive=recursive, rows=rows)
+    if to == "dataset" and rows is not None:  # blocks a killed run of this share left half-written
+        remove_stale_temps(dst, [todo.block_path(b).name for b in range(i, -(-rows // r), n)])
     return Plan(src, dst, ext, fmt_name, todo, [])
 
 
@@ -409,6 +432,12 @@ def run_batch(src, dst: str | os.PathLike, *,
 
     if int(workers) != workers or workers < 1:
         raise ClydeError(f"workers must be an integer >= 1, got {workers}")
+    cap = _worker_cap()
+    if workers > cap:
+        if on_note:
+            on_note(f"--workers {workers}: more processes than this machine's {cap} cores (or "
+                    f"GPUs) only compete for them; using {cap}")
+        workers = cap
     if gallery is not None:
         g = Path(gallery)
         if g.suffix.lower() not in (".html", ".htm"):
@@ -504,6 +533,16 @@ def run_batch(src, dst: str | os.PathLike, *,
     return summary
 
 
+def _worker_cap() -> int:
+    """Most useful worker processes: this process's cores, or its GPUs if more."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    gpus = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return max(1, cores, len(gpus))
+
+
 class _Marker:
     """The done-marker of a shard: ``dst/.clyde-shard-I-of-N.json``, with digests of the
     settings and of the shard's file list, so that other settings or new files run again."""
@@ -513,8 +552,16 @@ class _Marker:
 
         self.path = plan.dst / f".clyde-shard-{shard[0]}-of-{shard[1]}.json"
         names = sorted([r.name for r in plan.done] + [rel.as_posix() for rel, _ in plan.todo])
+        files = hashlib.sha256()
+        for name in names:  # a replaced or modified input changes the digest
+            try:
+                st = (plan.src / name).stat()
+                stamp = f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
+            except OSError:
+                stamp = "gone"
+            files.update(f"{name}\0{stamp}\n".encode())
         self.key = {"settings": hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest(),
-                    "files": hashlib.sha256("\n".join(names).encode()).hexdigest()}
+                    "files": files.hexdigest()}
 
     def done(self) -> bool:
         try:
@@ -696,8 +743,37 @@ def _failure(name: str, e: BaseException) -> FileResult:
     return FileResult(name, "failed", error=unexpected(e))
 
 
-def _worker(plan: Plan, work: dict, cache: str | None, device: str | None, queue) -> None:
-    """One ``--workers`` process: its files' results, then ``("end", no_icc)``, on ``queue``."""
+def _die_with_parent(parent: int) -> None:
+    """End this process when its parent ends, however it ends: Linux's parent-death signal,
+    and a watchdog thread elsewhere (a worker never outlives ``batch``)."""
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    if os.getppid() != parent:  # the parent ended before the signal was asked for
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="clyde-parent-watch").start()
+
+
+def _worker(plan: Plan, work: dict, cache: str | None, device: str | None, queue,
+            parent: int | None = None) -> None:
+    """One ``--workers`` process: its files' results, then ``("end", no_icc, kept)``, on
+    ``queue``."""
+    if parent is not None:
+        _die_with_parent(parent)
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     from . import _cache, deterministic_gpu_kernels
@@ -717,7 +793,6 @@ def _run_workers(plan: Plan, n: int, work: dict, finish) -> tuple[list[str], lis
     """Split ``plan.todo`` over ``n`` spawned processes; ``finish`` every result here.
     Returns the inputs whose ICC profile was dropped and the gallery images kept."""
     import multiprocessing as mp
-    import queue as stdqueue
 
     from . import _cache
 
@@ -732,9 +807,27 @@ def _run_workers(plan: Plan, n: int, work: dict, finish) -> tuple[list[str], lis
             continue
         device = gpus[w % len(gpus)] if len(gpus) > 1 else None
         p = ctx.Process(target=_worker, args=(plan._replace(todo=part, done=[]), work,
-                                              _cache._enabled, device, q), daemon=True)
+                                              _cache._enabled, device, q, os.getpid()),
+                        daemon=True)
         p.start()
         procs.append((p, set() if rows else {rel.as_posix() for rel, _ in part}))
+    try:
+        return _collect(plan, procs, q, finish, rows)
+    finally:  # interrupted (Ctrl-C, SIGTERM): no worker goes on alone
+        for p, _ in procs:
+            if p.is_alive():
+                p.terminate()
+        for p, _ in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+
+
+def _collect(plan: Plan, procs: list, q, finish, rows: bool) -> tuple[list[str], list]:
+    """Finish the workers' results as they come; then the files a failed worker never
+    reported."""
+    import queue as stdqueue
+
     pending = {name for _, names in procs for name in names}
     no_icc, ended, errors, kept = [], 0, [], []
     while ended < len(procs):

@@ -173,9 +173,71 @@ def _piped(one, src: Path, dst: Path) -> dict:
         except ClydeError as e:
             raise type(e)(str(e).replace(str(s), "-").replace(str(d), "-")) from None
         if dst == STDIO:
-            sys.stdout.buffer.write(d.read_bytes())
-            sys.stdout.buffer.flush()
+            _write_stdout(d.read_bytes())
     return {**result, "input": str(src), "output": str(dst)}
+
+
+def _finite_db(value: Optional[float]) -> Optional[float]:
+    """--target-psnr must be a number of decibels (nan and inf are refused, exit 2)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"expected a number of dB like 35, got {value}")
+    return value
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (a scheduler's preemption or time limit, ``kill``): stop as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """While in the block, SIGTERM raises :class:`Terminated` in the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class BrokenPipe(SystemExit):
+    """The reader of standard output went away: exit 141 (128 + SIGPIPE) with no message
+    and no success line, as ``cat`` does."""
+
+    def __init__(self):
+        super().__init__(141)
+
+
+def _write_stdout(data: bytes) -> None:
+    """Write all of ``data`` to standard output; a write that falls short is an error, a
+    closed pipe a quiet :class:`BrokenPipe`."""
+    try:
+        out = sys.stdout.buffer
+        view, done = memoryview(data), 0
+        while done < len(view):
+            n = out.write(view[done:])
+            if not n:
+                raise ClydeError(f"-: standard output took {done:,} of {len(view):,} bytes")
+            done += n
+        out.flush()
+    except BrokenPipeError:
+        try:  # nothing more may reach the closed pipe, not even at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        raise BrokenPipe() from None
+    except OSError as e:
+        raise ClydeError(f"-: cannot write to standard output: {e.strerror or e}") from None
 
 
 def _outputs(tail: str, out_dir: Optional[Path], suffix: Optional[str]):
@@ -315,7 +377,7 @@ def pixel(
                                          help="Number of colours (2 or more; above 256 the output is "
                                               f"RGB). [default: {DEFAULT_K}]"),
     target_psnr: Optional[float] = typer.Option(
-        None, "--target-psnr", metavar="DB", help="Instead of -k: the fewest colours (up to 256) "
+        None, "--target-psnr", metavar="DB", callback=_finite_db, help="Instead of -k: the fewest colours (up to 256) "
         "whose image reaches this PSNR, found by bisection; exit 99, writing nothing, if none does."),
     target_ssim: Optional[float] = typer.Option(
         None, "--target-ssim", min=0.0, max=1.0, help="As --target-psnr, for SSIM."),
@@ -420,6 +482,10 @@ def patch(
     16-bit gain and offset per patch channel, times the shifts).
     """
     from .api import patch_file
+
+    if codes == STDIO:
+        raise typer.BadParameter("- is not a codes file name: the codes go to a file (the "
+                                 "image may go to standard output, -o -)", param_hint="'--codes'")
 
     def one(src, dst):
         with _steps_bar(shifts, "grid") as step:  # several grids take seconds on a large photo
@@ -685,15 +751,21 @@ def batch(
                                  param_hint="'--step'")
     if step is None and max_side is None and size is None:
         step = 5
-    summary = run_batch(src, dst, algo=algo.value, k=k, step=step, max_side=max_side,
-                        size=_size(size), resample=resample.value, fmt=fmt, recursive=recursive,
-                        overwrite=overwrite, allow_inside=allow_inside, jobs=jobs,
-                        shard=_shard(shard, num_shards), seed=seed, iters=iters, workers=workers,
-                        patch=PatchOptions(means, shifts, fit.value),
-                        adaptive=AdaptiveOptions(k1, k2, metric.value, block),
-                        metrics=not no_metrics, report=report, progress=_bar(quiet), on_note=_note,
-                        to=to.value, rows_per_shard=shard_rows, gallery=gallery,
-                        gallery_worst=gallery_worst)
+    try:
+        with _sigterm_stops():
+            summary = run_batch(
+                src, dst, algo=algo.value, k=k, step=step, max_side=max_side, size=_size(size),
+                resample=resample.value, fmt=fmt, recursive=recursive, overwrite=overwrite,
+                allow_inside=allow_inside, jobs=jobs, shard=_shard(shard, num_shards), seed=seed,
+                iters=iters, workers=workers, patch=PatchOptions(means, shifts, fit.value),
+                adaptive=AdaptiveOptions(k1, k2, metric.value, block), metrics=not no_metrics,
+                report=report, progress=_bar(quiet), on_note=_note, to=to.value,
+                rows_per_shard=shard_rows, gallery=gallery, gallery_worst=gallery_worst)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from a scheduler: workers are stopped
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        typer.echo(f"\nError: {what}; the finished outputs are kept: run the same command "
+                   "again to go on", err=True)
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     line = summary.line()
     typer.echo(line if default_k is None else f"{line}; k={default_k} (the default; -k sets it)")
     for r in summary.failures:
@@ -719,7 +791,8 @@ def _ks(value: str) -> list[int]:
 def sweep(
     image: Path = typer.Argument(..., metavar="IMAGE", help="Input image.", show_default=False),
     ks: str = typer.Option("2,4,8,16,32,64,128,256", "-k", help="Comma-separated k values."),
-    target_psnr: Optional[float] = typer.Option(None, "--target-psnr", help="Find the smallest "
+    target_psnr: Optional[float] = typer.Option(None, "--target-psnr", callback=_finite_db,
+                                                help="Find the smallest "
                                                 "k reaching this PSNR (dB), by bisection."),
     target_ssim: Optional[float] = typer.Option(None, "--target-ssim", min=0.0, max=1.0,
                                                 help="Find the smallest k reaching this SSIM."),

@@ -116,6 +116,16 @@ def validate_means(means: np.ndarray, name: str = "codebook") -> int:
     return p
 
 
+def _looks_like(data: bytes) -> str:
+    """What a file that is not a .npy seems to be, from its first bytes ("" if unknown)."""
+    for magic, what in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8", "a JPEG image"),
+                        (b"GIF8", "a GIF image"), (b"PK", "a ZIP archive (an .npz?)"),
+                        (b"CLYDEPQ", "a clyde codes file")):
+        if data.startswith(magic):
+            return what
+    return "empty" if not data else ""
+
+
 def load_codebook(path: str | os.PathLike | None = None) -> Codebook:
     """Read and validate a codebook (``None``: ``$CLYDE_MEANS``, else the bundled one).
 
@@ -132,8 +142,13 @@ def load_codebook(path: str | os.PathLike | None = None) -> Codebook:
         npy, mp, path, where = _default()
     if not npy.is_file():
         raise ClydeError(f"{path}{where}: no such codebook file")
+    data = npy.read_bytes()
+    if not data.startswith(b"\x93NUMPY"):
+        kind = _looks_like(data)
+        raise ClydeError(f"{path}: not a NumPy .npy codebook{' (it is ' + kind + ')' if kind else ''}"
+                         "; a codebook is the .npy file clyde train writes")
     try:
-        means = np.load(io.BytesIO(npy.read_bytes()), allow_pickle=False)
+        means = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise ClydeError(f"{path}: not a NumPy .npy codebook ({e})") from None
     if not isinstance(means, np.ndarray):

@@ -34,6 +34,15 @@ def debug() -> bool:
     return bool(os.environ.get("CLYDE_DEBUG"))
 
 
+def printable(text, limit: int = 200) -> str:
+    """``text`` from a file, safe to print: control and other unprintable characters
+    escaped (``\\x1b``), at most ``limit`` characters."""
+    s = str(text)
+    out = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                  for ch in s[:limit])
+    return out + ("..." if len(s) > limit else "")
+
+
 def unexpected(e: BaseException) -> str:
     """One line for an exception that is not a :class:`ClydeError`: a bug in clyde,
     reported without a traceback unless ``CLYDE_DEBUG=1``."""
