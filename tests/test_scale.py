@@ -207,10 +207,73 @@ def test_two_processes_resume_exactly(photo_folder, tmp_path):
 
     run("--steps", "40", "-o", str(tmp_path / "full.npy"))
     run("--steps", "25", "-o", str(tmp_path / "cut.npy"))  # checkpoints at steps 10 and 20
-    assert sorted(p.name for p in tmp_path.glob("cut.ckpt*")) == [
-        "cut.ckpt.0-of-2.npz", "cut.ckpt.1-of-2.npz", "cut.ckpt.npz"]
+    assert sorted(p.name for p in tmp_path.glob("cut.ckpt*")) == [  # step 10's parts are gone
+        "cut.ckpt.0-of-2.step20.npz", "cut.ckpt.1-of-2.step20.npz", "cut.ckpt.npz"]
     said = run("--steps", "40", "-o", str(tmp_path / "cut.npy"), "--resume")
     assert len(said[0]) == 1 and said[1] == []
+    np.testing.assert_array_equal(np.load(tmp_path / "cut.npy"), np.load(tmp_path / "full.npy"))
+
+
+@pytest.mark.parametrize("rank, message", [
+    (0, "Error: process 0 of 2: process 1 did not join within 3 s (--join-timeout); start "
+        "every process with the same --coordinator and --num-processes"),
+    (1, "Error: process 1 of 2: process 0 did not answer at 127.0.0.1:{port1} within 3 s "
+        "(--join-timeout)")])
+def test_a_partner_that_never_comes_is_one_line_in_bounded_time(photo_folder, tmp_path, rank,
+                                                                message):
+    import time
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_"))}
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "clyde", "train", "--dataset", str(photo_folder),
+                        "-o", str(tmp_path / "x.npy"), "-p", "8", "-k", "8", "--steps", "5",
+                        "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                        "--process-id", str(rank), "--join-timeout", "3", "-q"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and time.time() - t0 < 60
+    assert r.stderr.strip().splitlines() == [message.format(port1=port + 1)]
+
+
+@pytest.mark.slow
+def test_a_killed_partner_is_one_error_line_and_both_resume(photo_folder, tmp_path):
+    """Process 1 is killed after the first checkpoint: process 0 says so in one line and
+    exits 1; both then resume from the last complete checkpoint to the very bytes of an
+    uninterrupted run."""
+    import signal
+    import time
+
+    base = [sys.executable, "-m", "clyde", "train", "--dataset", str(photo_folder), "-p", "8",
+            "-k", "32", "--batch", "512", "--checkpoint-every", "5", "--steps", "300", "-q"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_"))}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1"
+
+    def start(out, *extra):
+        port = _free_port()
+        return [subprocess.Popen(base + list(extra) + [
+            "-o", str(out), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+            "--process-id", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True) for i in range(2)]
+
+    procs = start(tmp_path / "cut.npy")
+    deadline = time.time() + 240
+    while time.time() < deadline and not (tmp_path / "cut.ckpt.npz").exists():
+        time.sleep(0.1)
+    assert (tmp_path / "cut.ckpt.npz").exists()
+    time.sleep(0.5)
+    procs[1].send_signal(signal.SIGKILL)
+    t0 = time.time()
+    out, err = procs[0].communicate(timeout=180)
+    procs[1].communicate()
+    assert procs[0].returncode == 1 and time.time() - t0 < 150
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[-1].startswith("Error: process 0 of 2: lost a partner process at step ")
+    assert "--resume" in lines[-1]
+
+    outs = [p.communicate(timeout=300) for p in start(tmp_path / "cut.npy", "--resume")]
+    assert all(o is not None for o in outs)
+    full = [p.communicate(timeout=300) for p in start(tmp_path / "full.npy")]
+    assert all(o is not None for o in full)
     np.testing.assert_array_equal(np.load(tmp_path / "cut.npy"), np.load(tmp_path / "full.npy"))
 
 

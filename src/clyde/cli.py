@@ -910,6 +910,9 @@ def train(
                                         "steps instead of --epochs (needed with several "
                                         "processes; a process that runs out of data starts it "
                                         "again)."),
+    join_timeout: float = typer.Option(120.0, "--join-timeout", min=1.0, help="Seconds every "
+                                       "process waits for the others to join (several "
+                                       "processes)."),
     coordinator: Optional[str] = typer.Option(None, "--coordinator", help="HOST:PORT of process "
                                               "0, for several processes (with --num-processes "
                                               "and --process-id); else Slurm or Open MPI say."),
@@ -932,7 +935,8 @@ def train(
     """
     from .train import start_distributed, train as run, train_steps
 
-    rank, world = start_distributed(coordinator, num_processes, process_id, distributed)
+    rank, world = start_distributed(coordinator, num_processes, process_id, distributed,
+                                    join_timeout=join_timeout)
     if world > 1 and steps is None:
         raise typer.BadParameter("several processes need --steps N (every process runs the "
                                  "same number of steps)", param_hint="'--steps'")

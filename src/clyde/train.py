@@ -642,8 +642,68 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
 # several processes
 
 
+def _rendezvous(coordinator: str, world: int, rank: int, timeout: float) -> None:
+    """Wait, at most ``timeout`` seconds, until all ``world`` processes are up: process 0
+    listens on the coordinator's port + 1 and the others connect to it. JAX's own join
+    aborts the process with a native stack trace when a partner never comes; this fails
+    first, with one line."""
+    import socket
+
+    host, _, port = coordinator.rpartition(":")
+    try:
+        addr = (host.strip("[]") or "127.0.0.1", int(port) + 1)
+    except ValueError:
+        raise ClydeError(f"--coordinator must be HOST:PORT, got {coordinator!r}") from None
+    deadline = time.monotonic() + timeout
+    who = f"process {rank} of {world}"
+    if rank == 0:
+        try:
+            srv = socket.create_server(("", addr[1]), reuse_port=False)
+        except OSError as e:
+            raise ClydeError(f"{who}: cannot listen on port {addr[1]} (the coordinator's port "
+                             f"+ 1, where the processes meet): {e.strerror or e}") from None
+        joined: dict = {}
+        with srv:
+            while len(joined) < world - 1:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    missing = sorted(set(range(1, world)) - set(joined))
+                    raise ClydeError(f"{who}: process{'es' if len(missing) > 1 else ''} "
+                                     f"{', '.join(map(str, missing))} did not join within "
+                                     f"{timeout:g} s (--join-timeout); start every process "
+                                     "with the same --coordinator and --num-processes")
+                srv.settimeout(min(left, 1.0))
+                try:
+                    conn, _ = srv.accept()
+                except (socket.timeout, TimeoutError):
+                    continue
+                conn.settimeout(5)
+                try:
+                    joined[int(conn.recv(16).decode() or -1)] = conn
+                except (OSError, ValueError):
+                    conn.close()
+            for conn in joined.values():
+                with conn:
+                    conn.sendall(b"go")
+        return
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ClydeError(f"{who}: process 0 did not answer at {addr[0]}:{addr[1]} within "
+                             f"{timeout:g} s (--join-timeout)")
+        try:
+            with socket.create_connection(addr, timeout=min(left, 2.0)) as c:
+                c.sendall(str(rank).encode())
+                c.settimeout(max(left, 1.0))
+                if c.recv(2) == b"go":
+                    return
+        except OSError:
+            time.sleep(0.2)
+
+
 def start_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                      process_id: int | None = None, enabled: bool | None = None) -> tuple[int, int]:
+                      process_id: int | None = None, enabled: bool | None = None,
+                      join_timeout: float = 120.0) -> tuple[int, int]:
     """Join a multi-process JAX run; return ``(rank, world)``. Call it before any JAX
     computation.
 
@@ -651,7 +711,9 @@ def start_distributed(coordinator: str | None = None, num_processes: int | None 
     otherwise JAX's own detection runs where a cluster says this step has several tasks
     (``srun``: ``SLURM_STEP_NUM_TASKS``; Open MPI: ``OMPI_COMM_WORLD_SIZE``; Kubernetes
     through ``jax[k8s]`` when ``enabled`` is True). ``enabled=False`` keeps one process. On CPUs the processes
-    add up through Gloo. A proxy in ``HTTP_PROXY``/``http_proxy`` can make the
+    add up through Gloo. With explicit options the processes first meet on the
+    coordinator's port + 1, each waiting at most ``join_timeout`` seconds (one ``Error:``
+    line, not JAX's native abort, when a partner never comes). A proxy in ``HTTP_PROXY``/``http_proxy`` can make the
     initialisation hang: exclude the coordinator's host with ``NO_PROXY``.
     """
     explicit = coordinator is not None or num_processes is not None or process_id is not None
@@ -663,10 +725,13 @@ def start_distributed(coordinator: str | None = None, num_processes: int | None 
         raise ClydeError("several processes need all of --coordinator HOST:PORT, --num-processes "
                          "and --process-id (or none, where the cluster says them)")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if explicit and num_processes > 1:
+        _rendezvous(coordinator, num_processes, process_id, join_timeout)
     try:
         if explicit:
             jax.distributed.initialize(coordinator_address=coordinator,
-                                       num_processes=num_processes, process_id=process_id)
+                                       num_processes=num_processes, process_id=process_id,
+                                       initialization_timeout=max(1, int(join_timeout)))
         else:
             jax.distributed.initialize()
     except (RuntimeError, ValueError) as e:
@@ -815,7 +880,10 @@ def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: in
                  rank=rank, world=world, split=split, scales=scales,
                  max_per_image=max_per_image, pool=pool, on_note=on_note)
     ckpt = Path(checkpoint) if checkpoint else output.with_name(output.stem + ".ckpt.npz")
-    part = ckpt.with_name(f"{ckpt.stem}.{rank}-of-{world}.npz")
+
+    def part(step: int) -> Path:  # one per process and checkpoint step: the previous set
+        return ckpt.with_name(f"{ckpt.stem}.{rank}-of-{world}.step{step}.npz")  # stays usable
+
     config = _config(dataset, split, patch, k, batch, seed, scales, max_per_image, patience, reseed)
     config.update(processes=world, devices=jax.device_count())
 
@@ -826,7 +894,10 @@ def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: in
             raise ClydeError(f"{ckpt}: no checkpoint to resume from")
         state, _, info = load_checkpoint(ckpt, config)
         done = int(state.step)
-        rows.load(part, done)
+        if not part(done).exists():
+            raise ClydeError(f"{part(done)}: missing: this process's part of the checkpoint "
+                             f"at step {done} (resume with the same processes and files)")
+        rows.load(part(done), done)
         state = devices.place(state)
     else:
         first = rows.take(k)  # this process's first k vectors: process 0's start the shapes
@@ -834,25 +905,39 @@ def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: in
         state, done = devices.place(init_state(np.asarray(start))), 0
 
     def save():
-        rows.save(part, done)
+        # Every process writes its part of step `done` beside the previous step's; once all
+        # are written, process 0 points the checkpoint at the new step; only then do the
+        # old parts go. A crash at any moment leaves one complete set.
+        rows.save(part(done), done)
         multihost_utils.sync_global_devices("clyde train: parts written")
-        if rank == 0:  # last: its step says that every part of that step is written
+        if rank == 0:
             save_checkpoint(ckpt, TrainState(*(_local(a) for a in state)),
                             Batcher(batch, patch * patch, rows.rng), epoch=0, images=0,
                             images_total=0, vectors=done * batch * jax.device_count(), failed=0,
                             config=config)
         multihost_utils.sync_global_devices("clyde train: checkpoint written")
+        for old in ckpt.parent.glob(f"{ckpt.stem}.{rank}-of-{world}.step*.npz"):
+            if old != part(done):
+                old.unlink(missing_ok=True)
 
     t0, start_step = time.perf_counter(), done
     bar = tqdm(total=steps, initial=done, unit="step", disable=not progress or rank != 0,
                dynamic_ncols=True)
     c = None
-    while done < steps:
-        state, c = devices.step(state, rows.batch())
-        done += 1
-        bar.update(1)
-        if done % checkpoint_every == 0 and done < steps:
-            save()
+    try:
+        while done < steps:
+            state, c = devices.step(state, rows.batch())
+            done += 1
+            bar.update(1)
+            if done % checkpoint_every == 0 and done < steps:
+                save()
+    except (RuntimeError, ValueError) as e:  # a collective failed: a partner is gone
+        if world == 1 or isinstance(e, ClydeError):
+            raise
+        last = ckpt.exists() and f"; the last checkpoint ({ckpt}) resumes it: run the same " \
+            "command again with --resume"
+        raise ClydeError(f"process {rank} of {world}: lost a partner process at step "
+                         f"{done + 1} ({str(e).splitlines()[0][:160]}){last or ''}") from None
     cos = float(_local(c)) if c is not None else float("nan")
     bar.close()
     seconds = time.perf_counter() - t0
