@@ -304,3 +304,34 @@ def test_killing_batch_leaves_no_worker_running(tmp_path, chelsea, sig):
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "out").glob("*.png"))) == 400
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_64_megapixel_codes_file_decodes_within_2_gib(tmp_path):
+    """Random codes for an 8000x8000 image, made here: decoded band by band, the whole
+    command's peak resident memory stays under 2 GiB (4.06 GB before)."""
+    import resource
+
+    from clyde.codebook import load_codebook
+
+    cb = load_codebook()
+    n = codec.vectors_per_grid(8000, 8000, 3, 16)
+    rng = np.random.default_rng(0)
+    codes = codec.PatchCodes((8000, 8000, 3), 16, [(0, 0)], "lsq",
+                             [rng.integers(0, len(cb.means), n).astype(np.int32)],
+                             [rng.integers(0, 60, n).astype(np.float32)],
+                             [rng.integers(0, 150, n).astype(np.float32)])
+    path = tmp_path / "big.clyde"
+    path.write_bytes(codec.encode_codes(codes, k=len(cb.means), codebook_name=cb.path.name,
+                                        codebook_sha256=codec.codebook_id(cb.means),
+                                        compression="zlib"))
+    code = ("import resource, subprocess, sys\n"
+            "r = subprocess.run([sys.executable, '-m', 'clyde', 'decode', sys.argv[1], '-o', "
+            "sys.argv[2]], stdout=subprocess.DEVNULL)\n"
+            "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "big.png")],
+                       capture_output=True, text=True, timeout=600)
+    rc, peak_kib = (int(v) for v in r.stdout.split())
+    assert rc == 0, r.stderr
+    assert peak_kib < 2 * 1024 * 1024
+    assert Image.open(tmp_path / "big.png").size == (8000, 8000)

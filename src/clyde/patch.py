@@ -62,6 +62,10 @@ FITS = ("lsq", "original")
 #: float32 scores (98 MB for k = 12000).
 CHUNK = 2048
 
+#: Vectors a decode rebuilds at once (a band of patch rows of one channel): the decode of a
+#: large image holds its sum and one band, not every grid's vectors.
+BAND_VECTORS = 1 << 16
+
 #: Chunks per call of :func:`quantize_vectors`: every image runs the same two programs, on
 #: tiles of this many chunks and then on single chunks for the rest.
 TILE_CHUNKS = 4
@@ -368,14 +372,24 @@ def decode_patches(codes: PatchCodes, codebook: np.ndarray, *, chunk: int = CHUN
                          f"per grid at offsets below {p}, and a codebook of rows of {p * p}")
     cb = jnp.asarray(codebook, jnp.float32)
     total = np.zeros((h, w, c), np.float32)
-    pending = []
-    for off, idx, gain, offset in zip(codes.grids, codes.indices, codes.gains, codes.offsets):
-        n = len(idx)
-        parts = zip(*(_tiles(np.asarray(a), chunk * TILE_CHUNKS, chunk)
-                      for a in (idx.astype(np.int32), gain.astype(np.float32),
-                                offset.astype(np.float32))))
-        pending.append((off, n, [_decoded(i, g, o, cb) for i, g, o in parts]))
-    for off, n, parts in pending:
-        rec = np.concatenate([np.asarray(r) for r in parts])[:n]
-        total += unpatchify(rec, (h, w, c), p, off)
-    return np.clip(np.rint(total / len(codes.grids)), 0, 255).astype(np.uint8)
+    gh, gw = hg // p, wg // p
+    rows = max(1, BAND_VECTORS // gw)  # patch rows rebuilt at once: memory stays bounded
+    for (dy, dx), idx, gain, offset in zip(codes.grids, codes.indices, codes.gains,
+                                           codes.offsets):
+        arrays = (np.asarray(idx, np.int32), np.asarray(gain, np.float32),
+                  np.asarray(offset, np.float32))
+        for ch in range(c):
+            for r0 in range(0, gh, rows):
+                r1 = min(gh, r0 + rows)
+                s, e = (ch * gh + r0) * gw, (ch * gh + r1) * gw  # channel-major, as patchify
+                parts = zip(*(_tiles(a[s:e], chunk * TILE_CHUNKS, chunk) for a in arrays))
+                rec = np.concatenate([np.asarray(_decoded(i, g, o, cb)) for i, g, o in parts])
+                band = rec[:e - s].reshape(r1 - r0, gw, p, p).transpose(0, 2, 1, 3).reshape(
+                    (r1 - r0) * p, wg)
+                y0, y1 = max(0, r0 * p - dy), min(h, r1 * p - dy)  # the band's image rows
+                if y0 < y1:
+                    total[y0:y1, :, ch] += band[y0 + dy - r0 * p:y1 + dy - r0 * p, dx:dx + w]
+    total /= len(codes.grids)  # in place: a 64 MP image holds one float32 copy, not four
+    np.rint(total, out=total)
+    np.clip(total, 0, 255, out=total)
+    return total.astype(np.uint8)
