@@ -1005,6 +1005,11 @@ def main(argv: list[str] | None = None) -> None:
     dependencies. A program that embeds clyde calls the library (or ``app``),
     never this function, so its exit handlers run as usual.
     """
+    from . import _supervise
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if _supervise.wanted(args):  # train on several processes: native aborts become one line
+        sys.exit(_supervise.run(args))
     code = 0
     try:
         app(args=argv, prog_name="clyde")
