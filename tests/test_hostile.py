@@ -335,3 +335,50 @@ def test_a_64_megapixel_codes_file_decodes_within_2_gib(tmp_path):
     assert rc == 0, r.stderr
     assert peak_kib < 2 * 1024 * 1024
     assert Image.open(tmp_path / "big.png").size == (8000, 8000)
+
+
+def test_fuzzed_headers_and_payload_sizes_under_a_memory_cap(tmp_path):
+    """500 codes files with valid checksums, each header field set to a random value of a
+    random type, or the payload cut or padded: every one decodes or is refused with a
+    ClydeError (never another exception), in a child whose address space is capped at
+    +600 MB over its start."""
+    code = r'''
+import json, random, resource, struct, sys, zlib
+from clyde import codec
+good = open(sys.argv[1], "rb").read()
+n = struct.unpack_from("<I", good, 10)[0]
+head, payload = json.loads(good[14:14 + n]), good[14 + n:-4]
+vm = int([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmSize")][0])
+cap = vm * 1024 + (600 << 20)
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+rng = random.Random(7)
+values = [None, True, -1, 0, 1, 3, 16, 255, 2**31, 10**12, 1.5, float("1e308"), "x", "", [],
+          [0], [[0, 0]], [[0, 0]] * 300, {}, {"name": 1}, "zlib", "lzma"]
+bad = ok = 0
+for i in range(500):
+    h = json.loads(json.dumps(head))
+    field = rng.choice(list(h))
+    if rng.random() < 0.15:
+        del h[field]
+    else:
+        h[field] = rng.choice(values)
+    p = payload
+    if rng.random() < 0.3:
+        p = p[:rng.randrange(len(p))] if rng.random() < 0.5 else p + bytes(rng.randrange(1, 99))
+    body = struct.pack("<8sHI", codec.MAGIC, 2, 0)
+    hb = json.dumps(h).encode()
+    body = struct.pack("<8sHI", codec.MAGIC, 2, len(hb)) + hb + p
+    data = body + struct.pack("<I", zlib.crc32(body))
+    try:
+        codec.decode_codes(data, "f")
+        ok += 1
+    except codec.ClydeError as e:
+        assert str(e).startswith("f: "), e
+        bad += 1
+print(ok, bad)
+'''
+    r = subprocess.run([sys.executable, "-c", code, str(DATA / "chelsea-41x57-s2.clyde")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ok, bad = (int(v) for v in r.stdout.split())
+    assert ok + bad == 500 and bad > 400

@@ -209,7 +209,7 @@ def check_header(header, name: str = "codes") -> dict:
             or not isinstance(cb.get("sha256"), str) or len(cb["sha256"]) != 64
             or any(ch not in "0123456789abcdef" for ch in cb["sha256"])):
         bad("codebook", "not a name and a 64-digit hex SHA-256")
-    if header["compression"] not in _COMPRESSORS:
+    if not isinstance(header["compression"], str) or header["compression"] not in _COMPRESSORS:
         bad("compression", f"not one of {', '.join(_COMPRESSORS)}: {header['compression']!r}")
     if not isinstance(header.get("srgb", False), bool):
         bad("srgb", f"not true or false: {header['srgb']!r}")
