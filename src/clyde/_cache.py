@@ -131,6 +131,12 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
     return _enabled
 
 
+def enabled_folder() -> str | None:
+    """The compilation cache folder this process uses (:func:`enable_compilation_cache`),
+    or None: what a worker process is given so that it uses the same one."""
+    return _enabled
+
+
 _NOTICE: dict = {}  # the long-compile notice: say, after, and whether it is armed
 
 

@@ -807,7 +807,7 @@ def _run_workers(plan: Plan, n: int, work: dict, finish) -> tuple[list[str], lis
             continue
         device = gpus[w % len(gpus)] if len(gpus) > 1 else None
         p = ctx.Process(target=_worker, args=(plan._replace(todo=part, done=[]), work,
-                                              _cache._enabled, device, q, os.getpid()),
+                                              _cache.enabled_folder(), device, q, os.getpid()),
                         daemon=True)
         p.start()
         procs.append((p, set() if rows else {rel.as_posix() for rel, _ in part}))
