@@ -21,9 +21,8 @@ from .errors import ClydeError, QualityNotReached
 
 
 #: Python's thread switch interval (seconds) while a decode and the JAX import overlap;
-#: None leaves it alone. The command line sets 1e-4: Pillow's decoders drop the GIL for each
-#: block and wait for it back, and at the default 5 ms the importing thread holds it that long
-#: each time, so nothing overlapped. A library leaves interpreter-wide settings to its caller.
+#: None leaves it alone. The command line sets 1e-4, so that Pillow's decoder, which drops the
+#: GIL for each block, gets it back soon; a library leaves interpreter-wide settings to its caller.
 OVERLAP_SWITCH_INTERVAL: float | None = None
 
 

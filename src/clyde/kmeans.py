@@ -63,15 +63,13 @@ __all__ = [
 INITS = ("kmeans++", "random")
 ALGOS = ("lloyd", "minibatch")
 
-#: Points per chunk in the assignment step; bounds memory at ``CHUNK * k`` floats.
-#: 2048 keeps a ``(k, chunk)`` block in cache for k up to 256 (measured fastest
-#: of 256..4096 on a 2-core x86 CPU).
+#: Points per chunk in the assignment step; bounds memory at ``CHUNK * k`` floats and keeps
+#: a ``(k, chunk)`` block in cache for k up to 256.
 CHUNK = 2048
 
 #: Rows per block of the per-point passes of :func:`move_centers` and the centre
-#: updates. Larger than ``CHUNK``: on a CPU every loop iteration costs a few kernel
-#: launches, which blocks of 2048 rows made 2-3x slower than one pass over all the
-#: rows; blocks up to the last row of positive weight keep the work near the points'.
+#: updates: larger than ``CHUNK``, since every loop iteration costs kernel launches; blocks
+#: up to the last row of positive weight keep the work near the points'.
 SPAN = 8 * CHUNK
 
 #: Rows from which :func:`kmeans_plusplus` reads only up to the last positive weight
@@ -990,8 +988,8 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
     -----
     One run (``n_init=1``) iterates with :func:`lloyd_bounded`, several with
     :func:`lloyd`: the same iterations, in a program that compiles faster and
-    runs as fast on the few thousand coarse bins. Runs go through ``lax.map``,
-    not ``vmap``, which compiled slower and ran no faster. Wrapping this
+    runs as fast on the few thousand coarse bins. Runs go through ``lax.map``
+    (docs/benchmark-notes.md says why not ``vmap``). Wrapping this
     function in ``vmap`` yourself is correct but wastes work (the bounded loops
     run for the slowest member).
     """

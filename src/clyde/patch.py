@@ -14,9 +14,8 @@ The method, per patch channel ``x`` (a vector of ``d = p * p`` values):
 
    Gain and offset are rounded to integers (the offset after the gain, which
    it then fits), as a codes file stores them (16 bits each), so the reported
-   bits describe the reconstruction that is measured. Against float16 values
-   this cost 0.00-0.06 dB on the benchmark photos and saves 17-19% of a codes
-   file (docs/benchmarks.md).
+   bits describe the reconstruction that is measured (what that costs against
+   float16 values: docs/benchmark-notes.md).
 
 Several reconstructions on patch grids shifted by :func:`shift_offsets` are
 averaged per pixel; that removes the blocky grid. Images of any size are

@@ -133,12 +133,9 @@ _OCC = 16  # codes per occupancy block of the 2**24 table
 #: assignment walks the padding).
 MINIBATCH_CAPACITY = 1 << 18
 #: The exact colours of a fit that starts on bins (a coarse start at k <= SMALL_K, or more
-#: than ``max_points`` colours) are padded to at least this many: there they only finish
-#: the fit, so photos of up to this many colours share one program. Not 2**18: the
-#: binning and the bounds' inheritance still pass over every row, which made a 4 MP photo
-#: of 34,000 colours 20 % slower at k=16 (0.125 -> 0.150 s). A direct fit keeps its
-#: :func:`capacity`: there k-means++ reads every row for each centre, and one capacity of
-#: 2**16 made few-colour images 15-35 ms slower a call (measured).
+#: than ``max_points`` colours) are padded to at least this many, so that photos of up to
+#: this many colours share one program; a direct fit keeps its :func:`capacity`
+#: (docs/benchmark-notes.md, "Measurements behind the defaults").
 EXACT_CAPACITY = 1 << 16
 #: Bin tables up to this many slots are padded to all of them (one shape per stage; the
 #: k-means loops skip the empty tail, see :func:`clyde.kmeans._extent`).
@@ -406,8 +403,8 @@ def _from_space(x, space):
 # disk with the compilation cache, so that a new process neither traces nor lowers them.
 _KMEANS_STATICS = ("k", "init", "algo", "max_iter", "batch_size", "chunk", "n_init")
 # Whole k-means fits run on few points (the coarse bins, or at most COARSE_MIN_COLORS
-# colours) or as mini-batch steps: XLA's older emitters compile them in 60 % of the time,
-# and they run as fast (a mini-batch fit on 2**18 padded colours: 15 ms against 17 at k=16).
+# colours) or as mini-batch steps: XLA's older emitters compile them faster and they run as
+# fast (docs/benchmark-notes.md).
 _kmeans = _cache.stored(km.kmeans, static_argnames=_KMEANS_STATICS,
                         compiler_options=_cache.QUICK_COMPILE)
 _lloyd = _cache.stored(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))

@@ -534,10 +534,8 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     dtype : {"float16", "float32"}, storage of the written codebook
     patience : int, optional
         Steps without a win after which a shape is re-seeded (default
-        ``ceil(200 k / batch)``, about 200 expected wins). A short patience
-        keeps half of a large codebook cycling through outliers: with 20
-        instead of 200, 12000 shapes scored 0.03-0.18 dB lower on held-out
-        photos.
+        ``ceil(200 k / batch)``, about 200 expected wins; a short patience keeps
+        much of a large codebook cycling through outliers: docs/benchmark-notes.md).
     reseed : int, most shapes re-seeded per step
 
     Returns
