@@ -331,7 +331,13 @@ class DatasetTodo:
         return b % self.shard[1] == self.shard[0]
 
     def _block_done(self, b: int) -> bool:
-        return self.to == "dataset" and not self.overwrite and self.block_path(b).exists()
+        """Block ``b``'s file was written by an earlier run (looked up once a block)."""
+        if self.to != "dataset" or self.overwrite:
+            return False
+        done = self.__dict__.setdefault("_done", {})
+        if b not in done:
+            done[b] = self.block_path(b).exists()
+        return done[b]
 
     def _rows(self) -> Iterator[Row]:
         """This share's rows still to do, in order; rows of finished blocks are recorded in
