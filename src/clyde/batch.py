@@ -497,7 +497,7 @@ def run_batch(src, dst: str | os.PathLike, *,
     for r in plan.done:
         finish(r)
 
-    work = dict(step=step, max_side=max_side, size=size, resample=resample, algo=algo, k=k,
+    work = Work(step=step, max_side=max_side, size=size, resample=resample, algo=algo, k=k,
                 seed=seed, iters=iters, patch=patch, adaptive=adaptive, jobs=max(1, int(jobs)),
                 metrics=metrics, exact=exact, worst=int(gallery_worst) if gallery else 0)
     if workers > 1 and (len(plan.todo) > 1 if not rows else not plan.todo.all_done()):
@@ -510,7 +510,7 @@ def run_batch(src, dst: str | os.PathLike, *,
                           for i, (rel, _) in enumerate(plan.todo)})
             results.sort(key=lambda r: order[r.name])  # the order one process gives
     else:
-        no_icc, kept = _work(plan, finish, **work)
+        no_icc, kept = _work(plan, finish, work)
     bar.close()
     if no_icc and on_note:
         many = len(no_icc) > 1
@@ -576,13 +576,31 @@ class _Marker:
         write_atomic(self.path, lambda f: f.write((json.dumps(record) + "\n").encode()))
 
 
-def _work(plan: Plan, finish, *, step, max_side, size, resample, algo, k, seed, iters, patch,
-          adaptive, jobs, metrics, exact, worst: int = 0) -> tuple[list[str], list]:
+class Work(NamedTuple):
+    """What every process of a run does to each image (picklable: ``--workers`` get it)."""
+
+    step: int | None
+    max_side: int | None
+    size: tuple[int, int] | None
+    resample: str
+    algo: str
+    k: int | None
+    seed: int
+    iters: int | None
+    patch: PatchOptions
+    adaptive: AdaptiveOptions
+    jobs: int              # decoding and encoding threads
+    metrics: bool
+    exact: bool            # the output format stores pixels exactly
+    worst: int = 0         # gallery images to keep (0: no gallery)
+
+
+def _work(plan: Plan, finish, w: Work) -> tuple[list[str], list]:
     """Quantize ``plan.todo`` in this process: k-means colours at k <= 256 many images per
     compiled call (:func:`_pipeline_many`), the other modes image by image (:func:`_pipeline`)."""
     def reduce(rel):
-        return _load_reduced(rel if not isinstance(rel, Path) else plan.src / rel, step=step,
-                             max_side=max_side, size=size, resample=resample)
+        return _load_reduced(rel if not isinstance(rel, Path) else plan.src / rel, step=w.step,
+                             max_side=w.max_side, size=w.size, resample=w.resample)
 
     close = None
     if not isinstance(plan.todo, list):  # dataset rows: opened here, in the working process
@@ -596,14 +614,15 @@ def _work(plan: Plan, finish, *, step, max_side, size, resample, algo, k, seed, 
         plan = plan._replace(todo=itertools.chain([first], items))
     from .gallery import Worst
 
-    kept = Worst(worst) if worst else None
-    if algo in KMEANS_ALGOS and k <= 256:
-        no_icc = _pipeline_many(plan, reduce, _many_settings(algo, k, seed, iters), finish,
-                                jobs=jobs, metrics=metrics, exact=exact, worst=kept)
+    kept = Worst(w.worst) if w.worst else None
+    if w.algo in KMEANS_ALGOS and w.k <= 256:
+        no_icc = _pipeline_many(plan, reduce, _many_settings(w.algo, w.k, w.seed, w.iters),
+                                finish, jobs=w.jobs, metrics=w.metrics, exact=w.exact, worst=kept)
     else:
-        quantize = _quantizer(algo, k=k, seed=seed, iters=iters, patch=patch, adaptive=adaptive)
-        no_icc = _pipeline(plan, reduce, quantize, finish, jobs=jobs, metrics=metrics,
-                           exact=exact, worst=kept)
+        quantize = _quantizer(w.algo, k=w.k, seed=w.seed, iters=w.iters, patch=w.patch,
+                              adaptive=w.adaptive)
+        no_icc = _pipeline(plan, reduce, quantize, finish, jobs=w.jobs, metrics=w.metrics,
+                           exact=w.exact, worst=kept)
     if close is not None:
         close()
     return no_icc, kept.entries() if kept else []
@@ -768,7 +787,7 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="clyde-parent-watch").start()
 
 
-def _worker(plan: Plan, work: dict, cache: str | None, device: str | None, queue,
+def _worker(plan: Plan, work: "Work", cache: str | None, device: str | None, queue,
             parent: int | None = None) -> None:
     """One ``--workers`` process: its files' results, then ``("end", no_icc, kept)``, on
     ``queue``."""
@@ -782,14 +801,14 @@ def _worker(plan: Plan, work: dict, cache: str | None, device: str | None, queue
     if cache:
         _cache.enable_compilation_cache(cache)
     try:
-        no_icc, kept = _work(plan, queue.put, **work)
+        no_icc, kept = _work(plan, queue.put, work)
     except BaseException as e:  # noqa: BLE001  (reported by the parent, file by file)
         queue.put(("error", str(e) if isinstance(e, ClydeError) else unexpected(e)))
         raise SystemExit(1)
     queue.put(("end", no_icc, kept))
 
 
-def _run_workers(plan: Plan, n: int, work: dict, finish) -> tuple[list[str], list]:
+def _run_workers(plan: Plan, n: int, work: "Work", finish) -> tuple[list[str], list]:
     """Split ``plan.todo`` over ``n`` spawned processes; ``finish`` every result here.
     Returns the inputs whose ICC profile was dropped and the gallery images kept."""
     import multiprocessing as mp
