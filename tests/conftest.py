@@ -98,3 +98,10 @@ def spy(monkeypatch):
             lambda *a, **kw: record(*a, **kw) or real(*a, **kw)))
 
     return install
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fast tests run first and the slow ones (start-ups, fits, training, kills) last,
+    in one session that shares its fixtures and compiled programs: with ``-x`` a broken
+    build stops within minutes."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
