@@ -47,8 +47,9 @@ def _rank(args: list[str]) -> str:
     return os.environ.get("SLURM_PROCID") or os.environ.get("OMPI_COMM_WORLD_RANK") or "?"
 
 
-def _die_with_parent() -> None:
-    """In the child, before it starts: end when the supervisor ends (Linux), however it ends."""
+def die_with_parent() -> None:
+    """End this process with SIGKILL when its parent ends, however it ends (Linux's
+    parent-death signal; elsewhere nothing): for a supervised child, and batch's workers."""
     try:
         import ctypes
 
@@ -63,7 +64,7 @@ def run(args: list[str]) -> int:
     debug = bool(os.environ.get("CLYDE_DEBUG"))
     child = subprocess.Popen([sys.executable, "-m", "clyde", *args],
                              env={**os.environ, CHILD: "1"}, stderr=subprocess.PIPE,
-                             preexec_fn=_die_with_parent)
+                             preexec_fn=die_with_parent)
 
     def forward(signum, frame):  # a scheduler's SIGTERM reaches the training; JAX may catch
         import threading          # it (its preemption notice), so the child is killed soon

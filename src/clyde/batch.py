@@ -765,16 +765,11 @@ def _failure(name: str, e: BaseException) -> FileResult:
 def _die_with_parent(parent: int) -> None:
     """End this process when its parent ends, however it ends: Linux's parent-death signal,
     and a watchdog thread elsewhere (a worker never outlives ``batch``)."""
-    import signal
     import threading
 
-    try:
-        import ctypes
+    from ._supervise import die_with_parent
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    die_with_parent()
 
     def watch():
         while True:
