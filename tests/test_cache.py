@@ -1,4 +1,4 @@
-"""The stored compiled programs (_cache.stored): same numbers, from disk, robust to damage."""
+"""The stored compiled programs (_programs.stored): same numbers, from disk, robust to damage."""
 
 import os
 from pathlib import Path
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clyde import _cache
+from clyde import _cache, _notice, _pool, _programs
 from clyde._cache import enable_compilation_cache
 from clyde import kmeans as km
 from clyde.errors import ClydeError
@@ -22,7 +22,7 @@ from clyde.errors import ClydeError
 def cache_on(tmp_path, monkeypatch):
     """The cache switched on in a fresh folder, with no programs held in memory."""
     monkeypatch.setattr(_cache, "_enabled", str(tmp_path))
-    monkeypatch.setattr(_cache, "_PROGRAMS", {})
+    monkeypatch.setattr(_programs, "_PROGRAMS", {})
     monkeypatch.delenv("CLYDE_NO_EXPORT", raising=False)
     return tmp_path
 
@@ -35,7 +35,7 @@ def test_a_stored_program_gives_the_same_numbers_in_a_new_process(cache_on, rng)
     x = rng.normal(size=(500, 3)).astype(np.float32)
     w = rng.uniform(size=500).astype(np.float32)
     want = np.asarray(jax.jit(_scaled_sum, static_argnames="power")(x, w, power=3))
-    f = _cache.stored(_scaled_sum, static_argnames=("power",))
+    f = _programs.stored(_scaled_sum, static_argnames=("power",))
     np.testing.assert_array_equal(np.asarray(f(x, w, power=3)), want)
     stored = sorted((cache_on / "programs").iterdir())
     assert len(stored) == 1 and stored[0].suffix == ".xla"
@@ -43,8 +43,8 @@ def test_a_stored_program_gives_the_same_numbers_in_a_new_process(cache_on, rng)
     f(x[:100], w[:100], power=3)  # a new shape: a second one
     assert len(list((cache_on / "programs").iterdir())) == 2
     # A new process: nothing in memory, the program is read back instead of traced.
-    _cache._PROGRAMS.clear()
-    g = _cache.stored(_scaled_sum, static_argnames=("power",))
+    _programs._PROGRAMS.clear()
+    g = _programs.stored(_scaled_sum, static_argnames=("power",))
     np.testing.assert_array_equal(np.asarray(g(x, w, power=3)), want)
     assert len(list((cache_on / "programs").iterdir())) == 2
 
@@ -52,11 +52,11 @@ def test_a_stored_program_gives_the_same_numbers_in_a_new_process(cache_on, rng)
 def test_a_damaged_program_is_replaced(cache_on, rng):
     x = rng.normal(size=(64, 3)).astype(np.float32)
     w = np.ones(64, np.float32)
-    f = _cache.stored(_scaled_sum, static_argnames=("power",))
+    f = _programs.stored(_scaled_sum, static_argnames=("power",))
     want = np.asarray(f(x, w, power=2))
     (path,) = (cache_on / "programs").iterdir()
     path.write_bytes(b"not a program")
-    _cache._PROGRAMS.clear()
+    _programs._PROGRAMS.clear()
     np.testing.assert_array_equal(np.asarray(f(x, w, power=2)), want)
     assert path.read_bytes() != b"not a program"
 
@@ -65,12 +65,12 @@ def test_named_tuple_results_and_prng_keys(cache_on, rng):
     x = rng.uniform(0, 255, (2048, 3)).astype(np.float32)
     w = np.ones(2048, np.float32)
     key = jax.random.key(4)
-    f = _cache.stored(km.kmeans, static_argnames=("k", "n_init"))
+    f = _programs.stored(km.kmeans, static_argnames=("k", "n_init"))
     want = jax.jit(km.kmeans, static_argnames=("k", "n_init"))(key, x, w, k=6, n_init=2)
     got = f(key, x, w, k=6, n_init=2)
     assert isinstance(got, km.KMeansResult)
     np.testing.assert_array_equal(np.asarray(got.centers), np.asarray(want.centers))
-    _cache._PROGRAMS.clear()
+    _programs._PROGRAMS.clear()
     again = f(key, x, w, k=6, n_init=2)
     np.testing.assert_array_equal(np.asarray(again.centers), np.asarray(want.centers))
 
@@ -78,7 +78,7 @@ def test_named_tuple_results_and_prng_keys(cache_on, rng):
 def test_inside_jit_and_with_the_cache_off_it_is_plain_jit(cache_on, rng, monkeypatch):
     x = rng.normal(size=(32, 3)).astype(np.float32)
     w = np.ones(32, np.float32)
-    f = _cache.stored(_scaled_sum, static_argnames=("power",))
+    f = _programs.stored(_scaled_sum, static_argnames=("power",))
     outer = jax.jit(lambda x, w: f(x, w, power=2) + 1.0)
     np.testing.assert_allclose(np.asarray(outer(x, w)), (x ** 2).sum(0) + 1.0, rtol=1e-5)
     assert not (cache_on / "programs").exists()  # traced inside another program: nothing stored
@@ -93,13 +93,13 @@ def test_compiler_options_and_other_types_are_programs_of_their_own(cache_on, rn
     x = rng.normal(size=(40, 3)).astype(np.float32)
     w = np.ones(40, np.float32)
     want = (x ** 2).sum(0)
-    plain = _cache.stored(_scaled_sum, static_argnames=("power",))
-    quick = _cache.stored(_scaled_sum, static_argnames=("power",),
-                          compiler_options=_cache.QUICK_COMPILE)
+    plain = _programs.stored(_scaled_sum, static_argnames=("power",))
+    quick = _programs.stored(_scaled_sum, static_argnames=("power",),
+                          compiler_options=_programs.QUICK_COMPILE)
     for f in (plain, quick):
         np.testing.assert_allclose(np.asarray(f(x, w, power=2)), want, rtol=1e-5)
     assert len(list((cache_on / "programs").iterdir())) == 2
-    (fn,) = [v for k, v in _cache._PROGRAMS.items() if not k[-1]]
+    (fn,) = [v for k, v in _programs._PROGRAMS.items() if not k[-1]]
     got = fn(x=x[:30], w=w[:30])  # not the stored program's shapes
     np.testing.assert_allclose(np.asarray(got), (x[:30] ** 2).sum(0), rtol=1e-5)
 
@@ -108,13 +108,13 @@ def test_lambdas_and_closures_are_refused():
     # Programs are stored under the function's module and name; two lambdas would share one,
     # and a closure's captured values are not part of the key.
     with pytest.raises(ValueError, match=r"stored needs a module-level function .*<lambda>"):
-        _cache.stored(lambda x: x + 1)
+        _programs.stored(lambda x: x + 1)
 
     def scaled(x):
         return 2.0 * x
 
     with pytest.raises(ValueError, match=r"stored needs a module-level function .*<locals>"):
-        _cache.stored(scaled)
+        _programs.stored(scaled)
 
 
 @pytest.mark.parametrize("raw, want", [("", 512 << 20), ("0", None), ("1.5", 3 << 19),
@@ -138,7 +138,7 @@ def _stored(folder):
 
 def test_stored_programs_stay_under_their_bound_least_recently_used_first(cache_on, rng,
                                                                          monkeypatch):
-    f = _cache.stored(_scaled_sum, static_argnames=("power",))
+    f = _programs.stored(_scaled_sum, static_argnames=("power",))
     x = rng.normal(size=(64, 3)).astype(np.float32)
     w = np.ones(64, np.float32)
     names = []
@@ -147,7 +147,7 @@ def test_stored_programs_stay_under_their_bound_least_recently_used_first(cache_
         (new,) = set(_stored(cache_on)) - set(names)
         names.append(new)
         os.utime(cache_on / "programs" / new, (1000.0 * (i + 1),) * 2)
-    _cache._PROGRAMS.clear()  # a new process uses the oldest program again: it becomes the newest
+    _programs._PROGRAMS.clear()  # a new process uses the oldest program again: it becomes the newest
     f(x[:8], w[:8], power=2)
     assert (cache_on / "programs" / names[0]).stat().st_mtime > 3000
     sizes = _stored(cache_on)
@@ -169,7 +169,7 @@ def test_prune_never_removes_the_program_just_written(tmp_path):
     for name, age in [("old.tmp", 7200), ("new.tmp", 60)]:  # writes killed midway
         (tmp_path / name).write_bytes(b"z")
         os.utime(tmp_path / name, (time.time() - age,) * 2)
-    removed = _cache.prune_programs(tmp_path, 150, keep=tmp_path / "c.xla")
+    removed = _programs.prune_programs(tmp_path, 150, keep=tmp_path / "c.xla")
     assert [p.name for p in removed] == ["b.xla", "a.xla"]
     # an hour-old temporary file is a dead write; a newer one may be another process writing
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.xla", "new.tmp", "other.txt"]
@@ -178,14 +178,14 @@ def test_prune_never_removes_the_program_just_written(tmp_path):
 def test_a_read_only_cache_is_still_read(cache_on, rng, monkeypatch, count_traces):
     x = rng.normal(size=(64, 3)).astype(np.float32)
     w = np.ones(64, np.float32)
-    f = _cache.stored(_scaled_sum, static_argnames=("power",))
+    f = _programs.stored(_scaled_sum, static_argnames=("power",))
     want = np.asarray(f(x, w, power=2))
-    _cache._PROGRAMS.clear()
+    _programs._PROGRAMS.clear()
 
     def refuse(*a, **kw):
         raise PermissionError("read-only")
 
-    monkeypatch.setattr(_cache.os, "utime", refuse)
+    monkeypatch.setattr(_programs.os, "utime", refuse)
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     assert count_traces(lambda: np.testing.assert_array_equal(np.asarray(f(x, w, power=2)),
                                                               want)) == 0  # loaded, not traced
@@ -223,10 +223,10 @@ def test_compiled_programs_stay_under_their_bound_with_older_entries_present(tmp
 
 
 def test_long_compile_notice_is_said_once(monkeypatch):
-    monkeypatch.setattr(_cache, "_NOTICE", {})
+    monkeypatch.setattr(_notice, "_NOTICE", {})
     said = []
     enable_compilation_cache()  # the suite's folder: programs new to it miss
-    _cache.notice_long_compiles(said.append, after=0.05)
+    _notice.notice_long_compiles(said.append, after=0.05)
     try:
         salt = float(time.time_ns() % 100003)  # a program no earlier run stored
         jax.jit(lambda x: x * salt + 1)(jnp.ones(7)).block_until_ready()  # a cache miss
@@ -234,7 +234,7 @@ def test_long_compile_notice_is_said_once(monkeypatch):
         jax.jit(lambda x: x * salt - 2)(jnp.ones(9)).block_until_ready()  # another
         time.sleep(0.3)
     finally:
-        jax.monitoring.unregister_event_listener(_cache._NOTICE["armed"])
+        jax.monitoring.unregister_event_listener(_notice._NOTICE["armed"])
     assert said == ["compiling kernels for these settings (a first run); they are cached "
                     "for later runs"]
 
@@ -245,10 +245,10 @@ def test_prefetch_compiles_ahead_and_the_call_uses_it(cache_on, rng, count_trace
     x = rng.normal(size=(500, 3)).astype(np.float32)
     w = rng.uniform(size=500).astype(np.float32)
     want = np.asarray(jax.jit(_scaled_sum, static_argnames="power")(x, w, power=2))
-    f = _cache.stored(_scaled_sum, static_argnames=("power",))
+    f = _programs.stored(_scaled_sum, static_argnames=("power",))
     f.prefetch(jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32),
                power=2)
-    (pending,) = _cache._PROGRAMS.values()
+    (pending,) = _programs._PROGRAMS.values()
     assert isinstance(pending, Future)
     pending.result()  # compiled in the background thread
     got = []
@@ -256,13 +256,13 @@ def test_prefetch_compiles_ahead_and_the_call_uses_it(cache_on, rng, count_trace
     np.testing.assert_array_equal(got[0], want)
     assert len(list((cache_on / "programs").iterdir())) == 1
     f.prefetch(x, w, power=2)  # already made: nothing new
-    assert len(_cache._PROGRAMS) == 1
+    assert len(_programs._PROGRAMS) == 1
 
 
 def test_a_caller_waiting_for_a_prefetch_compiles_what_else_is_queued():
     import threading
 
-    pool = _cache._Pool()
+    pool = _pool._Pool()
     started, release = threading.Event(), threading.Event()
 
     def slow():
@@ -300,14 +300,14 @@ def test_every_program_pixel_mode_prefetches_is_one_it_runs(cache_on, tmp_path):
     src = Path(__file__).parents[1] / "examples" / "chelsea.png"
 
     def left():
-        return [sig[0] for sig, fn in _cache._PROGRAMS.items() if isinstance(fn, Future)]
+        return [sig[0] for sig, fn in _programs._PROGRAMS.items() if isinstance(fn, Future)]
 
     api.pixel_file(src, tmp_path / "c.png", k=300)  # uint16 indices: no metrics prefetched
     assert left() == []
     api.pixel_file(src, tmp_path / "a.png", k=16)  # a coarse start, then the exact colours
     api.pixel_file(src, tmp_path / "b.png", k=40)  # a direct fit
     assert left() == []
-    assert len(_cache._PROGRAMS) > 15
+    assert len(_programs._PROGRAMS) > 15
 
 
 @pytest.mark.slow
@@ -328,7 +328,7 @@ def test_every_program_a_batch_prefetches_is_one_it_runs(cache_on, tmp_path, alg
     cat.resize((200, 133)).save(src / "b.png")
     summary = run_batch(src, tmp_path / "out", algo=algo, k=16, step=1)
     assert summary.count("done") == 2
-    left = [sig[0] for sig, fn in _cache._PROGRAMS.items() if isinstance(fn, Future)]
+    left = [sig[0] for sig, fn in _programs._PROGRAMS.items() if isinstance(fn, Future)]
     assert left == []
 
 
@@ -339,12 +339,12 @@ def _flags_sum(c):
 _PLAIN_THEN_STORED = """
 import sys
 sys.path.insert(0, {here!r})
-from clyde import _cache
+from clyde import _cache, _notice, _pool, _programs
 _cache.enable_compilation_cache()
 import jax, jax.numpy as jnp
 from test_cache import _flags_sum
 x = jnp.arange(1 << 16, dtype=jnp.int32) - 5
-f = jax.jit(_flags_sum) if sys.argv[1] == "plain" else _cache.stored(_flags_sum)
+f = jax.jit(_flags_sum) if sys.argv[1] == "plain" else _programs.stored(_flags_sum)
 print(int(f(x)))
 """
 

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import ClydeError, check_image, check_k1_k2, image_array
-from . import _cache
+from . import _programs
 from .metrics import index_bits
 from .pixel import quantize_pixels
 
@@ -102,7 +102,7 @@ def _block_ids(n: int, block: int) -> tuple[np.ndarray, int]:
 STATS_TILE = 512
 
 
-@functools.partial(_cache.stored, static_argnames=("n_seg", "metric"))
+@functools.partial(_programs.stored, static_argnames=("n_seg", "metric"))
 def _tile_sums(tile, row_ids, col_ids, *, n_seg, metric):
     """Per-block sums of one tile: ``(n_seg, n_seg, m)`` float32, the pixel count first.
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import _cache, io
+from . import _programs, io
 from .errors import ClydeError, QualityNotReached
 
 
@@ -39,7 +39,7 @@ def _load_while_importing(src, modules=(".pixel", ".metrics")):
         try:
             for m in modules:
                 importlib.import_module(m, __package__)
-            _cache.prepare_programs()
+            _programs.prepare_programs()
         except BaseException as e:  # pragma: no cover - re-raised below
             errors.append(e)
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _cache
+from . import _programs
 from . import kmeans as km
 from .errors import ClydeError, image_array
 from .metrics import comparable
@@ -207,7 +207,7 @@ def _trials(k: int) -> int:
     return 2 + int(math.log(k))
 
 
-@functools.partial(_cache.stored, static_argnames=("n_init", "k"))
+@functools.partial(_programs.stored, static_argnames=("n_init", "k"))
 def _uniforms(seed, *, n_init: int, k: int):
     """The uniform numbers ``(n_init, k, trials)`` every start draws its centres with, from
     ``jax.random.key(seed, impl="rbg")``: the same for every image (so that its result
@@ -223,7 +223,7 @@ def _random_start(u, xt, w, k: int):
     return xt[:, _draw(u[:, 0], w)].T
 
 
-@functools.partial(_cache.stored, static_argnames=("k", "init", "max_iter", "tol", "space",
+@functools.partial(_programs.stored, static_argnames=("k", "init", "max_iter", "tol", "space",
                                                    "steps"))
 def _rounds_many(u, colors, w, state, *, k: int, init: str, max_iter: int, tol: float,
                  space: str, steps: int):
@@ -258,7 +258,7 @@ def _rounds_many(u, colors, w, state, *, k: int, init: str, max_iter: int, tol: 
             jnp.zeros_like(fresh))
 
 
-@functools.partial(_cache.stored, static_argnames=("n_init", "tol", "space"))
+@functools.partial(_programs.stored, static_argnames=("n_init", "tol", "space"))
 def _pick_many(colors, w, centers, shift, *, n_init: int, tol: float, space: str):
     """Of each image's ``n_init`` fits (``centers (B * n_init, k, C)``, last squared
     shifts ``(B * n_init,)``), the one of least weighted squared error (the first of
@@ -274,7 +274,7 @@ def _pick_many(colors, w, centers, shift, *, n_init: int, tol: float, space: str
     return palette, labels, c, shift[best] <= tol_abs
 
 
-@functools.partial(_cache.stored, static_argnames=("steps", "tol", "space"))
+@functools.partial(_programs.stored, static_argnames=("steps", "tol", "space"))
 def _refine_many(colors, w, centers, *, steps: int, tol: float, space: str):
     """Up to ``steps`` Lloyd steps on each image's exact colours ``(B, m, C)`` uint8 from
     ``centers (B, k, C)`` (a fit on its bins), then the palette and labels as

@@ -108,7 +108,8 @@ def _root(
     deterministic_gpu_kernels()  # before JAX starts a backend: the same results every run
     api.OVERLAP_SWITCH_INTERVAL = 1e-4  # the decode and the JAX import overlap (see there)
     if not no_cache:
-        from ._cache import enable_compilation_cache, notice_long_compiles
+        from ._cache import enable_compilation_cache
+        from ._notice import notice_long_compiles
 
         if enable_compilation_cache() and sys.stderr.isatty():  # a person waits; scripts parse
             notice_long_compiles(_note)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _cache
+from . import _programs
 from .errors import image_array
 
 __all__ = ["psnr", "ssim", "Quality", "image_quality", "image_quality_async", "quality_many",
@@ -153,7 +153,7 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 255.0,
 TILE_H, TILE_W = 64, 512
 
 
-@functools.partial(_cache.stored, static_argnames=("data_range", "with_ssim"))
+@functools.partial(_programs.stored, static_argnames=("data_range", "with_ssim"))
 def _tile_sums(a, b, palette, origin, valid_hw, data_range, with_ssim):
     """Squared-error sum and SSIM-map sum of one tile.
 
@@ -366,7 +366,7 @@ MANY_MAX_SIDE = 64
 _MANY_PIXELS = 1 << 18  # padded pixels per call of :func:`_quality_many`
 
 
-@functools.partial(_cache.stored, static_argnames=("data_range",))
+@functools.partial(_programs.stored, static_argnames=("data_range",))
 def _quality_many(a, b, palette, hw, data_range):
     """Squared-error sums and SSIM-map sums of ``B`` padded images at once.
 

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _cache
+from . import _programs
 from .codec import PatchCodes
 from .errors import ClydeError, check_image, image_array
 from .metrics import index_bits
@@ -194,8 +194,8 @@ def _quantize_vectors(x: jax.Array, codebook: jax.Array, *, fit: str = "lsq",
 
 quantize_vectors = jax.jit(_quantize_vectors, static_argnames=("fit", "chunk"))
 # Kept compiled on disk: patch mode encodes and rebuilds tile after tile.
-_encoded = _cache.stored(_encode, static_argnames=("fit", "chunk"))
-_decoded = _cache.stored(_decode)
+_encoded = _programs.stored(_encode, static_argnames=("fit", "chunk"))
+_decoded = _programs.stored(_decode)
 
 
 def shift_offsets(n: int, p: int) -> list[tuple[int, int]]:

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _cache
+from . import _programs
 from . import kmeans as km
 from .color import oklab_to_srgb, srgb_to_oklab
 from .errors import ClydeError, check_image, image_array
@@ -149,7 +149,7 @@ LUT_CHUNK = 1 << 16
 _NO_CODE = 1 << 24  # a code past the table: padding, dropped by every scatter
 
 
-@functools.partial(_cache.stored, donate_argnames=("counts",))
+@functools.partial(_programs.stored, donate_argnames=("counts",))
 def _tile_histogram(counts: jax.Array, pixels: jax.Array, n: jax.Array):
     """Count a tile of pixels into the colour table, in place.
 
@@ -174,7 +174,7 @@ def _tile_histogram(counts: jax.Array, pixels: jax.Array, n: jax.Array):
     return codes, counts.at[codes].add(1, mode="drop")
 
 
-@_cache.stored
+@_programs.stored
 def _occupied(counts: jax.Array) -> jax.Array:
     """Which blocks of ``_OCC`` codes hold any colour, ``(2**24 / _OCC,)`` bool: the
     caller finds the colours without scanning all 2**24 counts (a photo's colours fill
@@ -182,21 +182,21 @@ def _occupied(counts: jax.Array) -> jax.Array:
     return jnp.any(counts.reshape(-1, _OCC) != 0, axis=1)
 
 
-@_cache.stored
+@_programs.stored
 def _block_counts(counts: jax.Array, blocks: jax.Array) -> jax.Array:
     """The counts ``(B, _OCC)`` of the table's blocks ``blocks (B,)``: only the
     occupied blocks leave the device, not the 64 MB table."""
     return counts.reshape(-1, _OCC)[blocks]
 
 
-@functools.partial(_cache.stored, donate_argnames=("table",))
+@functools.partial(_programs.stored, donate_argnames=("table",))
 def _lut_set(table: jax.Array, uniq: jax.Array, values: jax.Array) -> jax.Array:
     """``table (2**24,)`` with ``values[i]`` set at ``uniq[i]``, in place; ``uniq``
     entries of ``2**24`` are padding, dropped."""
     return table.at[uniq].set(values, mode="drop")
 
 
-@_cache.stored
+@_programs.stored
 def _gather(table: jax.Array, codes: jax.Array) -> jax.Array:
     """``table[codes]`` for one tile of codes (padding codes give any value)."""
     return table[jnp.minimum(codes, table.shape[0] - 1)]
@@ -293,7 +293,7 @@ class _Points(NamedTuple):
     spread: float = 0.0  # bins only: weighted squared error of replacing colours by their bins
 
 
-@functools.partial(_cache.stored, static_argnames=("bits",))
+@functools.partial(_programs.stored, static_argnames=("bits",))
 def _bin_table(colors: jax.Array, counts: jax.Array, bits: int):
     """Merge colours into ``bits``-per-channel bins.
 
@@ -345,7 +345,7 @@ def _bin_table(colors: jax.Array, counts: jax.Array, bits: int):
     return w, means, groups, jnp.sum(occupied.astype(jnp.int32)), spread
 
 
-@functools.partial(_cache.stored, static_argnames=("size",))
+@functools.partial(_programs.stored, static_argnames=("size",))
 def _compact_bins(w: jax.Array, means: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
     """The occupied slots of :func:`_bin_table` in order, padded to ``size``
     with zero rows and weights."""
@@ -381,7 +381,7 @@ def _bins(colors: jax.Array, counts: jax.Array, bits: int) -> _Points:
     return _Points(rgb, wb, n, groups, float(spread))
 
 
-@functools.partial(_cache.stored, static_argnames=("space",))
+@functools.partial(_programs.stored, static_argnames=("space",))
 def _to_space(x, space):
     """``(..., C)`` sRGB(A) in 0..255 to the fit's space (float32)."""
     x = jnp.asarray(x, jnp.float32)
@@ -391,7 +391,7 @@ def _to_space(x, space):
     return x
 
 
-@functools.partial(_cache.stored, static_argnames=("space",))
+@functools.partial(_programs.stored, static_argnames=("space",))
 def _from_space(x, space):
     """The inverse of :func:`_to_space` (not rounded)."""
     if space == "oklab":
@@ -399,20 +399,20 @@ def _from_space(x, space):
     return x
 
 
-# The jit boundaries of a fit; _cache.stored is jax.jit whose compiled programs are kept on
+# The jit boundaries of a fit; _programs.stored is jax.jit whose compiled programs are kept on
 # disk with the compilation cache, so that a new process neither traces nor lowers them.
 _KMEANS_STATICS = ("k", "init", "algo", "max_iter", "batch_size", "chunk", "n_init")
 # Whole k-means fits run on few points (the coarse bins, or at most COARSE_MIN_COLORS
 # colours) or as mini-batch steps: XLA's older emitters compile them faster and they run as
 # fast (docs/benchmark-notes.md).
-_kmeans = _cache.stored(km.kmeans, static_argnames=_KMEANS_STATICS,
-                        compiler_options=_cache.QUICK_COMPILE)
-_lloyd = _cache.stored(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))
+_kmeans = _programs.stored(km.kmeans, static_argnames=_KMEANS_STATICS,
+                        compiler_options=_programs.QUICK_COMPILE)
+_lloyd = _programs.stored(km.lloyd_bounded, static_argnames=("max_iter", "chunk"))
 # A direct fit's start and its Lloyd steps: :func:`clyde.kmeans.kmeans` split in two
 # programs, which compile side by side (a new k waits for the larger one only). The start
 # compiles in half the time with the older emitters, and runs no slower (0.03-0.08 s).
-_seed = _cache.stored(km.init_centers, static_argnames=("k", "init"),
-                      compiler_options=_cache.QUICK_COMPILE)
+_seed = _programs.stored(km.init_centers, static_argnames=("k", "init"),
+                      compiler_options=_programs.QUICK_COMPILE)
 
 
 def _converge(x, w, centers, *, max_iter, tol):
@@ -422,11 +422,11 @@ def _converge(x, w, centers, *, max_iter, tol):
     return res.centers, res.n_iter, res.converged
 
 
-_converge_stored = _cache.stored(_converge, static_argnames=("max_iter",))
-_nearest_bounds = _cache.stored(km.nearest_bounds, static_argnames=("chunk", "near"))
+_converge_stored = _programs.stored(_converge, static_argnames=("max_iter",))
+_nearest_bounds = _programs.stored(km.nearest_bounds, static_argnames=("chunk", "near"))
 
 
-@functools.partial(_cache.stored, compiler_options=_cache.QUICK_COMPILE)  # on coarse bins
+@functools.partial(_programs.stored, compiler_options=_programs.QUICK_COMPILE)  # on coarse bins
 def _inertia(x, w, c):
     return jnp.sum(w * km.assign(x, c)[1])
 
@@ -437,11 +437,11 @@ def _swap_from(key, x, w, centers, *, rounds, steps):
     return km.swap_search(jax.random.fold_in(key, 1), x, w, centers, rounds=rounds, steps=steps)
 
 
-_swap_search = _cache.stored(_swap_from, static_argnames=("rounds", "steps"),
-                             compiler_options=_cache.QUICK_COMPILE)
+_swap_search = _programs.stored(_swap_from, static_argnames=("rounds", "steps"),
+                             compiler_options=_programs.QUICK_COMPILE)
 
 
-@functools.partial(_cache.stored, static_argnames=("dtype",))
+@functools.partial(_programs.stored, static_argnames=("dtype",))
 def _zeros_table(dtype):
     """A zero table of one entry per 24-bit colour code (a program, not an eager op)."""
     return jnp.zeros(1 << 24, dtype)
@@ -455,7 +455,7 @@ def _key(seed: int) -> jax.Array:
     return jax.random.key(seed)
 
 
-@functools.partial(_cache.stored, static_argnames=("steps", "space"))
+@functools.partial(_programs.stored, static_argnames=("steps", "space"))
 def _finish(xs, w, centers, tol, steps, space, inherit=None):
     """Up to ``steps`` Lloyd steps on the exact colours ``xs`` (in ``space``),
     then the palette as written (sRGB rounded to uint8) and every colour's
@@ -654,7 +654,7 @@ def _exact(start: _Start, uxs, uw, *, binned: bool, space: str):
     return np.asarray(palette), np.asarray(labels), start.n_iter + int(it), converged
 
 
-@_cache.stored
+@_programs.stored
 def _nearest(x, c):
     return km.assign(x, c)[0]
 
