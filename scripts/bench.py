@@ -68,7 +68,7 @@ def pil_result(q):
 
 def refine_other():
     """The --refine that is not this backend's default (20 on a CPU, 50 on a GPU)."""
-    from clyde.pixel import REFINE_ACCELERATOR, REFINE_CPU, default_refine
+    from clyde.colorfit import REFINE_ACCELERATOR, REFINE_CPU, default_refine
     return REFINE_ACCELERATOR if default_refine("lloyd") == REFINE_CPU else REFINE_CPU
 
 
@@ -418,7 +418,7 @@ def section_latency(args, tmp):
             (f"{len(photos)} photos, one process each, first pass", passes[0],
              f"{passes[0] / bare:.2f}", f"{passes[0] / passes[1]:.2f}x the second (target <= 1.3x)"),
             (f"{len(photos)} photos, second pass", passes[1], f"{passes[1] / bare:.2f}", ""),
-            (f"`clyde batch --algo mbkm -k 16` over them, cold", b_cold, f"{b_cold / bare:.2f}",
+            ("`clyde batch --algo mbkm -k 16` over them, cold", b_cold, f"{b_cold / bare:.2f}",
              f"{b_cold / b_warm:.2f}x warm (target <= 2x)"),
             ("the same batch, warm", b_warm, f"{b_warm / bare:.2f}", "")]
     out = ["", "## First run against later runs (latency)", "",

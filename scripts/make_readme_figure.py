@@ -5,7 +5,6 @@ Run: python scripts/make_readme_figure.py
 
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 import clyde

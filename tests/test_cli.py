@@ -173,7 +173,7 @@ def test_a_bad_cache_bound_is_one_line(photo):
 
 @pytest.mark.slow
 def test_refine_option_reaches_the_fit(tmp_path, many_colours, monkeypatch):
-    from clyde import pixel as px
+    from clyde import colorfit as px
 
     steps = []
     real = px._finish

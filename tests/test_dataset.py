@@ -1,18 +1,15 @@
 """clyde batch over datasets: save_to_disk folders, Parquet shards and imagefolders made
 here from crops of the test cat (scikit-image's public-domain chelsea), no network."""
 import io as _io
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from clyde import ClydeError
 from clyde.batch import run_batch
 from clyde.cli import app
 from clyde.dataset import DatasetSource
@@ -298,7 +295,7 @@ def test_offline_hub_name_fails_fast_with_one_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "Error: someone/thumbs: cannot reach 127.0.0.1 and the dataset is not in the local "
-        "Hugging Face cache (connect, or pass a local dataset)"]
+        "Hugging Face cache (connect, or pass a local copy)"]
 
 
 @pytest.mark.slow

@@ -310,7 +310,6 @@ def test_killing_batch_leaves_no_worker_running(tmp_path, chelsea, sig):
 def test_a_64_megapixel_codes_file_decodes_within_2_gib(tmp_path):
     """Random codes for an 8000x8000 image, made here: decoded band by band, the whole
     command's peak resident memory stays under 2 GiB (4.06 GB before)."""
-    import resource
 
     from clyde.codebook import load_codebook
 

@@ -9,6 +9,7 @@ import pytest
 from clyde import ClydeError, image_quality, quantize_pixels
 from clyde.color import oklab_to_srgb, srgb_to_oklab
 from clyde import kmeans as km
+from clyde import binning, colorfit, hist
 from clyde import pixel as px
 from clyde.pixel import color_histogram
 
@@ -29,7 +30,7 @@ def test_histogram_matches_numpy_unique(rng):
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_tile_histogram_kernel_matches_bincount(rng, jit):
-    from clyde.pixel import _OCC, _occupied, _tile_histogram
+    from clyde.hist import _OCC, _occupied, _tile_histogram
 
     tile = 8192
     px = rng.integers(0, 256, (tile, 3)).astype(np.uint8)
@@ -55,9 +56,9 @@ def test_tile_histogram_kernel_matches_bincount(rng, jit):
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
 def test_lookup_and_block_counts_kernels_match_numpy(rng, jit, dtype, monkeypatch):
-    from clyde.pixel import _OCC, _block_counts, _gather, _lut
+    from clyde.hist import _OCC, _block_counts, _gather, _lut
 
-    monkeypatch.setattr(px, "LUT_CHUNK", 1024)  # several chunks, the last one padded
+    monkeypatch.setattr(hist, "LUT_CHUNK", 1024)  # several chunks, the last one padded
     codes = rng.integers(0, 1 << 24, 6000).astype(np.int32)
     codes[-7:] = 1 << 24  # padding codes, as a tile's tail holds
     uniq = np.unique(codes[:4000]).astype(np.int32)  # codes[4000:] mostly not in the table
@@ -78,8 +79,8 @@ def test_lookup_and_block_counts_kernels_match_numpy(rng, jit, dtype, monkeypatc
 
 def test_histogram_over_several_tiles(rng, monkeypatch):
     # Tiles of 1000 pixels: 3 full ones and a padded one; the padding (black) is not counted.
-    monkeypatch.setattr(px, "PIXEL_TILE", 1000)
-    monkeypatch.setattr(px, "BLOCK_CHUNK", 64)
+    monkeypatch.setattr(hist, "PIXEL_TILE", 1000)
+    monkeypatch.setattr(hist, "BLOCK_CHUNK", 64)
     pixels = rng.integers(0, 40, (3500, 3)).astype(np.uint8) * 6
     colors, counts, inverse = color_histogram(pixels)
     u, cnt = np.unique(pixels, axis=0, return_counts=True)
@@ -259,11 +260,11 @@ def test_bin_kernels_match_numpy(rng, jit, c, bits):
     cnt = np.zeros(m, np.float32)
     cnt[:n] = counts
     with (jax.disable_jit() if not jit else contextlib.nullcontext()):
-        pts = px._bins(cols, cnt, bits)
+        pts = binning.bins(cols, cnt, bits)
     means, w, bins, spread = ref.bin_colors(colors, counts, bits)
     assert pts.n == len(w)
     slots = 1 << (bits * c)  # every slot up to FIXED_BINS (one shape per stage), else a capacity
-    size = slots if slots <= px.FIXED_BINS else min(px.capacity(len(w)), slots)
+    size = slots if slots <= binning.FIXED_BINS else min(px.capacity(len(w)), slots)
     assert pts.rgb.shape == (size, c) and pts.w.shape == (size,)
     np.testing.assert_allclose(np.asarray(pts.rgb)[:len(w)], means, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(pts.w)[:len(w)], w)
@@ -276,20 +277,20 @@ def test_bin_kernels_match_numpy(rng, jit, c, bits):
 def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(many_colours, monkeypatch,
                                                                      spy):
     calls = []
-    spy(px, "_swap_search", lambda *a, **kw: calls.append(kw["rounds"]))
+    spy(colorfit, "_swap_search", lambda *a, **kw: calls.append(kw["rounds"]))
     img = many_colours
     searched = px.quantize_pixels(img, 32)
-    assert calls == [px.SWAP_ROUNDS]  # 5-bit bins carry little of a 32-colour fit's error
+    assert calls == [colorfit.SWAP_ROUNDS]  # 5-bit bins carry little of a 32-colour fit's error
     px.quantize_pixels(img, 32, algo="minibatch")
     assert len(calls) == 1  # mini-batch is the fast choice: no search
     px.quantize_pixels(img, 300)
-    assert calls[1:] == [px.SWAP_ROUNDS // 2]  # a round costs ~k: half the rounds above 128
+    assert calls[1:] == [colorfit.SWAP_ROUNDS // 2]  # a round costs ~k: half the rounds above 128
     px.quantize_pixels(img, 16)
-    assert calls[2:] == [px.SWAP_ROUNDS_SMALL]  # after the best of 4 starts, fewer rounds
+    assert calls[2:] == [colorfit.SWAP_ROUNDS_SMALL]  # after the best of 4 starts, fewer rounds
     calls.clear()
     # Where the bins would carry more than COARSE_MAX_SHARE of the error (at k=256 on photos
     # above ~41 dB, where starting from them cost 0.2 dB), the fit is on the 6-bit bins directly.
-    monkeypatch.setattr(px, "COARSE_MAX_SHARE", 0.0)
+    monkeypatch.setattr(colorfit, "COARSE_MAX_SHARE", 0.0)
     direct = px.quantize_pixels(img, 32)
     assert len(calls) == 0
     assert direct.n_points == searched.n_points  # both converged on the 6-bit bins
@@ -300,7 +301,7 @@ def test_coarse_start_and_swap_search_only_where_bins_are_fine_enough(many_colou
 @pytest.mark.slow
 def test_minibatch_refines_two_steps_by_default(many_colours, spy):
     steps = []
-    spy(px, "_finish", lambda *a, **kw: steps.append(kw["steps"]))
+    spy(colorfit, "_finish", lambda *a, **kw: steps.append(kw["steps"]))
     img = many_colours  # binned: the exact refine steps run after the fit
     default = px.quantize_pixels(img, 32, algo="minibatch")
     two = px.quantize_pixels(img, 32, algo="minibatch", refine=2)
@@ -315,7 +316,7 @@ def test_swap_search_improves_the_fit(many_colours, monkeypatch):
     # Same seed and coarse start, with and without the search rounds.
     img = many_colours
     r = quantize_pixels(img, 64)
-    monkeypatch.setattr(px, "SWAP_ROUNDS", 0)
+    monkeypatch.setattr(colorfit, "SWAP_ROUNDS", 0)
     r0 = quantize_pixels(img, 64)
     p = [image_quality(img, x.indices, palette=x.palette, with_ssim=False).psnr for x in (r, r0)]
     assert p[0] > p[1], p
@@ -346,7 +347,7 @@ def test_default_refine_follows_the_backend(many_colours, monkeypatch):
     # quantize_pixels takes its default from there (jax.default_backend itself is not patched:
     # the stored-program cache keys on it)
     here = jax.default_backend()
-    monkeypatch.setattr(pixel, "REFINE_CPU" if here == "cpu" else "REFINE_ACCELERATOR", 37)
+    monkeypatch.setattr(colorfit, "REFINE_CPU" if here == "cpu" else "REFINE_ACCELERATOR", 37)
     got = quantize_pixels(many_colours, 32)  # binned: the default steps run
     want = quantize_pixels(many_colours, 32, refine=37)
     np.testing.assert_array_equal(got.palette, want.palette)
@@ -359,21 +360,21 @@ def test_colours_starting_from_their_bins_bounds_change_nothing(many_colours, mo
     # The exact colours inherit their bins' bounds (k=40: 6-bit bins after a binned fit; k=12:
     # the 5-bit start) instead of a full search; the fit must be the same, step for step.
     seen = []
-    real = px._finish
+    real = colorfit._finish
 
     @functools.wraps(real)  # keeps .prefetch
     def spy(*a, **kw):
         seen.append(kw.get("inherit") is not None)
         return real(*a, **kw)
 
-    monkeypatch.setattr(px, "_finish", spy)
+    monkeypatch.setattr(colorfit, "_finish", spy)
     got = px.quantize_pixels(many_colours, k)
 
     @functools.wraps(real)
     def no_inherit(*a, **kw):
         return real(*a, **{**kw, "inherit": None})
 
-    monkeypatch.setattr(px, "_finish", no_inherit)
+    monkeypatch.setattr(colorfit, "_finish", no_inherit)
     want = px.quantize_pixels(many_colours, k)
     assert seen == [True]
     np.testing.assert_array_equal(got.palette, want.palette)
@@ -453,8 +454,8 @@ def test_a_new_k_traces_only_its_fit(chelsea):
         run(40)
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
-    # _to_space: the direct fit pads the colours to their own capacity (k=16: EXACT_CAPACITY)
-    assert set(names) <= {"_to_space", "init_centers", "_converge", "_finish"}
+    # to_space: the direct fit pads the colours to their own capacity (k=16: EXACT_CAPACITY)
+    assert set(names) <= {"to_space", "init_centers", "_converge", "_finish"}
     assert {"init_centers", "_converge", "_finish"} <= set(names)
 
 
@@ -475,24 +476,16 @@ def test_minibatch_fits_of_any_colour_count_share_one_program(rng, monkeypatch, 
     run([first])
     assert count_traces(lambda: run(others)) == 0
     got = quantize_pixels(others[0], 16, algo="minibatch")
-    monkeypatch.setattr(px, "MINIBATCH_CAPACITY", 0)  # each its own capacity, as before
+    monkeypatch.setattr(colorfit, "MINIBATCH_CAPACITY", 0)  # each its own capacity, as before
     want = quantize_pixels(others[0], 16, algo="minibatch")
     np.testing.assert_array_equal(got.indices, want.indices)
     np.testing.assert_array_equal(got.palette, want.palette)
 
 
-@pytest.mark.parametrize("n, k", [(4096, 16), (5000, 2), (65536, 256)])
-def test_the_written_out_bounds_types_are_those_of_nearest_bounds(n, k):
-    f32 = jax.numpy.float32
-    want = jax.eval_shape(km.nearest_bounds, jax.ShapeDtypeStruct((n, 3), f32),
-                          jax.ShapeDtypeStruct((k, 3), f32))
-    assert px._bounds_spec(n, k) == want
-
-
 @pytest.mark.parametrize("seed", [0, 1, 12345, 2**31, 2**32 - 1, 2**32, -1])
 def test_keys_made_on_the_host_are_jax_random_keys(seed):
     want = jax.random.key_data(jax.random.key(seed))
-    np.testing.assert_array_equal(jax.random.key_data(px._key(seed)), want)
+    np.testing.assert_array_equal(jax.random.key_data(colorfit.host_key(seed)), want)
 
 
 def test_nearest_colors_matches_numpy(rng, count_traces):

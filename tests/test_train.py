@@ -151,7 +151,7 @@ def test_offline_hub_name_fails_fast_with_one_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "Error: nlphuji/flickr30k: cannot reach 127.0.0.1 and the dataset is not in the local "
-        "Hugging Face cache (connect, or pass a local folder)"]
+        "Hugging Face cache (connect, or pass a local copy)"]
 
 
 def test_without_datasets_train_says_what_to_install(tmp_path, photo_folder, monkeypatch):

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ClydeError, check_image, check_k1_k2, image_array
+from ._arrays import check_image, check_k1_k2, image_array
+from .errors import ClydeError
 from . import _programs
 from .metrics import index_bits
 from .pixel import quantize_pixels

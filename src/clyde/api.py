@@ -77,7 +77,7 @@ def quantize(image, k: int = 16, *, dither: bool = False, **options):
         ``info["transparency"]`` (``convert("RGBA")`` and PNG's ``save`` use it), and
         the fully transparent pixels share one entry.
     """
-    from .errors import image_array
+    from ._arrays import image_array
     from .pixel import quantize_pixels
 
     if not 2 <= k <= 256:
@@ -149,9 +149,10 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int | None 
     if compare:
         compare = io.check_output(compare, force=force, inputs=(src,), outputs=(dst,))
     loaded = _load_while_importing(src)
-    from .metrics import (as_written, comparable, image_quality_async, index_bits, index_entropy,
+    from .metrics import (comparable, image_quality_async, index_bits, index_entropy,
                           prefetch_indexed_quality)
     from .pixel import quantize_pixels
+    from .written import as_written
 
     _give_notes(loaded, on_note, dst)
     img = loaded.array
@@ -252,7 +253,8 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
 
     cb = load_codebook(means)
     loaded = _load_while_importing(src, modules=(".patch", ".metrics"))
-    from .metrics import as_written, comparable, image_quality_async
+    from .metrics import comparable, image_quality_async
+    from .written import as_written
     from .patch import quantize_patches
 
     _give_notes(loaded, on_note, dst)
@@ -378,7 +380,8 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
         compare_path = io.check_output(compare, force=force, inputs=(src,), outputs=taken)
     loaded = _load_while_importing(src, modules=(".adaptive", ".metrics"))
     from .adaptive import quantize_adaptive
-    from .metrics import as_written, comparable, image_quality, index_bits
+    from .metrics import comparable, image_quality, index_bits
+    from .written import as_written
     from .pixel import quantize_pixels
 
     _give_notes(loaded, on_note, dst)

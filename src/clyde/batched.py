@@ -38,9 +38,11 @@ import numpy as np
 
 from . import _programs
 from . import kmeans as km
-from .errors import ClydeError, image_array
+from ._arrays import image_array
+from .errors import ClydeError
 from .metrics import comparable
-from .pixel import PixelResult, _from_space, _to_space, quantize_pixels
+from .color import from_space, to_space
+from .pixel import PixelResult, quantize_pixels
 
 __all__ = ["quantize_many", "histogram_of", "CAPACITIES", "EXACT_CAPACITIES", "MAX_DIRECT",
            "DEFAULT_N_INIT"]
@@ -192,13 +194,13 @@ def _fresh(centers, live, max_iter: int):
 def _palette(xt, centers, space):
     """The rounded sRGB palette ``(k, C)`` uint8 of one image and every point's nearest
     entry of it."""
-    rgb = jnp.clip(jnp.rint(_from_space(centers, space)), 0.0, 255.0)
-    return rgb.astype(jnp.uint8), _nearest(xt, _to_space(rgb, space))[0]
+    rgb = jnp.clip(jnp.rint(from_space(centers, space)), 0.0, 255.0)
+    return rgb.astype(jnp.uint8), _nearest(xt, to_space(rgb, space))[0]
 
 
 def _points(colors, w, space, tol):
     """Points ``(B, C, m)`` in the fit's space, which images have any, and their tolerances."""
-    x = _to_space(colors, space)
+    x = to_space(colors, space)
     tol_abs = jax.vmap(km._tol_abs, (0, 0, None))(x, w, tol)
     return jnp.swapaxes(x, 1, 2), jnp.any(w > 0, axis=1), tol_abs
 

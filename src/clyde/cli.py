@@ -21,7 +21,8 @@ from typer.core import TyperGroup
 
 from ._version import __version__
 from ._cache import default_cache_dir
-from .errors import ClydeError, OutputLarger, QualityNotReached, check_k1_k2, debug, unexpected
+from ._arrays import check_k1_k2
+from .errors import ClydeError, OutputLarger, QualityNotReached, debug, unexpected
 
 
 # Typer vendors its own copy of click in recent releases; take the exception

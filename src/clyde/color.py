@@ -7,9 +7,13 @@ its colours where eyes see differences. ``L`` lies in ``[0, 1]``; ``a`` and
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from . import _programs
 
 # Full float32 products: JAX's default lets GPUs use TF32 (10-bit mantissa), which moves
 # Oklab values by about 1e-3 (tests/test_precision.py).
@@ -53,3 +57,21 @@ def oklab_to_srgb(lab: jnp.ndarray) -> jnp.ndarray:
     """``(..., 3)`` Oklab to ``(..., 3)`` sRGB in ``[0, 255]`` (float32, clipped, not rounded)."""
     lms = jnp.matmul(jnp.asarray(lab, jnp.float32), _M2_INV.T, precision=_HIGHEST) ** 3
     return _to_gamma(jnp.matmul(lms, _M1_INV.T, precision=_HIGHEST)) * 255.0
+
+
+@functools.partial(_programs.stored, static_argnames=("space",))
+def to_space(x, space):
+    """``(..., C)`` sRGB(A) in 0..255 to the fit's space (float32)."""
+    x = jnp.asarray(x, jnp.float32)
+    if space == "oklab":
+        lab = srgb_to_oklab(x[..., :3])
+        return jnp.concatenate([lab, x[..., 3:] / 255.0], axis=-1)
+    return x
+
+
+@functools.partial(_programs.stored, static_argnames=("space",))
+def from_space(x, space):
+    """The inverse of :func:`to_space` (not rounded)."""
+    if space == "oklab":
+        return jnp.concatenate([oklab_to_srgb(x[..., :3]), x[..., 3:] * 255.0], axis=-1)
+    return x

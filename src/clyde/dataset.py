@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import deque
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
-from . import io
+from . import hub, io
 from ._files import write_atomic
 from .errors import ClydeError
 
@@ -62,16 +61,9 @@ class DatasetSource(NamedTuple):
     id_column: str | None = None
 
 
-def datasets_module(what: str = "clyde batch --dataset"):
+def datasets_module():
     """Hugging Face ``datasets``, or one line that says how to install it."""
-    try:
-        import datasets
-    except ImportError:
-        raise ClydeError(f'{what} needs the datasets package: pip install "clyde[datasets]"'
-                         ) from None
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    return datasets
+    return hub.datasets_module("clyde batch --dataset", "datasets")
 
 
 class _Opened(NamedTuple):
@@ -115,16 +107,12 @@ def open_dataset(src: DatasetSource) -> _Opened:
     name = src.name
     local = Path(name)
     if not local.exists():
-        from .train import _hub_endpoint, hub_reachable
-
         if name.startswith((".", "/", "~")) or local.suffix.lower() in (".parquet", ".arrow"):
             raise ClydeError(f"{name}: no such file or folder")
-        if not hub_reachable():  # before datasets imports: fail from the cache in seconds
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            os.environ["HF_DATASETS_OFFLINE"] = "1"
+        hub.offline_unless_reachable()
     datasets = datasets_module()
     rows = None
-    try:
+    with hub.opening(name, local=local.exists()):
         if not local.exists():
             ds = datasets.load_dataset(name, src.config, split=src.split, streaming=True)
         else:
@@ -159,17 +147,6 @@ def open_dataset(src: DatasetSource) -> _Opened:
                                                split=src.split, streaming=True)
                     exts = io.image_extensions()
                     rows = sum(Path(str(f)).suffix.lower() in exts for f in files[src.split])
-    except ClydeError:
-        raise
-    except Exception as e:  # datasets raises many types; all mean "cannot open"
-        if not local.exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
-            from .train import _hub_endpoint
-
-            raise ClydeError(f"{name}: cannot reach {_hub_endpoint()[0]} and the dataset is not "
-                             "in the local Hugging Face cache (connect, or pass a local "
-                             "dataset)") from None
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ClydeError(f"{name}: cannot open dataset: {msg}") from None
     if rows is None:
         splits = getattr(getattr(ds, "info", None), "splits", None) or {}
         info = splits.get(src.split) if hasattr(splits, "get") else None
@@ -342,7 +319,7 @@ class DatasetTodo:
     def _rows(self) -> Iterator[Row]:
         """This share's rows still to do, in order; rows of finished blocks are recorded in
         :attr:`up_to_date` (failed ones again as failed)."""
-        from .batch import FileResult
+        from .folder import FileResult
 
         r = self.rows_per_shard
         seen: dict[str, int] = {}
@@ -406,7 +383,7 @@ class DatasetTodo:
         yield from _batches(ds.iter(batch_size=_READ_BATCH), col, 0)
 
     def _folder_stream(self):
-        from .batch import list_files
+        from .folder import list_files
 
         src = Path(self.source)
         exts = io.image_extensions()

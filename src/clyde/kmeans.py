@@ -32,13 +32,11 @@ References
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 __all__ = [
     "KMeansResult",

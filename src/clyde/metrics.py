@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import _programs
-from .errors import image_array
+from ._arrays import image_array
 
 __all__ = ["psnr", "ssim", "Quality", "image_quality", "image_quality_async", "quality_many",
            "index_entropy",
-           "index_bits", "comparable", "as_written"]
+           "index_bits", "comparable"]
 
 _RADIUS = 5  # 11-pixel window: int(3.5 * 1.5 + 0.5), as scikit-image truncates
 _SIGMA = 1.5
@@ -340,23 +339,6 @@ def comparable(image: np.ndarray) -> np.ndarray:
         out[out[..., 3] == 0] = 0
         return out
     return image
-
-
-def as_written(dst: str | os.PathLike, original: np.ndarray, result: np.ndarray,
-               quality: Quality, on_note: Callable[[str], None] | None = None):
-    """Quality of the file ``dst`` as written: ``quality`` (measured on ``result``)
-    when its format stored ``result`` exactly, else measured again on the decoded
-    file, with a note saying so. Returns ``(quality, pixels as written)``."""
-    from . import io
-
-    got = io.read_written(dst, result.shape[-1])
-    if got is None or np.array_equal(comparable(got), comparable(result)):
-        return quality, result
-    if on_note:
-        fmt = io.output_format(dst)
-        on_note(f"{dst}: {io.LOSSY_WHY.get(fmt, fmt + ' changed the pixels')}, so PSNR and "
-                "SSIM are measured on the file as written")
-    return image_quality(comparable(original), comparable(got)), got
 
 
 #: Images up to this many rows and columns are measured many per call by

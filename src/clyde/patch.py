@@ -39,7 +39,8 @@ import numpy as np
 
 from . import _programs
 from .codec import PatchCodes
-from .errors import ClydeError, check_image, image_array
+from ._arrays import check_image, image_array
+from .errors import ClydeError
 from .metrics import index_bits
 
 __all__ = [

@@ -27,17 +27,15 @@ import functools
 import json
 import math
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Iterator, NamedTuple
-from urllib.parse import urlparse
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import io
+from . import hub, io
 from ._version import __version__
 from ._files import write_atomic
 from .codebook import save_codebook
@@ -49,38 +47,6 @@ __all__ = ["TrainState", "open_images", "sample_vectors", "Batcher", "spherical_
 
 # ----------------------------------------------------------------------------
 # data
-
-
-def _hub_endpoint() -> tuple[str, int]:
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the HuggingFace hub answers a TCP connection within ``timeout`` seconds."""
-    try:
-        with socket.create_connection(_hub_endpoint(), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _datasets(load: bool = True):
-    """Hugging Face ``datasets``, imported only for training (pyarrow and friends cost ~1 s
-    to import and 250 MB to install: the ``clyde[train]`` extra). ``load=False`` only checks
-    that it is installed: the hub's offline settings must be in place before it imports."""
-    import importlib.util
-
-    missing = ClydeError('clyde train needs the datasets package: pip install "clyde[train]"')
-    if not load:
-        if importlib.util.find_spec("datasets") is None:
-            raise missing
-        return None
-    try:
-        import datasets
-    except ImportError:
-        raise missing from None
-    return datasets
 
 
 def open_images(dataset: str, *, split: str = "train", seed: int = 0, epoch: int = 0,
@@ -111,14 +77,9 @@ def open_images(dataset: str, *, split: str = "train", seed: int = 0, epoch: int
     """
     local = Path(dataset).exists()
     if not local:
-        if not hub_reachable():
-            # Before datasets is imported: fail from the cache in seconds, not after retries.
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            os.environ["HF_DATASETS_OFFLINE"] = "1"
-    datasets = _datasets()
-
-    datasets.logging.set_verbosity_error()
-    try:
+        hub.offline_unless_reachable()
+    datasets = hub.datasets_module("clyde train", "train")
+    with hub.opening(dataset, local=local):
         if local:
             if not Path(dataset).is_dir():
                 raise ClydeError(f"{dataset}: not a folder of images or a dataset name")
@@ -126,14 +87,6 @@ def open_images(dataset: str, *, split: str = "train", seed: int = 0, epoch: int
                                        streaming=True)
         else:
             ds = datasets.load_dataset(dataset, split=split, streaming=True)
-    except ClydeError:
-        raise
-    except Exception as e:  # datasets raises many types; all mean "cannot open"
-        host = _hub_endpoint()[0]
-        if not local and os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise ClydeError(f"{dataset}: cannot reach {host} and the dataset is not in the "
-                             "local Hugging Face cache (connect, or pass a local folder)") from None
-        raise ClydeError(f"{dataset}: cannot open dataset: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     cols = [c for c, f in (ds.features or {}).items() if isinstance(f, datasets.Image)]
     if not cols:
         raise ClydeError(f"{dataset}: no image column (features: {', '.join(ds.features or {})})")
@@ -544,7 +497,7 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     """
     from tqdm import tqdm
 
-    _datasets(load=False)  # before anything starts: one line if it is not installed
+    hub.datasets_module("clyde train", "train", load=False)  # before anything starts: one line if it is not installed
     output = Path(output)
     if output.suffix != ".npy":
         raise ClydeError(f"{output}: the codebook file must end in .npy")
@@ -864,7 +817,7 @@ def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: in
     from jax.experimental import multihost_utils
     from tqdm import tqdm
 
-    _datasets(load=False)
+    hub.datasets_module("clyde train", "train", load=False)
     output = Path(output)
     if rank == 0 and not output.parent.exists():
         raise ClydeError(f"{output.parent}: no such folder")
