@@ -77,6 +77,17 @@ class AdaptiveResult(NamedTuple):
         return self.palette[self.indices]
 
 
+class AdaptiveOptions(NamedTuple):
+    """Adaptive mode settings (see :func:`quantize_adaptive`): the two colour counts, the
+    detail metric, the block side and the quantile of the threshold."""
+
+    k1: int = 32
+    k2: int = 96
+    metric: str = "eig"
+    block: int = 4
+    quantile: float = 0.5
+
+
 def block_edges(n: int, block: int) -> np.ndarray:
     """Start of every block along an axis of ``n`` pixels, plus ``n`` at the end.
 

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -24,6 +24,28 @@ from .errors import ClydeError, QualityNotReached
 #: None leaves it alone. The command line sets 1e-4, so that Pillow's decoder, which drops the
 #: GIL for each block, gets it back soon; a library leaves interpreter-wide settings to its caller.
 OVERLAP_SWITCH_INTERVAL: float | None = None
+
+
+class Output(NamedTuple):
+    """How a command writes its files: replace an existing output (``force``), write
+    nothing when the output would be larger than the input (``skip_if_larger``), also
+    write a side-by-side picture (``compare``), and where notes go (``on_note``)."""
+
+    force: bool = False
+    skip_if_larger: bool = False
+    compare: str | os.PathLike | None = None
+    on_note: Callable[[str], None] | None = None
+
+
+def _records(settings: dict, *records):
+    """``records`` (NamedTuples) with their fields replaced by ``settings`` by name (the
+    keyword names the functions took before the records); an unknown name is a TypeError."""
+    out, left = [], dict(settings)
+    for r in records:
+        out.append(r._replace(**{f: left.pop(f) for f in r._fields if f in left}))
+    if left:
+        raise TypeError(f"unexpected keyword argument {sorted(left)[0]!r}")
+    return out
 
 
 def _load_while_importing(src, modules=(".pixel", ".metrics")):
@@ -109,15 +131,13 @@ def _file_fields(src, dst, img) -> dict:
 
 
 def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int | None = None,
-               init: str = "kmeans++",
-               max_iter: int = 300, tol: float = 1e-4, algo: str = "lloyd",
-               refine: int | None = None, seed: int = 0,
-               space: str = "rgb", dither: bool = False, force: bool = False,
-               skip_if_larger: bool = False,
-               compare: str | os.PathLike | None = None,
-               target: float | None = None, measure: str = "psnr", k_max: int = 256,
-               on_note: Callable[[str], None] | None = None) -> dict:
+               options=None, dither: bool = False, target: float | None = None,
+               measure: str = "psnr", k_max: int = 256, output: Output | None = None,
+               **settings) -> dict:
     """Quantize the image file ``src`` to ``k`` colours and write ``dst``.
+
+    ``options``: a :class:`clyde.pixel.FitOptions`; ``output``: an :class:`Output`.
+    ``settings`` by name replace fields of either (``seed=1``, ``force=True``...).
 
     ``target`` instead of ``k``: the smallest k up to ``k_max`` whose palette image
     reaches ``target`` in ``measure`` ("psnr" in dB, or "ssim"), by bisection over one
@@ -139,82 +159,94 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int | None 
     (files on disk), seconds.
     """
     t0 = time.perf_counter()
+    from .pixel import FitOptions
+
+    options, out = _records(settings, options or FitOptions(), output or Output())
     if (k is None) == (target is None):
         raise ClydeError("give either k or a quality target, not both" if k is not None
                          else "give k or a quality target")
     if target is not None and dither:
         raise ClydeError("a quality target is judged on the undithered image; give k with dither")
-    dst = io.check_output(dst, force=force, inputs=(src,))
+    dst = io.check_output(dst, force=out.force, inputs=(src,))
     io.check_colors(dst, k_max if k is None else k)
-    if compare:
-        compare = io.check_output(compare, force=force, inputs=(src,), outputs=(dst,))
+    if out.compare:
+        out = out._replace(compare=io.check_output(out.compare, force=out.force, inputs=(src,),
+                                                   outputs=(dst,)))
     loaded = _load_while_importing(src)
-    from .metrics import (comparable, image_quality_async, index_bits, index_entropy,
-                          prefetch_indexed_quality)
+    from .metrics import prefetch_indexed_quality
     from .pixel import quantize_pixels
-    from .written import as_written
 
-    _give_notes(loaded, on_note, dst)
+    _give_notes(loaded, out.on_note, dst)
     img = loaded.array
     if k is None or k <= 256:  # uint8 indices, the metrics' types known before the fit
         prefetch_indexed_quality(img.shape)
     if dither and img.shape[-1] == 4:
         raise ClydeError("--dither does not support images with transparency")
-    kw = dict(init=init, algo=algo, max_iter=max_iter, tol=tol, seed=seed, space=space,
-              refine=refine)
     chosen = None
     if target is None:
-        res = quantize_pixels(img, k, **kw)
+        res = quantize_pixels(img, k, options)
     else:
-        k, res, chosen = _smallest_k(img, target, measure, k_max, loaded.icc_profile, kw)
-    indices, palette = res.indices, res.palette
+        k, res, chosen = _smallest_k(img, target, measure, k_max, loaded.icc_profile, options)
+    indices = res.indices
     if dither:
-        indices = io.dither_to_palette(img, palette) if len(palette) <= 256 else indices
+        indices = io.dither_to_palette(img, res.palette) if len(res.palette) <= 256 else indices
+    fields, measured = _write_indexed(src, dst, loaded, indices, res.palette, out,
+                                      f"pixel k={k}")
+    return {
+        **fields,
+        "k": k,
+        **({"target": chosen} if chosen else {}),
+        "colors": int(len(res.palette)),
+        "algo": options.algo,
+        "init": options.init,
+        "space": options.space,
+        "dither": dither,
+        "iterations": res.n_iter,
+        "converged": res.converged,
+        **measured,
+        "seconds": round(time.perf_counter() - t0, 4),
+    }
+
+
+def _write_indexed(src, dst, loaded, indices, palette, out: Output, title: str) -> dict:
+    """Write a palette image and measure it as written: the file fields, and what was
+    measured: psnr, ssim, the index bits and entropy, file bits per pixel and bytes."""
+    from .metrics import comparable, image_quality_async, index_bits, index_entropy
+    from .written import as_written
+
+    img, icc = loaded.array, loaded.icc_profile
     # Runs while the PNG encodes; colours are looked up inside the kernel, not built here.
     pending = image_quality_async(comparable(img), indices, palette=comparable(palette))
-    icc = loaded.icc_profile
     with ThreadPoolExecutor(1) as pool:  # the encoder drops the GIL: entropy costs nothing then
         entropy = pool.submit(index_entropy, indices, len(palette))
         nbytes = io.save_indexed(dst, indices, palette, icc,
-                                 max_bytes=loaded.file_bytes if skip_if_larger else None)
+                                 max_bytes=loaded.file_bytes if out.skip_if_larger else None)
     q = pending()
     h, w = indices.shape
     shown = None
     if io.output_format(dst) not in io.EXACT_FORMATS:
-        q, shown = as_written(dst, img, palette[indices], q, on_note)
-    if compare:
-        compare_picture(compare, img, palette[indices] if shown is None else shown,
-                        f"pixel k={k}: PSNR {q.psnr:.2f} dB, SSIM {q.ssim:.3f}", icc)
-    return {
-        **_file_fields(src, dst, img),
-        "k": k,
-        **({"target": chosen} if chosen else {}),
-        "colors": int(len(palette)),
-        "algo": algo,
-        "init": init,
-        "space": space,
-        "dither": dither,
-        "iterations": res.n_iter,
-        "converged": res.converged,
+        q, shown = as_written(dst, img, palette[indices], q, out.on_note)
+    if out.compare:
+        compare_picture(out.compare, img, palette[indices] if shown is None else shown,
+                        f"{title}: PSNR {q.psnr:.2f} dB, SSIM {q.ssim:.3f}", icc)
+    return _file_fields(src, dst, img), {
         "psnr": q.psnr,
         "ssim": q.ssim,
         "index_bits_per_pixel": index_bits(len(palette)),
         "index_entropy_bits_per_pixel": round(entropy.result(), 4),
         "file_bits_per_pixel": round(8 * nbytes / (h * w), 4),
         "bytes_in": loaded.file_bytes,
-        "bytes_out": nbytes,
-        "seconds": round(time.perf_counter() - t0, 4),
-    }
+        "bytes_out": nbytes}
 
 
-def _smallest_k(img, target, measure, k_max, icc_profile, kw):
+def _smallest_k(img, target, measure, k_max, icc_profile, options):
     """The smallest k reaching ``target`` and its result, without fitting it again; raises
     :class:`QualityNotReached` (nothing written) when ``k_max`` falls short."""
     from .sweep import smallest_k
 
     results = {}
     k, rows = smallest_k(img, target=target, measure=measure, k_max=k_max, icc_profile=icc_profile,
-                         on_result=results.__setitem__, **kw)
+                         on_result=results.__setitem__, **options._asdict())
     if k is None:
         best = max(rows, key=lambda r: r.k)
         unit = " dB" if measure == "psnr" else ""
@@ -224,13 +256,13 @@ def _smallest_k(img, target, measure, k_max, icc_profile, kw):
     return k, results[k], {"measure": measure, "value": target, "tried": [r.k for r in rows]}
 
 
-def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
-               means: str | os.PathLike | None = None, shifts: int = 1, fit: str = "lsq",
-               force: bool = False, compare: str | os.PathLike | None = None,
-               skip_if_larger: bool = False, codes: str | os.PathLike | None = None,
-               on_note: Callable[[str], None] | None = None,
-               on_shift: Callable[[], None] | None = None) -> dict:
+def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *, options=None,
+               codes: str | os.PathLike | None = None, output: Output | None = None,
+               on_shift: Callable[[], None] | None = None, **settings) -> dict:
     """Patch vector quantization of the image file ``src``; writes ``dst``.
+
+    ``options``: a :class:`clyde.patch.PatchOptions` (means, shifts, fit); ``output``: an
+    :class:`Output`. ``settings`` by name replace fields of either (``shifts=4``...).
 
     ``means`` is a codebook ``.npy`` (default: the bundled
     ``p16_k12000.npy``). Returns a dict with: input, output, width, height,
@@ -243,6 +275,10 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
     each shifted grid is done (a progress bar).
     """
     t0 = time.perf_counter()
+    from .patch import PatchOptions, quantize_patches
+
+    o, out = _records(settings, options or PatchOptions(), output or Output())
+    means, shifts, fit, force, compare = o.means, o.shifts, o.fit, out.force, out.compare
     dst = io.check_output(dst, force=force, inputs=(src,))
     if compare:
         compare = io.check_output(compare, force=force, inputs=(src,), outputs=(dst,))
@@ -255,15 +291,14 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *,
     loaded = _load_while_importing(src, modules=(".patch", ".metrics"))
     from .metrics import comparable, image_quality_async
     from .written import as_written
-    from .patch import quantize_patches
 
-    _give_notes(loaded, on_note, dst)
+    _give_notes(loaded, out.on_note, dst)
     img = loaded.array
     res = quantize_patches(img, cb.means, shifts=shifts, fit=fit, on_shift=on_shift)
     pending = image_quality_async(comparable(img), comparable(res.image))
     nbytes = io.save_image(dst, res.image, loaded.icc_profile,
-                           max_bytes=loaded.file_bytes if skip_if_larger else None)
-    q, shown = as_written(dst, img, res.image, pending(), on_note)
+                           max_bytes=loaded.file_bytes if out.skip_if_larger else None)
+    q, shown = as_written(dst, img, res.image, pending(), out.on_note)
     h, w = img.shape[:2]
     written = {}
     if codes:
@@ -352,13 +387,14 @@ def equal_bits_k(total_bits: int, n_pixels: int, channels: int = 3, k_max: int =
     return best
 
 
-def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 32, k2: int = 96,
-                  block: int = 4, metric: str = "eig", quantile: float = 0.5, seed: int = 0,
-                  mask: str | os.PathLike | None = None, compare: str | os.PathLike | None = None,
-                  force: bool = False, skip_if_larger: bool = False,
-                  on_note: Callable[[str], None] | None = None,
-                  on_step: Callable[[], None] | None = None) -> dict:
+def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, options=None, seed: int = 0,
+                  mask: str | os.PathLike | None = None, output: Output | None = None,
+                  on_step: Callable[[], None] | None = None, **settings) -> dict:
     """Variance-adaptive two-k quantization of ``src``; writes ``dst`` (and the mask / comparison).
+
+    ``options``: a :class:`clyde.adaptive.AdaptiveOptions` (k1, k2, metric, block,
+    quantile); ``output``: an :class:`Output`. ``settings`` by name replace fields of
+    either (``k1=16``, ``force=True``...).
 
     ``on_step``: called after each of the fits (1, or 3 with ``compare``), a progress bar's
     update.
@@ -371,35 +407,37 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
     psnr, ssim, bits, bits_per_pixel.
     """
     t0 = time.perf_counter()
+    from .adaptive import AdaptiveOptions, quantize_adaptive
+    from .metrics import comparable, image_quality
+    from .written import as_written
+
+    o, out_opts = _records(settings, options or AdaptiveOptions(), output or Output())
+    force, k1, k2 = out_opts.force, o.k1, o.k2
     dst = io.check_output(dst, force=force, inputs=(src,))
     io.check_colors(dst, k1 + k2)
     mask_path = io.check_output(mask, force=force, inputs=(src,), outputs=(dst,)) if mask else None
     compare_path = None
-    if compare:
+    if out_opts.compare:
         taken = (dst,) + ((mask_path,) if mask_path else ())
-        compare_path = io.check_output(compare, force=force, inputs=(src,), outputs=taken)
+        compare_path = io.check_output(out_opts.compare, force=force, inputs=(src,), outputs=taken)
     loaded = _load_while_importing(src, modules=(".adaptive", ".metrics"))
-    from .adaptive import quantize_adaptive
-    from .metrics import comparable, image_quality, index_bits
-    from .written import as_written
-    from .pixel import quantize_pixels
-
-    _give_notes(loaded, on_note, dst)
+    _give_notes(loaded, out_opts.on_note, dst)
     img = loaded.array
     h, w, c = img.shape
-    res = quantize_adaptive(img, k1, k2, block=block, metric=metric, quantile=quantile, seed=seed)
+    res = quantize_adaptive(img, k1, k2, block=o.block, metric=o.metric, quantile=o.quantile,
+                            seed=seed)
     if on_step:
         on_step()
     out = res.image
     q = image_quality(comparable(img), comparable(out))
     nbytes = io.save_indexed(dst, res.indices, res.palette, loaded.icc_profile,
-                             max_bytes=loaded.file_bytes if skip_if_larger else None)
-    q, out = as_written(dst, img, out, q, on_note)
+                             max_bytes=loaded.file_bytes if out_opts.skip_if_larger else None)
+    q, out = as_written(dst, img, out, q, out_opts.on_note)
     if mask_path:
         io.save_image(mask_path, (res.pixel_mask.astype(np.uint8) * 255))
     r = {
         "input": str(src), "output": str(dst), "width": w, "height": h, "k1": k1, "k2": k2,
-        "block": block, "metric": metric, "threshold": round(res.threshold, 4),
+        "block": o.block, "metric": o.metric, "threshold": round(res.threshold, 4),
         "high_share": round(float(res.pixel_mask.mean()), 4), "colors": int(len(res.palette)),
         "psnr": q.psnr, "ssim": q.ssim, "bits": res.bits,
         "bits_per_pixel": round(res.bits / (h * w), 4),
@@ -408,24 +446,35 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, k1: int = 3
     if compare_path:
         panels = [(img, "original"), (out, f"adaptive k1={k1} k2={k2}: {q.psnr:.2f} dB, "
                                           f"{r['bits_per_pixel']:.2f} b/px")]
-        baselines = []
-        for label, k in (("same colours", k1 + k2), ("same bits", equal_bits_k(res.bits, h * w, c))):
-            pr = quantize_pixels(img, k, seed=seed)
-            if on_step:
-                on_step()
-            pq = image_quality(comparable(img), comparable(pr.image))
-            bits = h * w * index_bits(len(pr.palette)) + 8 * c * len(pr.palette)
-            baselines.append({"mode": "pixel", "basis": label, "k": k, "psnr": pq.psnr,
-                              "ssim": pq.ssim, "bits": bits, "bits_per_pixel": round(bits / (h * w), 4)})
-            panels.append((pr.image, f"pixel k={k} ({label}): {pq.psnr:.2f} dB, {bits / (h * w):.2f} b/px"))
+        r["baselines"] = _pixel_baselines(img, res.bits, k1 + k2, seed, panels, on_step)
         panels.append((res.pixel_mask, f"mask: white = k2 ({100 * r['high_share']:.0f}%)"))
         from .figures import side_by_side
 
         side_by_side(panels, compare_path, icc_profile=loaded.icc_profile)
-        r["baselines"] = baselines
         r["compare"] = str(compare_path)
     r["seconds"] = round(time.perf_counter() - t0, 4)
     return r
+
+
+def _pixel_baselines(img, bits_used: int, colours: int, seed: int, panels: list,
+                     on_step) -> list[dict]:
+    """Pixel mode at the same colours and at the same bits as an adaptive result: a row
+    each, and a panel each appended to ``panels``."""
+    from .metrics import comparable, image_quality, index_bits
+    from .pixel import quantize_pixels
+
+    h, w, c = img.shape
+    baselines = []
+    for label, k in (("same colours", colours), ("same bits", equal_bits_k(bits_used, h * w, c))):
+        pr = quantize_pixels(img, k, seed=seed)
+        if on_step:
+            on_step()
+        pq = image_quality(comparable(img), comparable(pr.image))
+        bits = h * w * index_bits(len(pr.palette)) + 8 * c * len(pr.palette)
+        baselines.append({"mode": "pixel", "basis": label, "k": k, "psnr": pq.psnr,
+                          "ssim": pq.ssim, "bits": bits, "bits_per_pixel": round(bits / (h * w), 4)})
+        panels.append((pr.image, f"pixel k={k} ({label}): {pq.psnr:.2f} dB, {bits / (h * w):.2f} b/px"))
+    return baselines
 
 
 def compare_picture(path: str | os.PathLike, original: np.ndarray, result: np.ndarray,

@@ -29,7 +29,9 @@ import numpy as np
 
 from . import io
 from ._files import remove_stale_temps, write_atomic
+from .adaptive import AdaptiveOptions
 from .folder import BatchSummary, FileResult, list_files
+from .patch import PatchOptions
 from ._arrays import check_k1_k2
 from .errors import ClydeError, debug, unexpected
 
@@ -128,23 +130,6 @@ def _write_report(path: Path, results: list) -> None:
     wr.writeheader()
     wr.writerows(rows)
     write_atomic(path, lambda f: f.write(buf.getvalue().encode()))
-
-
-class PatchOptions(NamedTuple):
-    """Patch mode settings for ``algo="patch"`` (see :func:`clyde.patch.quantize_patches`)."""
-
-    means: str | os.PathLike | None = None  # codebook file; None: the bundled one
-    shifts: int = 1
-    fit: str = "lsq"
-
-
-class AdaptiveOptions(NamedTuple):
-    """Adaptive mode settings for ``algo="adaptive"`` (see :func:`clyde.adaptive.quantize_adaptive`)."""
-
-    k1: int = 32
-    k2: int = 96
-    metric: str = "eig"
-    block: int = 4
 
 
 class Plan(NamedTuple):
