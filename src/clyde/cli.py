@@ -116,19 +116,19 @@ def _root(
             notice_long_compiles(_note)
 
 
-class Init(str, Enum):
-    kmeanspp = "kmeans++"
-    random = "random"
+def _choices(name: str, *values: str):
+    """A ``str`` Enum of ``values`` for a Typer option; a member's name is its value with
+    ``+`` spelt ``p`` (``Init.kmeanspp`` is "kmeans++")."""
+    return Enum(name, [(v.replace("+", "p"), v) for v in values], type=str)
 
 
-class Algo(str, Enum):
-    lloyd = "lloyd"
-    minibatch = "minibatch"
+Init = _choices("Init", "kmeans++", "random")
 
 
-class Space(str, Enum):
-    rgb = "rgb"
-    oklab = "oklab"
+Algo = _choices("Algo", "lloyd", "minibatch")
+
+
+Space = _choices("Space", "rgb", "oklab")
 
 
 def _bar(quiet: bool) -> bool:
@@ -580,24 +580,13 @@ def adaptive(
           suffix=suffix)
 
 
-class BatchAlgo(str, Enum):
-    so = "so"
-    mkm = "mkm"
-    fkm = "fkm"
-    mbkm = "mbkm"
-    patch = "patch"
-    adaptive = "adaptive"
+BatchAlgo = _choices("BatchAlgo", "so", "mkm", "fkm", "mbkm", "patch", "adaptive")
 
 
-class BatchTo(str, Enum):
-    folder = "folder"
-    dataset = "dataset"
+BatchTo = _choices("BatchTo", "folder", "dataset")
 
 
-class Resample(str, Enum):
-    nearest = "nearest"
-    box = "box"
-    lanczos = "lanczos"
+Resample = _choices("Resample", "nearest", "box", "lanczos")
 
 
 def _size(value: Optional[str]):
