@@ -18,7 +18,7 @@ one label per distinct colour):
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -153,12 +153,12 @@ class FitOptions(NamedTuple):
     (see :func:`clyde.pixel.quantize_pixels` for each setting). ``max_points`` and
     ``refine`` of None take their defaults in :meth:`resolved`."""
 
-    init: str = "kmeans++"
-    algo: str = "lloyd"
+    init: Literal["kmeans++", "random"] = "kmeans++"
+    algo: Literal["lloyd", "minibatch"] = "lloyd"
     max_iter: int = 300
     tol: float = 1e-4
     seed: int = 0
-    space: str = "rgb"
+    space: Literal["rgb", "oklab"] = "rgb"
     batch_size: int = 1024
     max_points: int | None = None
     refine: int | None = None
