@@ -127,7 +127,7 @@ def test_public_signatures_name_their_choices_and_no_private_type():
             ("FitOptions", "space"): ("rgb", "oklab"),
             ("quantize_patches", "fit"): ("lsq", "original"),
             ("quantize_adaptive", "metric"): ("eig", "var", "tv"),
-            ("run_batch", "algo"): ("so", "mkm", "fkm", "mbkm", "patch", "adaptive")}
+            ("BatchOptions", "algo"): ("so", "mkm", "fkm", "mbkm", "patch", "adaptive")}
     for (fn, arg), choices in want.items():
         hints = typing.get_type_hints(getattr(clyde, fn))
         assert typing.get_args(hints[arg]) == choices, (fn, arg)

@@ -51,6 +51,7 @@ _EXPORTS = {
     "AdaptiveResult": ".adaptive",
     "quantize_adaptive": ".adaptive",
     "run_batch": ".batch",
+    "BatchOptions": ".batch",
     "DatasetSource": ".dataset",
     "train_codebook": (".train", "train"),
     "sweep_pixels": (".sweep", "sweep"),

@@ -35,7 +35,7 @@ from .patch import PatchOptions
 from ._arrays import check_k1_k2
 from .errors import ClydeError, debug, unexpected
 
-__all__ = ["ALGOS", "KMEANS_ALGOS", "FileResult", "BatchSummary", "PatchOptions",
+__all__ = ["ALGOS", "KMEANS_ALGOS", "BatchOptions", "FileResult", "BatchSummary", "PatchOptions",
            "AdaptiveOptions", "Plan", "Quantized", "list_files", "target_size", "plan_batch",
            "run_batch"]
 
@@ -132,6 +132,73 @@ def _write_report(path: Path, results: list) -> None:
     write_atomic(path, lambda f: f.write(buf.getvalue().encode()))
 
 
+class BatchOptions(NamedTuple):
+    """Every setting of a batch run, one hashable record; :func:`run_batch` and
+    :func:`plan_batch` also take them by name.
+
+    Attributes
+    ----------
+    to : {"folder", "dataset"}; ``"dataset"`` writes Parquet shards of ``rows_per_shard``
+        rows (default :data:`clyde.dataset.ROWS_PER_SHARD`) that ``datasets.load_dataset``
+        opens: the output image, the input's other columns, ``k``, ``psnr``, ``ssim`` and
+        ``bytes``. A dataset is split in blocks of that many rows: ``shard`` and ``workers``
+        split the blocks, and a block already written is not redone.
+    algo : {"so", "mkm", "fkm", "mbkm", "patch", "adaptive"}
+    k : int, colours for mkm / fkm / mbkm (required for those)
+    step, max_side, size : size reduction (see :func:`target_size`); step 1 is full size
+    resample : {"nearest", "box", "lanczos"}
+    fmt : output extension (png, webp, tiff, bmp, jpg...)
+    recursive : mirror subfolders
+    overwrite : redo outputs that exist and are newer than their input
+    jobs : worker threads for decoding and encoding (in each worker process)
+    shard : (i, n), this process's share of the files (see :func:`scheduler_shard`)
+    workers : processes that split this shard's files, each with its own JAX runtime
+        (spawned, never forked); with ``CUDA_VISIBLE_DEVICES`` listing several GPUs, each
+        worker gets one. Outputs are the same bytes as with one.
+    iters : Lloyd iterations for mkm (default 10) or at most for fkm/mbkm (default 300)
+    patch : :class:`PatchOptions`, for ``algo="patch"``
+    adaptive : :class:`AdaptiveOptions`, for ``algo="adaptive"``
+    metrics : compute PSNR and SSIM against the size-reduced input
+    report : .csv or .json file with one row per file
+    gallery : .html file: one self-contained page with the summary, the ``gallery_worst``
+        images of lowest PSNR beside their reference, and every image in a sortable table
+        (:mod:`clyde.gallery`)
+    """
+
+    algo: Literal["so", "mkm", "fkm", "mbkm", "patch", "adaptive"] = "so"
+    k: int | None = None
+    step: int | None = 5
+    max_side: int | None = None
+    size: tuple[int, int] | None = None
+    resample: Literal["nearest", "box", "lanczos"] = "box"
+    fmt: str = "png"
+    recursive: bool = False
+    overwrite: bool = False
+    allow_inside: bool = False
+    jobs: int = 2
+    shard: tuple[int, int] = (0, 1)
+    seed: int = 0
+    iters: int | None = None
+    patch: PatchOptions = PatchOptions()
+    adaptive: AdaptiveOptions = AdaptiveOptions()
+    metrics: bool = True
+    report: str | os.PathLike | None = None
+    workers: int = 1
+    to: Literal["folder", "dataset"] = "folder"
+    rows_per_shard: int | None = None
+    gallery: str | os.PathLike | None = None
+    gallery_worst: int = 24
+
+
+def batch_options(options: BatchOptions | None = None, **settings) -> BatchOptions:
+    """``options`` (default ``BatchOptions()``) with ``settings`` by name replaced; an
+    unknown name is a TypeError, as for any function."""
+    unknown = sorted(set(settings) - set(BatchOptions._fields))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    return (options or BatchOptions())._replace(**settings)
+
+
 class Plan(NamedTuple):
     """What a run will do: checked settings and this shard's files."""
 
@@ -167,17 +234,14 @@ class _InFlight(NamedTuple):
     q: Quantized | None = None
 
 
-def plan_batch(src, dst: str | os.PathLike, *, algo: str = "so",
-               k: int | None = None, step: int | None = 5, resample: str = "box",
-               fmt: str = "png", recursive: bool = False, overwrite: bool = False,
-               allow_inside: bool = False, shard: tuple[int, int] = (0, 1),
-               adaptive: AdaptiveOptions = AdaptiveOptions(),
-               report: str | os.PathLike | None = None, to: str = "folder",
-               rows_per_shard: int | None = None) -> Plan:
+def plan_batch(src, dst: str | os.PathLike, options: BatchOptions | None = None,
+               **settings) -> Plan:
     """Check the settings, create ``dst`` and list this shard's files, or open the dataset
     (see :func:`run_batch`)."""
     from .dataset import DatasetSource
 
+    o = batch_options(options, **settings)
+    algo, k, step, resample, fmt, to = o.algo, o.k, o.step, o.resample, o.fmt, o.to
     is_ds = isinstance(src, DatasetSource)
     src, dst = (src if is_ds else Path(src)), Path(dst)
     if to not in ("folder", "dataset"):
@@ -197,21 +261,25 @@ def plan_batch(src, dst: str | os.PathLike, *, algo: str = "so",
     ext = "." + fmt.lower().lstrip(".")
     fmt_name = io.output_format(Path("x" + ext))
     if algo in KMEANS_ALGOS or algo == "adaptive":
-        io.check_colors(f"--format {fmt}", k if algo in KMEANS_ALGOS else adaptive.k1 + adaptive.k2,
-                        ext)
+        io.check_colors(f"--format {fmt}", k if algo in KMEANS_ALGOS
+                        else o.adaptive.k1 + o.adaptive.k2, ext)
     if algo == "adaptive":
-        check_k1_k2(adaptive.k1, adaptive.k2)
-    if report is not None and Path(report).suffix.lower() not in (".csv", ".json"):
-        raise ClydeError(f"{report}: the report must be a .csv or .json file")
+        check_k1_k2(o.adaptive.k1, o.adaptive.k2)
+    if o.report is not None and Path(o.report).suffix.lower() not in (".csv", ".json"):
+        raise ClydeError(f"{o.report}: the report must be a .csv or .json file")
     if to == "dataset" and fmt_name not in io.EXACT_FORMATS:
         raise ClydeError(f"--format {fmt}: an output dataset holds exact images; use png "
                          "(or another lossless format)")
     if is_ds or to == "dataset":
-        return _plan_rows(src, dst, ext, fmt_name, to=to, shard=shard, overwrite=overwrite,
-                          recursive=recursive, rows_per_shard=rows_per_shard)
+        return _plan_rows(src, dst, ext, fmt_name, o)
+    return _plan_files(src, dst, ext, fmt_name, o)
+
+
+def _plan_files(src: Path, dst: Path, ext: str, fmt_name: str, o: BatchOptions) -> Plan:
+    """The plan of a folder in and out: this shard's files, those up to date set aside."""
     s_res, d_res = src.resolve(), dst.resolve()
     inside = d_res == s_res or s_res in d_res.parents
-    if inside and not allow_inside:
+    if inside and not o.allow_inside:
         raise ClydeError(f"{dst}: the output folder is the input folder or inside it "
                          "(choose another, or pass --allow-inside)")
     if d_res == s_res:
@@ -220,13 +288,14 @@ def plan_batch(src, dst: str | os.PathLike, *, algo: str = "so",
     image_exts = io.image_extensions()
     todo, done = [], []
     outputs: dict = {}
-    for rel in list_files(src, recursive=recursive, exclude=d_res if inside else None, shard=shard):
+    for rel in list_files(src, recursive=o.recursive, exclude=d_res if inside else None,
+                          shard=o.shard):
         out = dst / rel.with_suffix(ext)
         if rel.suffix.lower() not in image_exts:
             done.append(FileResult(rel.as_posix(), "skipped", error="not an image file"))
             continue
         outputs.setdefault(out.parent, []).append(out.name)
-        if not overwrite and out.exists() and out.stat().st_mtime >= _changed(src / rel):
+        if not o.overwrite and out.exists() and out.stat().st_mtime >= _changed(src / rel):
             done.append(FileResult(rel.as_posix(), "up-to-date"))
         else:
             todo.append((rel, out))
@@ -242,12 +311,13 @@ def _changed(path: Path) -> float:
     return max(st.st_mtime, st.st_ctime)
 
 
-def _plan_rows(src, dst: Path, ext: str, fmt_name: str, *, to: str, shard, overwrite: bool,
-               recursive: bool, rows_per_shard: int | None) -> Plan:
+def _plan_rows(src, dst: Path, ext: str, fmt_name: str, o: BatchOptions) -> Plan:
     """The plan of a dataset input or output: its rows, in blocks (:mod:`clyde.dataset`).
     The dataset is opened here once, so that a bad name, split or column fails at once."""
     from .dataset import ROWS_PER_SHARD, DatasetSource, DatasetTodo, open_dataset
 
+    to, shard, overwrite, recursive, rows_per_shard = (o.to, o.shard, o.overwrite, o.recursive,
+                                                       o.rows_per_shard)
     i, n = shard
     if n < 1 or not 0 <= i < n:
         raise ClydeError(f"shard must be i/n with 0 <= i < n, got {i}/{n}")
@@ -269,20 +339,9 @@ def _plan_rows(src, dst: Path, ext: str, fmt_name: str, *, to: str, shard, overw
     return Plan(src, dst, ext, fmt_name, todo, [])
 
 
-def run_batch(src, dst: str | os.PathLike, *,
-              algo: Literal["so", "mkm", "fkm", "mbkm", "patch", "adaptive"] = "so",
-              k: int | None = None, step: int | None = 5, max_side: int | None = None,
-              size: tuple[int, int] | None = None,
-              resample: Literal["nearest", "box", "lanczos"] = "box", fmt: str = "png",
-              recursive: bool = False, overwrite: bool = False, allow_inside: bool = False,
-              jobs: int = 2, shard: tuple[int, int] = (0, 1), seed: int = 0, iters: int | None = None,
-              patch: PatchOptions = PatchOptions(), adaptive: AdaptiveOptions = AdaptiveOptions(),
-              metrics: bool = True, report: str | os.PathLike | None = None,
+def run_batch(src, dst: str | os.PathLike, options: BatchOptions | None = None, *,
               progress: bool = False, on_result: Callable[[FileResult], None] | None = None,
-              on_note: Callable[[str], None] | None = None, workers: int = 1,
-              to: Literal["folder", "dataset"] = "folder", rows_per_shard: int | None = None,
-              gallery: str | os.PathLike | None = None, gallery_worst: int = 24
-              ) -> BatchSummary:
+              on_note: Callable[[str], None] | None = None, **settings) -> BatchSummary:
     """Size-reduce and quantize every image of a folder (or a dataset) into another folder
     (or a dataset).
 
@@ -296,35 +355,12 @@ def run_batch(src, dst: str | os.PathLike, *,
     src : a folder, or a :class:`clyde.dataset.DatasetSource` (a hub dataset, a
         ``save_to_disk`` folder, Parquet files, an imagefolder), read as a stream
     dst : folder, created; it may not be ``src`` or lie inside it unless ``allow_inside``
-    to : {"folder", "dataset"}; ``"dataset"`` writes Parquet shards of ``rows_per_shard``
-        rows (default :data:`clyde.dataset.ROWS_PER_SHARD`) that ``datasets.load_dataset``
-        opens: the output image, the input's other columns, ``k``, ``psnr``, ``ssim`` and
-        ``bytes``. A dataset is split in blocks of that many rows: ``shard`` and ``workers``
-        split the blocks, and a block already written is not redone.
-    algo : {"so", "mkm", "fkm", "mbkm", "patch", "adaptive"}
-    k : int, colours for mkm / fkm / mbkm (required for those)
-    step, max_side, size : size reduction (see :func:`target_size`); step 1 is full size
-    resample : {"nearest", "box", "lanczos"}
-    fmt : output extension (png, webp, tiff, bmp, jpg...)
-    recursive : mirror subfolders
-    overwrite : redo outputs that exist and are newer than their input
-    jobs : worker threads for decoding and encoding (in each worker process)
-    shard : (i, n), this process's share of the files (see :func:`scheduler_shard`)
-    workers : processes that split this shard's files, each with its own JAX runtime
-        (spawned, never forked); with ``CUDA_VISIBLE_DEVICES`` listing several GPUs, each
-        worker gets one. Outputs are the same bytes as with one.
-    iters : Lloyd iterations for mkm (default 10) or at most for fkm/mbkm (default 300)
-    patch : :class:`PatchOptions`, for ``algo="patch"``
-    adaptive : :class:`AdaptiveOptions`, for ``algo="adaptive"``
-    metrics : compute PSNR and SSIM against the size-reduced input
-    report : .csv or .json file with one row per file
+    options : :class:`BatchOptions`, optional; ``settings`` by name replace its fields
+        (every setting of the run: algorithm, size, format, shards, workers, report...)
     progress : tqdm bar over files (off by default: a library call is silent unless asked)
     on_result : called with every :class:`FileResult` as it completes
     on_note : called with a note for the user (a lossy ``fmt``: quality measured on
         the files as written; a ``fmt`` that cannot store the inputs' ICC profiles)
-    gallery : .html file: one self-contained page with the summary, the ``gallery_worst``
-        images of lowest PSNR beside their reference, and every image in a sortable table
-        (:mod:`clyde.gallery`)
 
     A shard that finished with no failure leaves a marker in ``dst``
     (``.clyde-shard-I-of-N.json``, with a digest of the settings and of the file
@@ -335,62 +371,74 @@ def run_batch(src, dst: str | os.PathLike, *,
     -------
     BatchSummary
     """
-    from tqdm import tqdm
-
-    if int(workers) != workers or workers < 1:
-        raise ClydeError(f"workers must be an integer >= 1, got {workers}")
-    cap = _worker_cap()
-    if workers > cap:
-        if on_note:
-            on_note(f"--workers {workers}: more processes than this machine's {cap} cores (or "
-                    f"GPUs) only compete for them; using {cap}")
-        workers = cap
-    if gallery is not None:
-        g = Path(gallery)
-        if g.suffix.lower() not in (".html", ".htm"):
-            raise ClydeError(f"{gallery}: the gallery must be an .html file")
-        if not g.parent.is_dir() and str(g.parent):
-            raise ClydeError(f"{g.parent}: no such folder (for the gallery)")
-        if int(gallery_worst) != gallery_worst or gallery_worst < 0:
-            raise ClydeError(f"gallery_worst must be an integer >= 0, got {gallery_worst}")
-
-    plan = plan_batch(src, dst, algo=algo, k=k, step=step, resample=resample, fmt=fmt,
-                      recursive=recursive, overwrite=overwrite, allow_inside=allow_inside,
-                      shard=shard, adaptive=adaptive, report=report, to=to,
-                      rows_per_shard=rows_per_shard)
-    settings = dict(algo=algo, k=k, step=step, max_side=max_side, size=size, resample=resample,
-                    fmt=fmt, seed=seed, iters=iters, patch=tuple(patch), adaptive=tuple(adaptive),
-                    metrics=metrics)
+    o = _checked(batch_options(options, **settings), on_note)
+    plan = plan_batch(src, dst, o)
+    # The settings that decide the outputs, whose digest a finished shard's marker holds.
+    settings = dict(algo=o.algo, k=o.k, step=o.step, max_side=o.max_side, size=o.size,
+                    resample=o.resample, fmt=o.fmt, seed=o.seed, iters=o.iters,
+                    patch=tuple(o.patch), adaptive=tuple(o.adaptive), metrics=o.metrics)
     rows = not isinstance(plan.todo, list)  # a dataset in or out: resumed block by block
-    if to == "dataset":
+    if o.to == "dataset":
         from .dataset import DatasetSource, check_output, settings_digest
 
         check_output(plan.dst, {
             "input": src.name if isinstance(src, DatasetSource) else str(Path(src).resolve()),
             "split": plan.todo.split, "rows_per_shard": plan.todo.rows_per_shard,
-            "settings": settings_digest(settings)}, overwrite=overwrite)
-    marker = None if rows else _Marker(plan, shard, settings)
+            "settings": settings_digest(settings)}, overwrite=o.overwrite)
+    marker = None if rows else _Marker(plan, o.shard, settings)
     t0 = time.perf_counter()
-    if marker is not None and not overwrite and marker.done():
+    if marker is not None and not o.overwrite and marker.done():
         results = plan.done + [FileResult(rel.as_posix(), "up-to-date") for rel, _ in plan.todo]
-        if on_result:
-            for r in results:
-                on_result(r)
-        summary = BatchSummary(results, time.perf_counter() - t0)
-        if report is not None:
-            _write_report(Path(report), results)
-        if gallery is not None:
-            from .gallery import write_gallery
+        for r in results if on_result else ():
+            on_result(r)
+        return _close(src, plan, o, BatchSummary(results, time.perf_counter() - t0), [])
+    results, no_icc, kept = _process(plan, o, progress, on_result, on_note)
+    if no_icc and on_note:
+        many = len(no_icc) > 1
+        on_note(f"--format {o.fmt}: {plan.fmt_name} cannot store ICC profiles; {len(no_icc)} "
+                f"input{'s' if many else ''} had one other than sRGB and {'were' if many else 'was'} "
+                f"written without it (first: {no_icc[0]})")
+    summary = _close(src, plan, o, BatchSummary(results, time.perf_counter() - t0), kept)
+    if marker is not None and not summary.failures:
+        marker.write(summary)
+    return summary
 
-            write_gallery(gallery, summary, [], title=f"{src} -> {dst}")
-        return summary
-    metrics = metrics and algo != "so"  # a size-only output is its own reference
+
+def _checked(o: BatchOptions, on_note) -> BatchOptions:
+    """``o`` with its workers capped at the machine's cores (or GPUs); raises on a bad
+    worker count or gallery."""
+    if int(o.workers) != o.workers or o.workers < 1:
+        raise ClydeError(f"workers must be an integer >= 1, got {o.workers}")
+    cap = _worker_cap()
+    if o.workers > cap:
+        if on_note:
+            on_note(f"--workers {o.workers}: more processes than this machine's {cap} cores (or "
+                    f"GPUs) only compete for them; using {cap}")
+        o = o._replace(workers=cap)
+    if o.gallery is not None:
+        g = Path(o.gallery)
+        if g.suffix.lower() not in (".html", ".htm"):
+            raise ClydeError(f"{o.gallery}: the gallery must be an .html file")
+        if not g.parent.is_dir() and str(g.parent):
+            raise ClydeError(f"{g.parent}: no such folder (for the gallery)")
+        if int(o.gallery_worst) != o.gallery_worst or o.gallery_worst < 0:
+            raise ClydeError(f"gallery_worst must be an integer >= 0, got {o.gallery_worst}")
+    return o
+
+
+def _process(plan: Plan, o: BatchOptions, progress: bool, on_result, on_note):
+    """Every file or row of ``plan`` to do, in this process or in ``o.workers``: the
+    results (in the order one process gives), the inputs whose ICC profile was dropped,
+    and the worst images kept for the gallery."""
+    from tqdm import tqdm
+
+    metrics = o.metrics and o.algo != "so"  # a size-only output is its own reference
     exact = plan.fmt_name in io.EXACT_FORMATS
     if metrics and not exact and on_note:
-        on_note(f"--format {fmt}: "
+        on_note(f"--format {o.fmt}: "
                 f"{io.LOSSY_WHY.get(plan.fmt_name, plan.fmt_name + ' may change the pixels')}"
                 ", so PSNR and SSIM are measured on the files as written")
-
+    rows = not isinstance(plan.todo, list)
     results: list[FileResult] = []
     bar = tqdm(total=(len(plan.todo) + len(plan.done)) or None, unit="img",
                disable=not progress, dynamic_ncols=True)
@@ -403,12 +451,12 @@ def run_batch(src, dst: str | os.PathLike, *,
 
     for r in plan.done:
         finish(r)
-
-    work = Work(step=step, max_side=max_side, size=size, resample=resample, algo=algo, k=k,
-                seed=seed, iters=iters, patch=patch, adaptive=adaptive, jobs=max(1, int(jobs)),
-                metrics=metrics, exact=exact, worst=int(gallery_worst) if gallery else 0)
-    if workers > 1 and (len(plan.todo) > 1 if not rows else not plan.todo.all_done()):
-        no_icc, kept = _run_workers(plan, int(workers), work, finish)
+    work = Work(step=o.step, max_side=o.max_side, size=o.size, resample=o.resample, algo=o.algo,
+                k=o.k, seed=o.seed, iters=o.iters, patch=o.patch, adaptive=o.adaptive,
+                jobs=max(1, int(o.jobs)), metrics=metrics, exact=exact,
+                worst=int(o.gallery_worst) if o.gallery else 0)
+    if o.workers > 1 and (len(plan.todo) > 1 if not rows else not plan.todo.all_done()):
+        no_icc, kept = _run_workers(plan, int(o.workers), work, finish)
         if rows:
             results.sort(key=lambda r: r.name)
         else:
@@ -419,24 +467,21 @@ def run_batch(src, dst: str | os.PathLike, *,
     else:
         no_icc, kept = _work(plan, finish, work)
     bar.close()
-    if no_icc and on_note:
-        many = len(no_icc) > 1
-        on_note(f"--format {fmt}: {plan.fmt_name} cannot store ICC profiles; {len(no_icc)} "
-                f"input{'s' if many else ''} had one other than sRGB and {'were' if many else 'was'} "
-                f"written without it (first: {no_icc[0]})")
-    summary = BatchSummary(results, time.perf_counter() - t0)
-    if report is not None:
-        _write_report(Path(report), results)
-    if gallery is not None:
+    return results, no_icc, kept
+
+
+def _close(src, plan: Plan, o: BatchOptions, summary: BatchSummary, kept) -> BatchSummary:
+    """Write the report and the gallery of a finished run; return its summary."""
+    if o.report is not None:
+        _write_report(Path(o.report), summary.results)
+    if o.gallery is not None:
         from .dataset import DatasetSource
         from .gallery import Worst, write_gallery
 
-        worst = Worst(gallery_worst)
+        worst = Worst(o.gallery_worst)
         worst.merge(kept)
         name = src.name if isinstance(src, DatasetSource) else str(src)
-        write_gallery(gallery, summary, worst.entries(), title=f"{name} -> {dst}")
-    if marker is not None and not summary.failures:
-        marker.write(summary)
+        write_gallery(o.gallery, summary, worst.entries(), title=f"{name} -> {plan.dst}")
     return summary
 
 
