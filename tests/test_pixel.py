@@ -8,7 +8,6 @@ import pytest
 
 from clyde import ClydeError, image_quality, quantize_pixels
 from clyde.color import oklab_to_srgb, srgb_to_oklab
-from clyde import kmeans as km
 from clyde import binning, colorfit, hist
 from clyde import pixel as px
 from clyde.pixel import color_histogram

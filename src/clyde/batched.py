@@ -545,6 +545,17 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
         ds = ds.map(shrink, batched=True, batch_size=1024)
     """
     _validate(k, init, max_iter, tol, n_init, space, refine, algo, seed)
+    arrays = _checked_arrays(images)
+    statics = dict(n_init=n_init, init=init, max_iter=int(max_iter), tol=float(tol), space=space)
+    single = dict(init=init, algo=algo, max_iter=max_iter, tol=tol, seed=seed, space=space)
+    g = _group(arrays, k, single)
+    _prefetch_groups(g, arrays, k, statics, int(refine))
+    centers = _fit_groups(g, np.uint32(seed), statics)
+    _refine_groups(g, arrays, centers, int(refine), float(tol), space)
+    return [_result(a, g.results[i], g.hists.get(i)) for i, a in enumerate(arrays)]
+
+
+def _checked_arrays(images) -> list:
     arrays = []
     for i, im in enumerate(images):
         a = image_array(im)
@@ -552,55 +563,73 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
             raise ClydeError(f"image {i}: expected an (H, W, 3|4) uint8 array, got "
                              f"{a.dtype} of shape {a.shape}")
         arrays.append(a)
-    statics = dict(n_init=n_init, init=init, max_iter=int(max_iter), tol=float(tol), space=space)
-    results: list = [None] * len(arrays)
-    fits: dict = {}      # (m, C, k) -> [(i, colours, counts)]
-    binned: dict = {}    # image -> its exact colours' capacity, for the refine
-    hists: dict = {}
+    return arrays
+
+
+class _Groups(NamedTuple):
+    """The images of a call sorted by how they are fitted."""
+
+    results: list   # per image: a PixelResult, (palette, labels, iters, converged, points), or None
+    fits: dict      # (m, C, k) -> [(i, colours, counts)]: fitted together, m the capacity
+    binned: dict    # image -> its exact colours' capacity, for the refine after a fit on bins
+    hists: dict     # image -> its histogram
+
+
+def _group(arrays: list, k: int, single: dict) -> _Groups:
+    """Sort the images: no fit needed, fitted on their colours, on their bins, or alone
+    (a large photo: the single-image path with ``single``'s settings)."""
+    g = _Groups([None] * len(arrays), {}, {}, {})
     for i, a in enumerate(arrays):
         h = histogram_of(a)
         kf = k - 1 if h.clear else k
         if len(h.colors) <= kf:  # no fit: every colour is its own entry
-            hists[i] = h
-            results[i] = (h.colors.copy(), np.arange(len(h.colors), dtype=np.int32), 0, True,
-                          len(h.colors))
+            g.hists[i] = h
+            g.results[i] = (h.colors.copy(), np.arange(len(h.colors), dtype=np.int32), 0, True,
+                            len(h.colors))
         elif len(h.colors) <= MAX_DIRECT:
-            hists[i] = h
-            fits.setdefault((_capacity(len(h.colors), CAPACITIES), a.shape[2], kf), []).append(
+            g.hists[i] = h
+            g.fits.setdefault((_capacity(len(h.colors), CAPACITIES), a.shape[2], kf), []).append(
                 (i, h.colors, h.counts))
         elif len(h.colors) <= EXACT_CAPACITIES[-1]:
             means, wsum = _bins(h.colors, h.counts)
             if len(means) <= 4 * kf and a.shape[0] * a.shape[1] == len(h.colors):
                 few = _distinct(h)  # few bins: perhaps few colours, which come back exact
                 if len(few.colors) <= kf:
-                    hists[i] = few
-                    results[i] = (few.colors.copy(), np.arange(len(few.colors), dtype=np.int32),
-                                  0, True, len(few.colors))
+                    g.hists[i] = few
+                    g.results[i] = (few.colors.copy(), np.arange(len(few.colors), dtype=np.int32),
+                                    0, True, len(few.colors))
                     continue
-            hists[i] = h
-            binned[i] = _capacity(len(h.colors), EXACT_CAPACITIES)
+            g.hists[i] = h
+            g.binned[i] = _capacity(len(h.colors), EXACT_CAPACITIES)
             # bins: always the largest capacity (one program whatever their number)
-            fits.setdefault((MAX_DIRECT, a.shape[2], kf), []).append((i, means, wsum))
+            g.fits.setdefault((MAX_DIRECT, a.shape[2], kf), []).append((i, means, wsum))
         else:  # a large photo: the single-image path (binning, coarse start, swap search)
-            r = quantize_pixels(a, k, init=init, algo=algo, max_iter=max_iter, tol=tol,
-                                seed=seed, space=space)
-            results[i] = r
+            g.results[i] = quantize_pixels(a, k, **single)
+    return g
 
+
+def _prefetch_groups(g: _Groups, arrays: list, k: int, statics: dict, refine: int) -> None:
+    """Compile side by side what the groups will run."""
     sds, f32 = jax.ShapeDtypeStruct, jnp.float32
-    refine_groups = {(m, arrays[i].shape[2], k - 1 if hists[i].clear else k)
-                     for i, m in binned.items()}
-    for (m, c, kf), jobs in fits.items():  # compile side by side what the groups will run
+    refine_groups = {(m, arrays[i].shape[2], k - 1 if g.hists[i].clear else k)
+                     for i, m in g.binned.items()}
+    for (m, c, kf), jobs in g.fits.items():
         _prefetch_group(len(jobs), m, c, k=kf, **statics)
     for m, c, kf in refine_groups:
-        n = sum(1 for i, mm in binned.items() if mm == m and arrays[i].shape[2] == c)
+        n = sum(1 for i, mm in g.binned.items() if mm == m and arrays[i].shape[2] == c)
         for b in _sizes_for(n, _per_call(kf, m, 1)):
             _refine_many.prefetch(sds((b, m, c), jnp.uint8), sds((b, m), f32),
-                                  sds((b, kf, c), f32), steps=int(refine), tol=float(tol),
-                                  space=space)
+                                  sds((b, kf, c), f32), steps=refine, tol=statics["tol"],
+                                  space=statics["space"])
+
+
+def _fit_groups(g: _Groups, seed, statics: dict) -> dict:
+    """Fit every group; fill in the results of those fitted on their colours, and return
+    the centres of those fitted on bins (image -> centres)."""
     centers, uniforms = {}, {}
-    for (m, c, kf), jobs in fits.items():
+    for (m, c, kf), jobs in g.fits.items():
         if kf not in uniforms:
-            uniforms[kf] = _uniforms(np.uint32(seed), n_init=n_init, k=kf)
+            uniforms[kf] = _uniforms(seed, n_init=statics["n_init"], k=kf)
         cols = np.zeros((len(jobs), m, c), np.uint8)
         w = np.zeros((len(jobs), m), np.float32)
         for j, (_, x, cnt) in enumerate(jobs):
@@ -608,15 +637,20 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
             w[j, :len(x)] = cnt
         pal, lab, cen, its, conv = _fit_group(cols, w, uniforms[kf], k=kf, **statics)
         for j, (i, _, _) in enumerate(jobs):
-            if i in binned:
+            if i in g.binned:
                 centers[i] = cen[j]
-                results[i] = (None, None, int(its[j]), bool(conv[j]), 0)
+                g.results[i] = (None, None, int(its[j]), bool(conv[j]), 0)
             else:
-                results[i] = (pal[j], lab[j, :len(hists[i].colors)], int(its[j]), bool(conv[j]),
-                              len(hists[i].colors))
+                g.results[i] = (pal[j], lab[j, :len(g.hists[i].colors)], int(its[j]),
+                                bool(conv[j]), len(g.hists[i].colors))
+    return centers
 
+
+def _refine_groups(g: _Groups, arrays: list, centers: dict, refine: int, tol: float,
+                   space: str) -> None:
+    """Lloyd steps on the exact colours of the images fitted on bins, many per call."""
     refines: dict = {}
-    for i, m in binned.items():
+    for i, m in g.binned.items():
         refines.setdefault((m, arrays[i].shape[2], len(centers[i])), []).append(i)
     for (m, c, kf), idx in refines.items():
         s = 0
@@ -627,28 +661,25 @@ def quantize_many(images: Sequence[np.ndarray], k: int, *, seed: int = 0,
             w = np.zeros((b, m), np.float32)
             cen = np.zeros((b, kf, c), np.float32)
             for j, i in enumerate(part):
-                cols[j, :len(hists[i].colors)] = hists[i].colors
-                w[j, :len(hists[i].colors)] = hists[i].counts
+                cols[j, :len(g.hists[i].colors)] = g.hists[i].colors
+                w[j, :len(g.hists[i].colors)] = g.hists[i].counts
                 cen[j] = centers[i]
-            out = [np.asarray(v) for v in _refine_many(cols, w, cen, steps=int(refine),
-                                                       tol=float(tol), space=space)]
+            out = [np.asarray(v) for v in _refine_many(cols, w, cen, steps=refine, tol=tol,
+                                                       space=space)]
             for j, i in enumerate(part):
                 pal, lab, it, conv = (v[j] for v in out)
-                results[i] = (pal, lab[:len(hists[i].colors)], results[i][2] + int(it),
-                              bool(conv), len(hists[i].colors))
+                g.results[i] = (pal, lab[:len(g.hists[i].colors)], g.results[i][2] + int(it),
+                                bool(conv), len(g.hists[i].colors))
 
-    out = []
-    for i, a in enumerate(arrays):
-        r = results[i]
-        if isinstance(r, PixelResult):
-            out.append(r)
-            continue
-        pal, lab, it, conv, npts = r
-        h = hists[i]
-        if h.clear:
-            pal = np.concatenate([pal, np.zeros((1, 4), np.uint8)])
-            lab = np.concatenate([lab, [len(pal) - 1]]).astype(np.int32)
-        dtype = np.uint8 if len(pal) <= 256 else np.uint16
-        indices = lab.astype(dtype)[h.inverse].reshape(a.shape[:2])
-        out.append(PixelResult(indices, np.ascontiguousarray(pal), it, conv, npts))
-    return out
+
+def _result(a: np.ndarray, r, h) -> PixelResult:
+    """An image's :class:`PixelResult` from its fit's palette and labels."""
+    if isinstance(r, PixelResult):
+        return r
+    pal, lab, it, conv, npts = r
+    if h.clear:
+        pal = np.concatenate([pal, np.zeros((1, 4), np.uint8)])
+        lab = np.concatenate([lab, [len(pal) - 1]]).astype(np.int32)
+    dtype = np.uint8 if len(pal) <= 256 else np.uint16
+    indices = lab.astype(dtype)[h.inverse].reshape(a.shape[:2])
+    return PixelResult(indices, np.ascontiguousarray(pal), it, conv, npts)

@@ -14,7 +14,7 @@ import tempfile
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -620,6 +620,164 @@ def _shard(value: str, num_shards: int | None = None):
     return i, n
 
 
+# The options of ``batch``, one alias each (Typer reads them from the annotations).
+_BSrc = Annotated[Optional[Path], typer.Argument(
+    metavar="[IN]",
+    help="Input folder (not with --dataset).",
+    show_default=False,
+)]
+_BDst = Annotated[Optional[Path], typer.Argument(
+    metavar="OUT",
+    help="Output folder (created).",
+    show_default=False,
+)]
+_BAlgo = Annotated[BatchAlgo, typer.Option(
+    "--algo",
+    help="so: size only; mkm: simple Lloyd from random pixels, fixed iterations; fkm: full "
+         "k-means (k-means++); mbkm: mini-batch k-means; patch; adaptive.",
+)]
+_BK = Annotated[Optional[int], typer.Option(
+    "-k",
+    "--colors",
+    min=2,
+    max=65536,
+    show_default=False,
+    help="Colours for mkm, fkm and mbkm. [default: asked on a terminal, 16 otherwise]",
+)]
+_BStep = Annotated[Optional[int], typer.Option(
+    "--step",
+    min=1,
+    help="Keep one pixel in STEP each way (1: full size). [default: 5 unless --max-side or "
+         "--size]",
+)]
+_BMaxSide = Annotated[Optional[int], typer.Option(
+    "--max-side",
+    min=1,
+    help="Scale so the longer side is at most this (never enlarges).",
+)]
+_BSize = Annotated[Optional[str], typer.Option("--size", help="Exact output size WxH.")]
+_BResample = Annotated[Resample, typer.Option(
+    "--resample",
+    help="Filter for the size reduction (nearest with --step is the original's strided pick).",
+)]
+_BFmt = Annotated[str, typer.Option(
+    "--format",
+    help="Output format (extension): png, webp, tiff...",
+)]
+_BRecursive = Annotated[bool, typer.Option("--recursive", "-r", help="Mirror subfolders.")]
+_BJobs = Annotated[int, typer.Option(
+    "--jobs",
+    "-j",
+    min=1,
+    help="Threads decoding and encoding.",
+)]
+_BOverwrite = Annotated[bool, typer.Option(
+    "--overwrite",
+    help="Redo outputs that are up to date.",
+)]
+_BAllowInside = Annotated[bool, typer.Option(
+    "--allow-inside",
+    help="Allow an output folder inside the input folder.",
+)]
+_BShard = Annotated[str, typer.Option(
+    "--shard",
+    help="Process only share i of n (0-based) of the sorted file list, for several processes or"
+         " hosts; 'auto' reads it from Slurm (array or tasks) or a Kubernetes Indexed Job.",
+)]
+_BNumShards = Annotated[Optional[int], typer.Option(
+    "--num-shards",
+    min=1,
+    help="Shards of a Kubernetes Indexed Job, for --shard auto.",
+)]
+_BWorkers = Annotated[int, typer.Option(
+    "--workers",
+    min=1,
+    help="Processes that split this shard's files (each its own JAX runtime; one GPU each if "
+         "CUDA_VISIBLE_DEVICES lists several).",
+)]
+_BSeed = Annotated[int, typer.Option("--seed", help="Seed of the jax.random keys.")]
+_BIters = Annotated[Optional[int], typer.Option(
+    "--iters",
+    min=1,
+    help="Lloyd iterations for mkm [default: 10], at most for fkm/mbkm [default: 300].",
+)]
+_BMeans = Annotated[Optional[Path], typer.Option("--means", help="Codebook for --algo patch.")]
+_BShifts = Annotated[int, typer.Option("--shifts", min=1, help="Shifts for --algo patch.")]
+_BFit = Annotated[Fit, typer.Option("--fit", help="Fit for --algo patch.")]
+_BK1 = Annotated[int, typer.Option(
+    "--k1",
+    min=2,
+    help="Low-detail colours for --algo adaptive.",
+)]
+_BK2 = Annotated[int, typer.Option(
+    "--k2",
+    min=3,
+    help="High-detail colours for --algo adaptive.",
+)]
+_BMetric = Annotated[Metric, typer.Option(
+    "--metric",
+    help="Detail statistic for --algo adaptive.",
+)]
+_BBlock = Annotated[int, typer.Option("--block", min=1, help="Block side for --algo adaptive.")]
+_BNoMetrics = Annotated[bool, typer.Option("--no-metrics", help="Skip PSNR and SSIM.")]
+_BReport = Annotated[Optional[Path], typer.Option(
+    "--report",
+    help="Write one row per file to a .csv or .json file.",
+)]
+_BDataset = Annotated[Optional[str], typer.Option(
+    "--dataset",
+    help="Read a dataset instead of IN: a hub name, a save_to_disk folder, Parquet files or a "
+         "folder of them, or an imagefolder.",
+    rich_help_panel="Datasets",
+)]
+_BSplit = Annotated[str, typer.Option(
+    "--split",
+    help="Split of --dataset.",
+    rich_help_panel="Datasets",
+)]
+_BColumn = Annotated[Optional[str], typer.Option(
+    "--column",
+    help="Image column of --dataset [default: the first Image feature].",
+    show_default=False,
+    rich_help_panel="Datasets",
+)]
+_BConfig = Annotated[Optional[str], typer.Option(
+    "--config",
+    help="Configuration of a hub dataset.",
+    rich_help_panel="Datasets",
+)]
+_BIdColumn = Annotated[Optional[str], typer.Option(
+    "--id-column",
+    help="Column that names the output files of --dataset [default: the row number].",
+    show_default=False,
+    rich_help_panel="Datasets",
+)]
+_BTo = Annotated[BatchTo, typer.Option(
+    "--to",
+    help="Write image files, or a dataset (Parquet shards: the image, the input's other "
+         "columns, k, psnr, ssim, bytes).",
+    rich_help_panel="Datasets",
+)]
+_BShardRows = Annotated[Optional[int], typer.Option(
+    "--shard-rows",
+    min=1,
+    help="Rows of a dataset shard (one Parquet file; the unit --shard splits) [default: 1000].",
+    show_default=False,
+    rich_help_panel="Datasets",
+)]
+_BGallery = Annotated[Optional[Path], typer.Option(
+    "--gallery",
+    help="Write one self-contained HTML page: the summary, the worst images beside their input,"
+         " every image in a sortable table.",
+)]
+_BGalleryWorst = Annotated[int, typer.Option(
+    "--gallery-worst",
+    min=0,
+    help="Worst images (by PSNR) the gallery shows.",
+)]
+_BQuiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
 @app.command(epilog="Examples:\n\n"
              "  clyde batch Uncompressed Compressed --algo mbkm -k 16\n\n"
              "  clyde batch Uncompressed Compressed --algo so --step 5\n\n"
@@ -630,78 +788,43 @@ def _shard(value: str, num_shards: int | None = None):
              "  clyde batch --dataset uoft-cs/cifar10 cifar16/ --to dataset --algo mbkm -k 16 "
              "--step 1 --gallery worst.html")
 def batch(
-    src: Optional[Path] = typer.Argument(None, metavar="[IN]", help="Input folder (not with "
-                                         "--dataset).", show_default=False),
-    dst: Optional[Path] = typer.Argument(None, metavar="OUT", help="Output folder (created).",
-                                         show_default=False),
-    algo: BatchAlgo = typer.Option(BatchAlgo.so, "--algo", help="so: size only; mkm: simple "
-                                   "Lloyd from random pixels, fixed iterations; fkm: full k-means "
-                                   "(k-means++); mbkm: mini-batch k-means; patch; adaptive."),
-    k: Optional[int] = typer.Option(None, "-k", "--colors", min=2, max=65536, show_default=False,
-                                    help="Colours for mkm, fkm and mbkm. [default: asked on a "
-                                         "terminal, 16 otherwise]"),
-    step: Optional[int] = typer.Option(None, "--step", min=1, help="Keep one pixel in STEP each "
-                                       "way (1: full size). [default: 5 unless --max-side or --size]"),
-    max_side: Optional[int] = typer.Option(None, "--max-side", min=1, help="Scale so the longer "
-                                           "side is at most this (never enlarges)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Exact output size WxH."),
-    resample: Resample = typer.Option(Resample.box, "--resample", help="Filter for the size "
-                                      "reduction (nearest with --step is the original's strided pick)."),
-    fmt: str = typer.Option("png", "--format", help="Output format (extension): png, webp, tiff..."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Mirror subfolders."),
-    jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="Threads decoding and encoding."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that are up to date."),
-    allow_inside: bool = typer.Option(False, "--allow-inside", help="Allow an output folder "
-                                      "inside the input folder."),
-    shard: str = typer.Option("0/1", "--shard", help="Process only share i of n (0-based) of the "
-                              "sorted file list, for several processes or hosts; 'auto' reads it "
-                              "from Slurm (array or tasks) or a Kubernetes Indexed Job."),
-    num_shards: Optional[int] = typer.Option(None, "--num-shards", min=1, help="Shards of a "
-                                             "Kubernetes Indexed Job, for --shard auto."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes that split this shard's "
-                                "files (each its own JAX runtime; one GPU each if "
-                                "CUDA_VISIBLE_DEVICES lists several)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the jax.random keys."),
-    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Lloyd iterations for mkm "
-                                        "[default: 10], at most for fkm/mbkm [default: 300]."),
-    means: Optional[Path] = typer.Option(None, "--means", help="Codebook for --algo patch."),
-    shifts: int = typer.Option(1, "--shifts", min=1, help="Shifts for --algo patch."),
-    fit: Fit = typer.Option(Fit.lsq, "--fit", help="Fit for --algo patch."),
-    k1: int = typer.Option(32, "--k1", min=2, help="Low-detail colours for --algo adaptive."),
-    k2: int = typer.Option(96, "--k2", min=3, help="High-detail colours for --algo adaptive."),
-    metric: Metric = typer.Option(Metric.eig, "--metric", help="Detail statistic for --algo adaptive."),
-    block: int = typer.Option(4, "--block", min=1, help="Block side for --algo adaptive."),
-    no_metrics: bool = typer.Option(False, "--no-metrics", help="Skip PSNR and SSIM."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write one row per file to a "
-                                          ".csv or .json file."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Read a dataset instead of "
-                                          "IN: a hub name, a save_to_disk folder, Parquet "
-                                          "files or a folder of them, or an imagefolder.",
-                                          rich_help_panel="Datasets"),
-    split: str = typer.Option("train", "--split", help="Split of --dataset.",
-                              rich_help_panel="Datasets"),
-    column: Optional[str] = typer.Option(None, "--column", help="Image column of --dataset "
-                                         "[default: the first Image feature].",
-                                         show_default=False, rich_help_panel="Datasets"),
-    config: Optional[str] = typer.Option(None, "--config", help="Configuration of a hub "
-                                         "dataset.", rich_help_panel="Datasets"),
-    id_column: Optional[str] = typer.Option(None, "--id-column", help="Column that names the "
-                                            "output files of --dataset [default: the row "
-                                            "number].", show_default=False,
-                                            rich_help_panel="Datasets"),
-    to: BatchTo = typer.Option(BatchTo.folder, "--to", help="Write image files, or a dataset "
-                               "(Parquet shards: the image, the input's other columns, k, psnr, "
-                               "ssim, bytes).", rich_help_panel="Datasets"),
-    shard_rows: Optional[int] = typer.Option(None, "--shard-rows", min=1, help="Rows of a "
-                                             "dataset shard (one Parquet file; the unit "
-                                             "--shard splits) [default: 1000].",
-                                             show_default=False, rich_help_panel="Datasets"),
-    gallery: Optional[Path] = typer.Option(None, "--gallery", help="Write one self-contained "
-                                           "HTML page: the summary, the worst images beside "
-                                           "their input, every image in a sortable table."),
-    gallery_worst: int = typer.Option(24, "--gallery-worst", min=0, help="Worst images (by "
-                                      "PSNR) the gallery shows."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    src: _BSrc = None,
+    dst: _BDst = None,
+    algo: _BAlgo = BatchAlgo.so,
+    k: _BK = None,
+    step: _BStep = None,
+    max_side: _BMaxSide = None,
+    size: _BSize = None,
+    resample: _BResample = Resample.box,
+    fmt: _BFmt = "png",
+    recursive: _BRecursive = False,
+    jobs: _BJobs = 2,
+    overwrite: _BOverwrite = False,
+    allow_inside: _BAllowInside = False,
+    shard: _BShard = "0/1",
+    num_shards: _BNumShards = None,
+    workers: _BWorkers = 1,
+    seed: _BSeed = 0,
+    iters: _BIters = None,
+    means: _BMeans = None,
+    shifts: _BShifts = 1,
+    fit: _BFit = Fit.lsq,
+    k1: _BK1 = 32,
+    k2: _BK2 = 96,
+    metric: _BMetric = Metric.eig,
+    block: _BBlock = 4,
+    no_metrics: _BNoMetrics = False,
+    report: _BReport = None,
+    dataset: _BDataset = None,
+    split: _BSplit = "train",
+    column: _BColumn = None,
+    config: _BConfig = None,
+    id_column: _BIdColumn = None,
+    to: _BTo = BatchTo.folder,
+    shard_rows: _BShardRows = None,
+    gallery: _BGallery = None,
+    gallery_worst: _BGalleryWorst = 24,
+    quiet: _BQuiet = False,
 ):
     """Size-reduce (and optionally quantize) every image of a folder or a dataset into
     another folder or a dataset.
@@ -712,8 +835,34 @@ def batch(
     input are skipped, so an interrupted run can simply be started again; a
     dataset resumes shard by shard.
     """
-    from .batch import KMEANS_ALGOS, AdaptiveOptions, PatchOptions, run_batch
+    from .batch import AdaptiveOptions, BatchOptions, PatchOptions
 
+    src, dst = _batch_in_out(src, dst, dataset, split, column, config, id_column)
+    k, default_k = _batch_k(algo.value, k)
+    if sum(v is not None for v in (step, max_side, size)) > 1:
+        raise typer.BadParameter("give only one of --step, --max-side and --size",
+                                 param_hint="'--step'")
+    if step is None and max_side is None and size is None:
+        step = 5
+    options = BatchOptions(
+        algo=algo.value, k=k, step=step, max_side=max_side, size=_size(size),
+        resample=resample.value, fmt=fmt, recursive=recursive, overwrite=overwrite,
+        allow_inside=allow_inside, jobs=jobs, shard=_shard(shard, num_shards), seed=seed,
+        iters=iters, workers=workers, patch=PatchOptions(means, shifts, fit.value),
+        adaptive=AdaptiveOptions(k1, k2, metric.value, block), metrics=not no_metrics,
+        report=report, to=to.value, rows_per_shard=shard_rows, gallery=gallery,
+        gallery_worst=gallery_worst)
+    summary = _run_batch(src, dst, options, quiet)
+    line = summary.line()
+    typer.echo(line if default_k is None else f"{line}; k={default_k} (the default; -k sets it)")
+    for r in summary.failures:
+        typer.echo(f"failed: {r.name}: {r.error}", err=True)
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+def _batch_in_out(src, dst, dataset, split, column, config, id_column):
+    """``batch``'s input and output: two folders, or a dataset and a folder."""
     if dataset is not None:
         if dst is not None:
             raise typer.BadParameter(f"with --dataset give only OUT, got {src} and {dst}",
@@ -729,40 +878,34 @@ def batch(
     if dataset is None and (column or config or id_column or split != "train"):
         raise typer.BadParameter("--split, --column, --config and --id-column go with "
                                  "--dataset", param_hint="'--dataset'")
+    return src, dst
 
-    default_k = None
-    if algo.value in KMEANS_ALGOS and k is None:
-        if sys.stdin.isatty() and sys.stdout.isatty():  # a person: ask, as the original tool did
-            k = typer.prompt(f"--algo {algo.value}: number of colours k", type=int,
-                             default=DEFAULT_K)
-        else:  # a script or CI: the default, said in the summary line
-            k = default_k = DEFAULT_K
-    if sum(v is not None for v in (step, max_side, size)) > 1:
-        raise typer.BadParameter("give only one of --step, --max-side and --size",
-                                 param_hint="'--step'")
-    if step is None and max_side is None and size is None:
-        step = 5
+
+def _batch_k(algo: str, k):
+    """``-k`` for a k-means algorithm: asked for on a terminal, else the default (then
+    also returned second, for the summary line to say so)."""
+    from .batch import KMEANS_ALGOS
+
+    if algo not in KMEANS_ALGOS or k is not None:
+        return k, None
+    if sys.stdin.isatty() and sys.stdout.isatty():  # a person: ask, as the original tool did
+        return typer.prompt(f"--algo {algo}: number of colours k", type=int,
+                            default=DEFAULT_K), None
+    return DEFAULT_K, DEFAULT_K  # a script or CI: the default, said in the summary line
+
+
+def _run_batch(src, dst, options, quiet: bool):
+    """Run ``batch``; Ctrl-C or SIGTERM (from a scheduler) stop it with one line."""
+    from .batch import run_batch
+
     try:
         with _sigterm_stops():
-            summary = run_batch(
-                src, dst, algo=algo.value, k=k, step=step, max_side=max_side, size=_size(size),
-                resample=resample.value, fmt=fmt, recursive=recursive, overwrite=overwrite,
-                allow_inside=allow_inside, jobs=jobs, shard=_shard(shard, num_shards), seed=seed,
-                iters=iters, workers=workers, patch=PatchOptions(means, shifts, fit.value),
-                adaptive=AdaptiveOptions(k1, k2, metric.value, block), metrics=not no_metrics,
-                report=report, progress=_bar(quiet), on_note=_note, to=to.value,
-                rows_per_shard=shard_rows, gallery=gallery, gallery_worst=gallery_worst)
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM from a scheduler: workers are stopped
+            return run_batch(src, dst, options, progress=_bar(quiet), on_note=_note)
+    except KeyboardInterrupt as e:  # the workers are stopped
         what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         typer.echo(f"\nError: {what}; the finished outputs are kept: run the same command "
                    "again to go on", err=True)
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
-    line = summary.line()
-    typer.echo(line if default_k is None else f"{line}; k={default_k} (the default; -k sets it)")
-    for r in summary.failures:
-        typer.echo(f"failed: {r.name}: {r.error}", err=True)
-    if summary.failures:
-        raise typer.Exit(1)
 
 
 def _ks(value: str) -> list[int]:

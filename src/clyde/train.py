@@ -323,10 +323,93 @@ def data_parallel_step(mesh, *, patience: int, reseed: int = 64, chunk: int = 10
 # checkpoints
 
 
-def _config(dataset, split, p, k, batch, seed, scales, max_per_image, patience, reseed):
-    return {"dataset": str(dataset), "split": split, "patch": p, "k": k, "batch": batch,
-            "seed": seed, "scales": list(scales), "max_per_image": max_per_image,
-            "patience": patience, "reseed": reseed}
+class TrainConfig(NamedTuple):
+    """The settings of a training run, one record for :func:`train` and :func:`train_steps`
+    (which also take them by name).
+
+    Attributes
+    ----------
+    patch : int, patch side ``p``
+    k : int, number of shapes
+    batch : int, vectors per mini-batch step on each device (a multiple of 1024); with
+        several devices a step takes ``batch`` rows on each (data-parallel)
+    seed : int, seeds the image order, offsets, shuffles (deterministic)
+    split : str, the dataset's split
+    scales : tuple of int, downscale factors patches are also cut at
+    max_per_image : int, optional, vectors kept per image
+    pool : int, images whose vectors are shuffled together
+    dtype : {"float16", "float32"}, storage of the written codebook
+    patience : int, optional
+        Steps without a win after which a shape is re-seeded (default
+        ``ceil(200 k / rows of a step)``, at least 20: about 200 expected wins; a short
+        patience keeps much of a large codebook cycling through outliers:
+        docs/benchmark-notes.md).
+    reseed : int, most shapes re-seeded per step
+    checkpoint : path, default ``<output>.ckpt.npz``
+    checkpoint_every : int, steps between checkpoints
+    """
+
+    patch: int = 16
+    k: int = 12000
+    batch: int = 4096
+    seed: int = 0
+    split: str = "train"
+    scales: tuple = (1,)
+    max_per_image: int | None = None
+    pool: int = 8
+    dtype: str = "float16"
+    patience: int | None = None
+    reseed: int = 16
+    checkpoint: str | os.PathLike | None = None
+    checkpoint_every: int = 200
+
+
+def train_config(config: TrainConfig | None = None, **settings) -> TrainConfig:
+    """``config`` (default ``TrainConfig()``) with ``settings`` by name replaced; an unknown
+    name is a TypeError, as for any function."""
+    unknown = sorted(set(settings) - set(TrainConfig._fields))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    return (config or TrainConfig())._replace(**settings)
+
+
+class _Setup(NamedTuple):
+    """What both loops derive from a config: the checked config (its patience set), the
+    checkpoint path and the settings a checkpoint must match."""
+
+    c: TrainConfig
+    ckpt: Path
+    record: dict
+
+
+def _setup(dataset: str, output: Path, c: TrainConfig, devices: int) -> _Setup:
+    """Check ``c`` (raises :class:`ClydeError`), and set its patience for steps of
+    ``batch`` rows on each of ``devices`` devices."""
+    hub.datasets_module("clyde train", "train", load=False)  # before anything: one line
+    if output.suffix != ".npy":
+        raise ClydeError(f"{output}: the codebook file must end in .npy")
+    if c.patch < 2 or c.k < 2 or c.batch < 1:
+        raise ClydeError(f"need patch >= 2, k >= 2 and batch >= 1, got {c.patch}, {c.k}, "
+                         f"{c.batch}")
+    scales = tuple(int(s) for s in c.scales)
+    if not scales or min(scales) < 1:
+        raise ClydeError(f"scales must be integers >= 1, got {scales}")
+    c = c._replace(scales=scales,
+                   patience=c.patience or max(20, math.ceil(200 * c.k / (c.batch * devices))))
+    ckpt = Path(c.checkpoint) if c.checkpoint else output.with_name(output.stem + ".ckpt.npz")
+    record = {"dataset": str(dataset), "split": c.split, "patch": c.patch, "k": c.k,
+              "batch": c.batch, "seed": c.seed, "scales": list(scales),
+              "max_per_image": c.max_per_image, "patience": c.patience, "reseed": c.reseed}
+    return _Setup(c, ckpt, record)
+
+
+def _metadata(dataset: str, c: TrainConfig, head: dict, tail: dict, method: str) -> dict:
+    """The metadata written beside a codebook: the settings, the run's counters ``head``
+    and ``tail`` around them, the version and the method."""
+    return {"dataset": str(dataset), "split": c.split, **head, "seed": c.seed,
+            "scales": list(c.scales), "max_per_image": c.max_per_image,
+            "patience": c.patience, "reseed": c.reseed, **tail, "clyde_version": __version__,
+            "method": method}
 
 
 def save_checkpoint(path: Path, state: TrainState, batcher: Batcher, *, epoch: int, images: int,
@@ -401,24 +484,34 @@ def _pools(dataset: str, *, split: str, seed: int, epoch: int, skip: int, pool: 
     yield pooled, n, failed, False
 
 
-class _Devices:
-    """Where the steps run: one device (:func:`spherical_step`), or every local device,
-    data-parallel (:func:`data_parallel_step`), each taking ``batch`` rows of a batch."""
+class _Steps:
+    """Where the steps run, one step runner for both loops: one device
+    (:func:`spherical_step`), or a mesh of devices, data-parallel
+    (:func:`data_parallel_step`), each taking ``batch`` rows of every step. A mesh over
+    several processes is fed this process's rows
+    (``jax.make_array_from_process_local_data``)."""
 
-    def __init__(self, *, patience: int, reseed: int, chunk: int):
-        self.n = jax.local_device_count()
-        settings = dict(patience=patience, reseed=reseed, chunk=chunk)
+    def __init__(self, devices: list, c: TrainConfig):
+        self.n = len(devices)
+        settings = dict(patience=c.patience, reseed=c.reseed,
+                        chunk=1024 if c.batch % 1024 == 0 else c.batch)
         if self.n == 1:
             self.place = lambda state: state
             self.step = lambda state, xb: spherical_step(state, jnp.asarray(xb), **settings)
             return
         from jax.sharding import NamedSharding, PartitionSpec as P
 
-        mesh = jax.make_mesh((self.n,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+        mesh = jax.make_mesh((self.n,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,),
+                             devices=devices)
         step = data_parallel_step(mesh, **settings)
         rows, whole = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
-        self.place = lambda state: jax.device_put(state, whole)
-        self.step = lambda state, xb: step(state, jax.device_put(xb, rows))
+        if jax.process_count() == 1:
+            self.place = lambda state: jax.device_put(state, whole)
+            self.step = lambda state, xb: step(state, jax.device_put(xb, rows))
+            return
+        self.place = lambda state: jax.tree_util.tree_map(
+            lambda a: jax.make_array_from_process_local_data(whole, _local(a)), state)
+        self.step = lambda state, xb: step(state, jax.make_array_from_process_local_data(rows, xb))
 
 
 class _Run:
@@ -457,87 +550,82 @@ class _Run:
         bar.set_postfix(cos=f"{self.mean_cos:.4f}", images=self.images, refresh=False)
 
 
-def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 12000,
-          epochs: int = 1, batch: int = 4096, seed: int = 0, split: str = "train",
-          scales: tuple[int, ...] = (1,), max_per_image: int | None = None, pool: int = 8,
-          checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
-          resume: bool = False, stop_after: int | None = None, progress: bool = False,
-          dtype: str = "float16", patience: int | None = None, reseed: int = 16,
-          on_note=None) -> TrainReport:
+def train(dataset: str, output: str | os.PathLike, config: TrainConfig | None = None, *,
+          epochs: int = 1, resume: bool = False, stop_after: int | None = None,
+          progress: bool = False, on_note=None, **settings) -> TrainReport:
     """Train a ``(k, patch*patch)`` codebook of unit shapes on a dataset's images.
 
     Parameters
     ----------
     dataset : str, a local folder of images or a HuggingFace hub name
     output : path of the ``.npy`` to write (metadata goes to ``.json`` beside it)
-    patch : int, patch side ``p``
-    k : int, number of shapes
+    config : :class:`TrainConfig`, optional; ``settings`` by name replace its fields
+        (patch, k, batch, seed, split, scales, max_per_image, pool, dtype, patience,
+        reseed, checkpoint, checkpoint_every)
     epochs : int, passes over the dataset
-    batch : int, vectors per mini-batch step on each device (a multiple of 1024); with
-        several local devices a step takes ``batch`` rows on each (data-parallel)
-    seed : int, seeds the image order, offsets, shuffles (deterministic)
-    scales : tuple of int, downscale factors patches are also cut at
-    max_per_image : int, optional, vectors kept per image
-    pool : int, images whose vectors are shuffled together
-    checkpoint : path, default ``<output>.ckpt.npz``
-    checkpoint_every : int, batches between checkpoints (taken at the next pool boundary)
     resume : bool, continue from the checkpoint
     stop_after : int, optional, stop (after checkpointing) once this many steps are done
     progress : bool, show a tqdm bar
-    dtype : {"float16", "float32"}, storage of the written codebook
-    patience : int, optional
-        Steps without a win after which a shape is re-seeded (default
-        ``ceil(200 k / batch)``, about 200 expected wins; a short patience keeps
-        much of a large codebook cycling through outliers: docs/benchmark-notes.md).
-    reseed : int, most shapes re-seeded per step
 
     Returns
     -------
     TrainReport
     """
-    from tqdm import tqdm
-
-    hub.datasets_module("clyde train", "train", load=False)  # before anything starts: one line if it is not installed
     output = Path(output)
-    if output.suffix != ".npy":
-        raise ClydeError(f"{output}: the codebook file must end in .npy")
+    if epochs < 1:
+        raise ClydeError(f"epochs must be >= 1, got {epochs}")
     if not output.parent.exists():
         raise ClydeError(f"{output.parent}: no such folder")
-    if patch < 2 or k < 2 or epochs < 1:
-        raise ClydeError(f"need patch >= 2, k >= 2 and epochs >= 1, got {patch}, {k}, {epochs}")
-    if batch < 1:
-        raise ClydeError(f"batch must be >= 1, got {batch}")
-    scales = tuple(int(s) for s in scales)
-    if not scales or min(scales) < 1:
-        raise ClydeError(f"scales must be integers >= 1, got {scales}")
-    ckpt = Path(checkpoint) if checkpoint else output.with_name(output.stem + ".ckpt.npz")
     n_dev = jax.local_device_count()  # each device takes ``batch`` rows of every step
-    patience = patience or max(20, math.ceil(200 * k / (batch * n_dev)))
-    config = _config(dataset, split, patch, k, batch, seed, scales, max_per_image, patience, reseed)
+    setup = _setup(dataset, output, train_config(config, **settings), n_dev)
+    c = setup.c
     if n_dev > 1:  # a checkpoint resumes on as many devices as wrote it
-        config["devices"] = n_dev
-    devices = _Devices(patience=patience, reseed=reseed, chunk=1024 if batch % 1024 == 0 else batch)
+        setup.record["devices"] = n_dev
+    run = _start(setup, resume, _Steps(jax.local_devices(), c))
+    t0, vec_start = time.perf_counter(), run.vectors
+    stopped = _epochs(dataset, setup, run, epochs, stop_after, progress, on_note)
+    if run.state is None:
+        raise ClydeError(f"{dataset}: only {sum(len(v) for v in run.init_buf)} non-flat patch "
+                         f"vectors, fewer than k={c.k}")
+    seconds = time.perf_counter() - t0
+    vps = (run.vectors - vec_start) / seconds if seconds > 0 else 0.0
+    if not stopped:  # the metadata written beside the codebook
+        meta = _metadata(dataset, c, {
+            "epochs": epochs, "steps": run.step, "images_seen": run.images_total,
+            "images_failed": run.failed, "vectors_seen": run.vectors, "batch": c.batch},
+            {"final_mean_cos": round(run.mean_cos, 5)}, "mini-batch spherical k-means")
+        save_codebook(output, np.asarray(run.state.centers), meta, dtype=c.dtype)
+    return TrainReport(output, run.step, run.epoch, run.images_total, run.vectors, run.failed,
+                       seconds, vps, run.mean_cos)
 
-    # checkpoint: where the run starts
-    if resume:
-        if not ckpt.exists():
-            raise ClydeError(f"{ckpt}: no checkpoint to resume from")
-        state, batcher, info = load_checkpoint(ckpt, config)
-        run = _Run(k, state, batcher, info["epoch"], info["images"], info["images_total"],
-                   info["vectors"], info["failed"], devices)
-    else:
-        run = _Run(k, None, Batcher(batch * n_dev, patch * patch, np.random.default_rng(seed)),
-                   0, 0, 0, 0, 0, devices)
+
+def _start(setup: _Setup, resume: bool, steps: _Steps) -> _Run:
+    """Where a single-process run starts: its checkpoint, or nothing seen yet."""
+    c = setup.c
+    if not resume:
+        return _Run(c.k, None, Batcher(c.batch * steps.n, c.patch * c.patch,
+                                       np.random.default_rng(c.seed)), 0, 0, 0, 0, 0, steps)
+    if not setup.ckpt.exists():
+        raise ClydeError(f"{setup.ckpt}: no checkpoint to resume from")
+    state, batcher, info = load_checkpoint(setup.ckpt, setup.record)
+    return _Run(c.k, state, batcher, info["epoch"], info["images"], info["images_total"],
+                info["vectors"], info["failed"], steps)
+
+
+def _epochs(dataset, setup: _Setup, run: _Run, epochs: int, stop_after, progress,
+            on_note) -> bool:
+    """The loop: pools of images through the steps, a checkpoint now and then and after
+    each epoch. Returns whether it stopped at ``stop_after`` steps."""
+    from tqdm import tqdm
+
+    c = setup.c
 
     def save():
-        save_checkpoint(ckpt, run.state, run.batcher, epoch=run.epoch, images=run.images,
+        save_checkpoint(setup.ckpt, run.state, run.batcher, epoch=run.epoch, images=run.images,
                         images_total=run.images_total, vectors=run.vectors, failed=run.failed,
-                        config=config)
+                        config=setup.record)
         run.last_ckpt = run.step
 
-    # the loop: pools of images through the steps, a checkpoint now and then and after each epoch
-    t0 = time.perf_counter()
-    vec_start = run.vectors
     bar = tqdm(total=None, unit="vec", unit_scale=True, disable=not progress, dynamic_ncols=True,
                desc=f"epoch {run.epoch + 1}/{epochs}")
     stopped = False
@@ -545,9 +633,9 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
     while run.epoch < epochs and not stopped:
         bar.set_description(f"epoch {run.epoch + 1}/{epochs}")
         for pooled, n_images, n_failed, whole in _pools(
-                dataset, split=split, seed=seed, epoch=run.epoch, skip=run.images, pool=pool,
-                sample=lambda img: sample_vectors(img, patch, run.batcher.rng, scales,
-                                                  max_per_image),
+                dataset, split=c.split, seed=c.seed, epoch=run.epoch, skip=run.images,
+                pool=c.pool, sample=lambda img: sample_vectors(img, c.patch, run.batcher.rng,
+                                                               c.scales, c.max_per_image),
                 on_note=on_note):
             run.images += n_images
             run.failed += n_failed
@@ -555,7 +643,7 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
             if not whole:  # the epoch's last images
                 break
             stopped = stop_after is not None and run.step >= stop_after
-            if run.state is not None and (stopped or run.step - run.last_ckpt >= checkpoint_every):
+            if run.state is not None and (stopped or run.step - run.last_ckpt >= c.checkpoint_every):
                 save()
             if stopped:
                 break
@@ -572,21 +660,7 @@ def train(dataset: str, output: str | os.PathLike, *, patch: int = 16, k: int = 
         if run.state is not None:
             save()
     bar.close()
-    if run.state is None:
-        raise ClydeError(f"{dataset}: only {sum(len(v) for v in run.init_buf)} non-flat patch "
-                         f"vectors, fewer than k={k}")
-    seconds = time.perf_counter() - t0
-    vps = (run.vectors - vec_start) / seconds if seconds > 0 else 0.0
-    if not stopped:  # the metadata written beside the codebook
-        meta = {"dataset": str(dataset), "split": split, "epochs": epochs, "steps": run.step,
-                "images_seen": run.images_total, "images_failed": run.failed,
-                "vectors_seen": run.vectors, "batch": batch, "seed": seed,
-                "scales": list(scales), "max_per_image": max_per_image, "patience": patience,
-                "reseed": reseed, "final_mean_cos": round(run.mean_cos, 5),
-                "clyde_version": __version__, "method": "mini-batch spherical k-means"}
-        save_codebook(output, np.asarray(run.state.centers), meta, dtype=dtype)
-    return TrainReport(output, run.step, run.epoch, run.images_total, run.vectors, run.failed,
-                       seconds, vps, run.mean_cos)
+    return stopped
 
 
 # ----------------------------------------------------------------------------
@@ -715,36 +789,20 @@ def _local(a) -> np.ndarray:
         np.asarray(a)
 
 
-class _Global:
-    """Steps over every device of every process, data-parallel; this process feeds its
-    devices ``batch`` rows each (``jax.make_array_from_process_local_data``)."""
-
-    def __init__(self, *, patience: int, reseed: int, chunk: int):
-        from jax.sharding import NamedSharding, PartitionSpec as P
-
-        self.n = jax.device_count()
-        mesh = jax.make_mesh((self.n,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
-        step = data_parallel_step(mesh, patience=patience, reseed=reseed, chunk=chunk)
-        rows, whole = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
-        self.place = lambda state: jax.tree_util.tree_map(
-            lambda a: jax.make_array_from_process_local_data(whole, _local(a)), state)
-        self.step = lambda state, xb: step(state, jax.make_array_from_process_local_data(rows, xb))
-
-
 class _Rows:
     """This process's stream of batch rows, with everything a checkpoint needs to take it
     up again exactly: the stream's position (epoch, images read), the random generator,
     and the rows drawn but not yet used (shuffled)."""
 
-    def __init__(self, dataset, *, rows, patch, seed, rank, world, split, scales,
-                 max_per_image, pool, on_note):
+    def __init__(self, dataset, c: TrainConfig, *, rows: int, rank: int, world: int, on_note):
         self.rows, self.rank = rows, rank
-        self.rng = np.random.default_rng([seed, rank])
-        self.buf = np.zeros((0, patch * patch), np.float32)
+        self.rng = np.random.default_rng([c.seed, rank])
+        self.buf = np.zeros((0, c.patch * c.patch), np.float32)
         self.epoch, self.images = 0, 0
-        self._args = dict(dataset=dataset, split=split, seed=seed, pool=pool, rank=rank,
+        self._args = dict(dataset=dataset, split=c.split, seed=c.seed, pool=c.pool, rank=rank,
                           world=world, on_note=on_note)
-        self._sample = lambda img: sample_vectors(img, patch, self.rng, scales, max_per_image)
+        self._sample = lambda img: sample_vectors(img, c.patch, self.rng, c.scales,
+                                                  c.max_per_image)
         self._pools = None
 
     def _next_pool(self) -> list:
@@ -796,15 +854,11 @@ class _Rows:
         self.rng.bit_generator.state = info["rng"]
 
 
-def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: int = 0,
-                world: int = 1, patch: int = 16, k: int = 12000, batch: int = 4096, seed: int = 0,
-                split: str = "train", scales: tuple[int, ...] = (1,),
-                max_per_image: int | None = None, pool: int = 8, dtype: str = "float16",
-                patience: int | None = None, reseed: int = 16,
-                checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
-                resume: bool = False, progress: bool = False, on_note=None) -> TrainReport:
+def train_steps(dataset: str, output: str | os.PathLike, config: TrainConfig | None = None, *,
+                steps: int, rank: int = 0, world: int = 1, resume: bool = False,
+                progress: bool = False, on_note=None, **settings) -> TrainReport:
     """Train for exactly ``steps`` steps in every process of a multi-process run (see
-    :func:`start_distributed`).
+    :func:`start_distributed`); ``config`` and ``settings`` as for :func:`train`.
 
     Each process streams its own part of the dataset and starts it again when it runs
     out, so that no process leaves the others waiting; every step adds up every device's
@@ -815,93 +869,111 @@ def train_steps(dataset: str, output: str | os.PathLike, *, steps: int, rank: in
     ``resume`` the same number of processes continues exactly.
     """
     from jax.experimental import multihost_utils
-    from tqdm import tqdm
 
-    hub.datasets_module("clyde train", "train", load=False)
     output = Path(output)
+    if steps < 1:
+        raise ClydeError(f"steps must be >= 1, got {steps}")
     if rank == 0 and not output.parent.exists():
         raise ClydeError(f"{output.parent}: no such folder")
-    if steps < 1 or patch < 2 or k < 2 or batch < 1:
-        raise ClydeError(f"need steps >= 1, patch >= 2, k >= 2 and batch >= 1, got {steps}, "
-                         f"{patch}, {k}, {batch}")
-    scales = tuple(int(s) for s in scales)
-    patience = patience or max(20, math.ceil(200 * k / (batch * jax.device_count())))
-    devices = _Global(patience=patience, reseed=reseed, chunk=1024 if batch % 1024 == 0 else batch)
-    rows = _Rows(dataset, rows=batch * jax.local_device_count(), patch=patch, seed=seed,
-                 rank=rank, world=world, split=split, scales=scales,
-                 max_per_image=max_per_image, pool=pool, on_note=on_note)
-    ckpt = Path(checkpoint) if checkpoint else output.with_name(output.stem + ".ckpt.npz")
-
-    def part(step: int) -> Path:  # one per process and checkpoint step: the previous set
-        return ckpt.with_name(f"{ckpt.stem}.{rank}-of-{world}.step{step}.npz")  # stays usable
-
-    config = _config(dataset, split, patch, k, batch, seed, scales, max_per_image, patience, reseed)
-    config.update(processes=world, devices=jax.device_count())
-
+    setup = _setup(dataset, output, train_config(config, **settings), jax.device_count())
+    c = setup.c
+    setup.record.update(processes=world, devices=jax.device_count())
+    runner = _Steps(jax.devices(), c)
+    rows = _Rows(dataset, c, rows=c.batch * jax.local_device_count(), rank=rank, world=world,
+                 on_note=on_note)
+    ckpt = _Parts(setup, rows, rank, world)
     with _stdout_to_stderr():  # Gloo says "connected" on standard output at the first sum
         multihost_utils.sync_global_devices("clyde train: start")
     if resume:
-        if not ckpt.exists():
-            raise ClydeError(f"{ckpt}: no checkpoint to resume from")
-        state, _, info = load_checkpoint(ckpt, config)
-        done = int(state.step)
-        if not part(done).exists():
-            raise ClydeError(f"{part(done)}: missing: this process's part of the checkpoint "
-                             f"at step {done} (resume with the same processes and files)")
-        rows.load(part(done), done)
-        state = devices.place(state)
+        state = ckpt.load()
     else:
-        first = rows.take(k)  # this process's first k vectors: process 0's start the shapes
-        start = multihost_utils.broadcast_one_to_all(first.astype(np.float32))
-        state, done = devices.place(init_state(np.asarray(start))), 0
+        first = rows.take(c.k)  # this process's first k vectors: process 0's start the shapes
+        state = init_state(np.asarray(multihost_utils.broadcast_one_to_all(
+            first.astype(np.float32))))
+    t0, start_step = time.perf_counter(), int(state.step)
+    state, cos = _run_steps(runner.place(state), runner, rows, ckpt, steps, progress)
+    seconds = time.perf_counter() - t0
+    vectors = steps * c.batch * jax.device_count()
+    if rank == 0:
+        meta = _metadata(dataset, c, {
+            "steps": steps, "processes": world, "devices": jax.device_count(),
+            "batch_per_device": c.batch}, {"vectors_seen": vectors,
+                                           "final_mean_cos": round(cos, 5)},
+            "mini-batch spherical k-means, data-parallel")
+        save_codebook(output, _local(state.centers), meta, dtype=c.dtype)
+    multihost_utils.sync_global_devices("clyde train: written")
+    ran = (steps - start_step) * c.batch * jax.device_count()
+    return TrainReport(output, steps, 0, 0, vectors, 0, seconds,
+                       ran / seconds if seconds > 0 else 0.0, cos)
 
-    def save():
-        # Every process writes its part of step `done` beside the previous step's; once all
-        # are written, process 0 points the checkpoint at the new step; only then do the
-        # old parts go. A crash at any moment leaves one complete set.
-        rows.save(part(done), done)
+
+class _Parts:
+    """A multi-process checkpoint: process 0's ``.npz`` (the centres) and one part per
+    process and step (its stream's position and unused rows)."""
+
+    def __init__(self, setup: _Setup, rows: _Rows, rank: int, world: int):
+        self.setup, self.rows, self.rank, self.world = setup, rows, rank, world
+        self.path = setup.ckpt
+
+    def part(self, step: int) -> Path:  # one per process and checkpoint step: the previous
+        return self.path.with_name(f"{self.path.stem}.{self.rank}-of-{self.world}.step{step}.npz")
+
+    def load(self) -> TrainState:
+        if not self.path.exists():
+            raise ClydeError(f"{self.path}: no checkpoint to resume from")
+        state, _, info = load_checkpoint(self.path, self.setup.record)
+        done = int(state.step)
+        if not self.part(done).exists():
+            raise ClydeError(f"{self.part(done)}: missing: this process's part of the "
+                             f"checkpoint at step {done} (resume with the same processes and "
+                             "files)")
+        self.rows.load(self.part(done), done)
+        return state
+
+    def save(self, state: TrainState, done: int) -> None:
+        """Every process writes its part of step ``done`` beside the previous step's; once
+        all are written, process 0 points the checkpoint at the new step; only then do the
+        old parts go. A crash at any moment leaves one complete set."""
+        from jax.experimental import multihost_utils
+
+        c = self.setup.c
+        self.rows.save(self.part(done), done)
         multihost_utils.sync_global_devices("clyde train: parts written")
-        if rank == 0:
-            save_checkpoint(ckpt, TrainState(*(_local(a) for a in state)),
-                            Batcher(batch, patch * patch, rows.rng), epoch=0, images=0,
-                            images_total=0, vectors=done * batch * jax.device_count(), failed=0,
-                            config=config)
+        if self.rank == 0:
+            save_checkpoint(self.path, TrainState(*(_local(a) for a in state)),
+                            Batcher(c.batch, c.patch * c.patch, self.rows.rng), epoch=0,
+                            images=0, images_total=0,
+                            vectors=done * c.batch * jax.device_count(), failed=0,
+                            config=self.setup.record)
         multihost_utils.sync_global_devices("clyde train: checkpoint written")
-        for old in ckpt.parent.glob(f"{ckpt.stem}.{rank}-of-{world}.step*.npz"):
-            if old != part(done):
+        for old in self.path.parent.glob(f"{self.path.stem}.{self.rank}-of-{self.world}.step*.npz"):
+            if old != self.part(done):
                 old.unlink(missing_ok=True)
 
-    t0, start_step = time.perf_counter(), done
-    bar = tqdm(total=steps, initial=done, unit="step", disable=not progress or rank != 0,
-               dynamic_ncols=True)
+
+def _run_steps(state, runner: _Steps, rows: _Rows, ckpt: _Parts, steps: int, progress: bool):
+    """Steps until ``steps`` are done, a checkpoint every ``checkpoint_every``; returns the
+    state and the last step's mean cosine. A failed collective (a partner gone) is one
+    :class:`ClydeError` that says where the run can resume."""
+    from tqdm import tqdm
+
+    done, every = int(_local(state.step)), ckpt.setup.c.checkpoint_every
+    bar = tqdm(total=steps, initial=done, unit="step", dynamic_ncols=True,
+               disable=not progress or ckpt.rank != 0)
     c = None
     try:
         while done < steps:
-            state, c = devices.step(state, rows.batch())
+            state, c = runner.step(state, rows.batch())
             done += 1
             bar.update(1)
-            if done % checkpoint_every == 0 and done < steps:
-                save()
+            if done % every == 0 and done < steps:
+                ckpt.save(state, done)
     except (RuntimeError, ValueError) as e:  # a collective failed: a partner is gone
-        if world == 1 or isinstance(e, ClydeError):
+        if ckpt.world == 1 or isinstance(e, ClydeError):
             raise
-        last = ckpt.exists() and f"; the last checkpoint ({ckpt}) resumes it: run the same " \
-            "command again with --resume"
-        raise ClydeError(f"process {rank} of {world}: lost a partner process at step "
+        last = ckpt.path.exists() and f"; the last checkpoint ({ckpt.path}) resumes it: run " \
+            "the same command again with --resume"
+        raise ClydeError(f"process {ckpt.rank} of {ckpt.world}: lost a partner process at step "
                          f"{done + 1} ({str(e).splitlines()[0][:160]}){last or ''}") from None
-    cos = float(_local(c)) if c is not None else float("nan")
     bar.close()
-    seconds = time.perf_counter() - t0
-    vectors = steps * batch * jax.device_count()
-    if rank == 0:
-        meta = {"dataset": str(dataset), "split": split, "steps": steps, "processes": world,
-                "devices": jax.device_count(), "batch_per_device": batch, "seed": seed,
-                "scales": list(scales), "max_per_image": max_per_image, "patience": patience,
-                "reseed": reseed, "vectors_seen": vectors, "final_mean_cos": round(cos, 5),
-                "clyde_version": __version__,
-                "method": "mini-batch spherical k-means, data-parallel"}
-        save_codebook(output, _local(state.centers), meta, dtype=dtype)
-    multihost_utils.sync_global_devices("clyde train: written")
-    ran = (done - start_step) * batch * jax.device_count()
-    return TrainReport(output, steps, 0, 0, vectors, 0, seconds,
-                       ran / seconds if seconds > 0 else 0.0, cos)
+    return state, float(_local(c)) if c is not None else float("nan")
