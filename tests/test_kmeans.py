@@ -11,7 +11,7 @@ import clyde.kmeans as km
 import reference as ref
 
 # kmeans is a whole fit, jitted by its caller at its stage boundary; the tests are that caller.
-KM = jax.jit(km.kmeans, static_argnames=("k", "init", "algo", "max_iter", "batch_size", "chunk",
+KM = jax.jit(km.kmeans, static_argnames=("k", "init", "algo", "max_iter", "batch_size",
                                         "n_init"))
 
 

@@ -56,7 +56,7 @@ EXACT_CAPACITY = 1 << 16
 
 # The jit boundaries of a fit; _programs.stored is jax.jit whose compiled programs are kept on
 # disk with the compilation cache, so that a new process neither traces nor lowers them.
-_KMEANS_STATICS = ("k", "init", "algo", "max_iter", "batch_size", "chunk", "n_init")
+_KMEANS_STATICS = ("k", "init", "algo", "max_iter", "batch_size", "n_init")
 
 
 # Whole k-means fits run on few points (the coarse bins, or at most COARSE_MIN_COLORS

@@ -953,13 +953,11 @@ def swap_search(key: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array, 
 
 def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
            init: str = "kmeans++", algo: str = "lloyd", max_iter: int = 300,
-           tol: float = 1e-4, batch_size: int = 1024, chunk: int = CHUNK,
-           n_init: int = 1) -> KMeansResult:
+           tol: float = 1e-4, batch_size: int = 1024, n_init: int = 1) -> KMeansResult:
     """Fit ``k`` centres to weighted points: initialise, then iterate.
 
     A whole fit, meant to be jitted once at the caller's stage boundary with
-    ``k``, ``init``, ``algo``, ``max_iter``, ``batch_size``, ``chunk`` and
-    ``n_init`` static (pixel mode does, through :func:`clyde._programs.stored`).
+    ``k``, ``init``, ``algo``, ``max_iter``, ``batch_size`` and ``n_init`` static (pixel mode does, through :func:`clyde._programs.stored`).
     ``x``'s shape sets the compiled program, so callers pad ``x`` to a capacity
     (:func:`clyde.pixel.capacity`) with zero-weight rows.
 
@@ -973,8 +971,8 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
     algo : {"lloyd", "minibatch"}
     max_iter : int, Lloyd iterations or mini-batch steps
     tol : float, relative tolerance on the centre shift
-    batch_size : int, mini-batch size (``algo="minibatch"`` only)
-    chunk : int, points per assignment chunk
+    batch_size : int, mini-batch size (``algo="minibatch"`` only); the assignments walk
+        :data:`CHUNK` points at a time
     n_init : int, independent runs (keys split from ``key``, run one after the
         other by ``lax.map``); the one with the lowest inertia is returned
 
@@ -995,11 +993,11 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
         raise ValueError(f"n_init must be >= 1, got {n_init}")
     if n_init > 1:
         runs = jax.lax.map(lambda kk: _fit_once(kk, x, w, k, init, algo, max_iter, tol,
-                                                batch_size, chunk, bounded=False),
+                                                batch_size, bounded=False),
                            jax.random.split(key, n_init))
         best = jnp.argmin(runs.inertia)
         return jax.tree_util.tree_map(lambda a: a[best], runs)
-    return _fit_once(key, x, w, k, init, algo, max_iter, tol, batch_size, chunk, bounded=True)
+    return _fit_once(key, x, w, k, init, algo, max_iter, tol, batch_size, bounded=True)
 
 
 def init_centers(key: jax.Array, x: jax.Array, w: jax.Array, *, k: int,
@@ -1014,9 +1012,10 @@ def init_centers(key: jax.Array, x: jax.Array, w: jax.Array, *, k: int,
     return random_init(k_init, x, w, k)
 
 
-def _fit_once(key, x, w, k, init, algo, max_iter, tol, batch_size, chunk, *, bounded):
+def _fit_once(key, x, w, k, init, algo, max_iter, tol, batch_size, *, bounded):
     """One run of :func:`kmeans`; Lloyd's steps by :func:`lloyd_bounded` if ``bounded``
     (the same iterations, faster where k is large)."""
+    chunk = CHUNK
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if algo not in ALGOS:
