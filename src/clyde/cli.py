@@ -620,161 +620,83 @@ def _shard(value: str, num_shards: int | None = None):
     return i, n
 
 
+def _dataset_option(*names, **settings):
+    """A ``batch`` option shown under "Datasets" in ``--help``."""
+    return typer.Option(*names, rich_help_panel="Datasets", **settings)
+
+
 # The options of ``batch``, one alias each (Typer reads them from the annotations).
-_BSrc = Annotated[Optional[Path], typer.Argument(
-    metavar="[IN]",
-    help="Input folder (not with --dataset).",
-    show_default=False,
-)]
-_BDst = Annotated[Optional[Path], typer.Argument(
-    metavar="OUT",
-    help="Output folder (created).",
-    show_default=False,
-)]
-_BAlgo = Annotated[BatchAlgo, typer.Option(
-    "--algo",
+_BSrc = Annotated[Optional[Path], typer.Argument(metavar="[IN]", show_default=False,
+    help="Input folder (not with --dataset).")]
+_BDst = Annotated[Optional[Path], typer.Argument(metavar="OUT", show_default=False,
+    help="Output folder (created).")]
+_BAlgo = Annotated[BatchAlgo, typer.Option("--algo",
     help="so: size only; mkm: simple Lloyd from random pixels, fixed iterations; fkm: full "
-         "k-means (k-means++); mbkm: mini-batch k-means; patch; adaptive.",
-)]
-_BK = Annotated[Optional[int], typer.Option(
-    "-k",
-    "--colors",
-    min=2,
-    max=65536,
-    show_default=False,
-    help="Colours for mkm, fkm and mbkm. [default: asked on a terminal, 16 otherwise]",
-)]
-_BStep = Annotated[Optional[int], typer.Option(
-    "--step",
-    min=1,
+         "k-means (k-means++); mbkm: mini-batch k-means; patch; adaptive.")]
+_BK = Annotated[Optional[int], typer.Option("-k", "--colors", min=2, max=65536, show_default=False,
+    help="Colours for mkm, fkm and mbkm. [default: asked on a terminal, 16 otherwise]")]
+_BStep = Annotated[Optional[int], typer.Option("--step", min=1,
     help="Keep one pixel in STEP each way (1: full size). [default: 5 unless --max-side or "
-         "--size]",
-)]
-_BMaxSide = Annotated[Optional[int], typer.Option(
-    "--max-side",
-    min=1,
-    help="Scale so the longer side is at most this (never enlarges).",
-)]
+         "--size]")]
+_BMaxSide = Annotated[Optional[int], typer.Option("--max-side", min=1,
+    help="Scale so the longer side is at most this (never enlarges).")]
 _BSize = Annotated[Optional[str], typer.Option("--size", help="Exact output size WxH.")]
-_BResample = Annotated[Resample, typer.Option(
-    "--resample",
-    help="Filter for the size reduction (nearest with --step is the original's strided pick).",
-)]
-_BFmt = Annotated[str, typer.Option(
-    "--format",
-    help="Output format (extension): png, webp, tiff...",
-)]
+_BResample = Annotated[Resample, typer.Option("--resample",
+    help="Filter for the size reduction (nearest with --step is the original's strided pick).")]
+_BFmt = Annotated[str, typer.Option("--format",
+    help="Output format (extension): png, webp, tiff...")]
 _BRecursive = Annotated[bool, typer.Option("--recursive", "-r", help="Mirror subfolders.")]
-_BJobs = Annotated[int, typer.Option(
-    "--jobs",
-    "-j",
-    min=1,
-    help="Threads decoding and encoding.",
-)]
-_BOverwrite = Annotated[bool, typer.Option(
-    "--overwrite",
-    help="Redo outputs that are up to date.",
-)]
-_BAllowInside = Annotated[bool, typer.Option(
-    "--allow-inside",
-    help="Allow an output folder inside the input folder.",
-)]
-_BShard = Annotated[str, typer.Option(
-    "--shard",
-    help="Process only share i of n (0-based) of the sorted file list, for several processes or"
-         " hosts; 'auto' reads it from Slurm (array or tasks) or a Kubernetes Indexed Job.",
-)]
-_BNumShards = Annotated[Optional[int], typer.Option(
-    "--num-shards",
-    min=1,
-    help="Shards of a Kubernetes Indexed Job, for --shard auto.",
-)]
-_BWorkers = Annotated[int, typer.Option(
-    "--workers",
-    min=1,
+_BJobs = Annotated[int, typer.Option("--jobs", "-j", min=1,
+    help="Threads decoding and encoding.")]
+_BOverwrite = Annotated[bool, typer.Option("--overwrite",
+    help="Redo outputs that are up to date.")]
+_BAllowInside = Annotated[bool, typer.Option("--allow-inside",
+    help="Allow an output folder inside the input folder.")]
+_BShard = Annotated[str, typer.Option("--shard",
+    help="Process only share i of n (0-based) of the sorted file list, for several processes "
+         "or hosts; 'auto' reads it from Slurm (array or tasks) or a Kubernetes Indexed Job.")]
+_BNumShards = Annotated[Optional[int], typer.Option("--num-shards", min=1,
+    help="Shards of a Kubernetes Indexed Job, for --shard auto.")]
+_BWorkers = Annotated[int, typer.Option("--workers", min=1,
     help="Processes that split this shard's files (each its own JAX runtime; one GPU each if "
-         "CUDA_VISIBLE_DEVICES lists several).",
-)]
+         "CUDA_VISIBLE_DEVICES lists several).")]
 _BSeed = Annotated[int, typer.Option("--seed", help="Seed of the jax.random keys.")]
-_BIters = Annotated[Optional[int], typer.Option(
-    "--iters",
-    min=1,
-    help="Lloyd iterations for mkm [default: 10], at most for fkm/mbkm [default: 300].",
-)]
+_BIters = Annotated[Optional[int], typer.Option("--iters", min=1,
+    help="Lloyd iterations for mkm [default: 10], at most for fkm/mbkm [default: 300].")]
 _BMeans = Annotated[Optional[Path], typer.Option("--means", help="Codebook for --algo patch.")]
 _BShifts = Annotated[int, typer.Option("--shifts", min=1, help="Shifts for --algo patch.")]
 _BFit = Annotated[Fit, typer.Option("--fit", help="Fit for --algo patch.")]
-_BK1 = Annotated[int, typer.Option(
-    "--k1",
-    min=2,
-    help="Low-detail colours for --algo adaptive.",
-)]
-_BK2 = Annotated[int, typer.Option(
-    "--k2",
-    min=3,
-    help="High-detail colours for --algo adaptive.",
-)]
-_BMetric = Annotated[Metric, typer.Option(
-    "--metric",
-    help="Detail statistic for --algo adaptive.",
-)]
+_BK1 = Annotated[int, typer.Option("--k1", min=2,
+    help="Low-detail colours for --algo adaptive.")]
+_BK2 = Annotated[int, typer.Option("--k2", min=3,
+    help="High-detail colours for --algo adaptive.")]
+_BMetric = Annotated[Metric, typer.Option("--metric",
+    help="Detail statistic for --algo adaptive.")]
 _BBlock = Annotated[int, typer.Option("--block", min=1, help="Block side for --algo adaptive.")]
 _BNoMetrics = Annotated[bool, typer.Option("--no-metrics", help="Skip PSNR and SSIM.")]
-_BReport = Annotated[Optional[Path], typer.Option(
-    "--report",
-    help="Write one row per file to a .csv or .json file.",
-)]
-_BDataset = Annotated[Optional[str], typer.Option(
-    "--dataset",
-    help="Read a dataset instead of IN: a hub name, a save_to_disk folder, Parquet files or a "
-         "folder of them, or an imagefolder.",
-    rich_help_panel="Datasets",
-)]
-_BSplit = Annotated[str, typer.Option(
-    "--split",
-    help="Split of --dataset.",
-    rich_help_panel="Datasets",
-)]
-_BColumn = Annotated[Optional[str], typer.Option(
-    "--column",
-    help="Image column of --dataset [default: the first Image feature].",
-    show_default=False,
-    rich_help_panel="Datasets",
-)]
-_BConfig = Annotated[Optional[str], typer.Option(
-    "--config",
-    help="Configuration of a hub dataset.",
-    rich_help_panel="Datasets",
-)]
-_BIdColumn = Annotated[Optional[str], typer.Option(
-    "--id-column",
-    help="Column that names the output files of --dataset [default: the row number].",
-    show_default=False,
-    rich_help_panel="Datasets",
-)]
-_BTo = Annotated[BatchTo, typer.Option(
-    "--to",
+_BReport = Annotated[Optional[Path], typer.Option("--report",
+    help="Write one row per file to a .csv or .json file.")]
+_BDataset = Annotated[Optional[str], _dataset_option("--dataset",
+    help="Read a dataset instead of IN: a hub name, a save_to_disk folder, Parquet files or a"
+         " folder of them, or an imagefolder.")]
+_BSplit = Annotated[str, _dataset_option("--split", help="Split of --dataset.")]
+_BColumn = Annotated[Optional[str], _dataset_option("--column", show_default=False,
+    help="Image column of --dataset [default: the first Image feature].")]
+_BConfig = Annotated[Optional[str], _dataset_option("--config",
+    help="Configuration of a hub dataset.")]
+_BIdColumn = Annotated[Optional[str], _dataset_option("--id-column", show_default=False,
+    help="Column that names the output files of --dataset [default: the row number].")]
+_BTo = Annotated[BatchTo, _dataset_option("--to",
     help="Write image files, or a dataset (Parquet shards: the image, the input's other "
-         "columns, k, psnr, ssim, bytes).",
-    rich_help_panel="Datasets",
-)]
-_BShardRows = Annotated[Optional[int], typer.Option(
-    "--shard-rows",
-    min=1,
-    help="Rows of a dataset shard (one Parquet file; the unit --shard splits) [default: 1000].",
-    show_default=False,
-    rich_help_panel="Datasets",
-)]
-_BGallery = Annotated[Optional[Path], typer.Option(
-    "--gallery",
-    help="Write one self-contained HTML page: the summary, the worst images beside their input,"
-         " every image in a sortable table.",
-)]
-_BGalleryWorst = Annotated[int, typer.Option(
-    "--gallery-worst",
-    min=0,
-    help="Worst images (by PSNR) the gallery shows.",
-)]
+         "columns, k, psnr, ssim, bytes).")]
+_BShardRows = Annotated[Optional[int], _dataset_option("--shard-rows", min=1, show_default=False,
+    help="Rows of a dataset shard (one Parquet file; the unit --shard splits) [default: "
+         "1000].")]
+_BGallery = Annotated[Optional[Path], typer.Option("--gallery",
+    help="Write one self-contained HTML page: the summary, the worst images beside their "
+         "input, every image in a sortable table.")]
+_BGalleryWorst = Annotated[int, typer.Option("--gallery-worst", min=0,
+    help="Worst images (by PSNR) the gallery shows.")]
 _BQuiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
