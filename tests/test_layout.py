@@ -11,7 +11,7 @@ SRC = Path(__file__).parent.parent / "src" / "clyde"
 #: Lowest first. A module may import its own layer and those below; no circles anywhere.
 LAYERS = [
     ("base", {"_version", "errors", "_files", "_cache", "_notice", "_pool", "_programs",
-              "_supervise"}),
+              "_supervise", "options"}),
     ("io and colour", {"io", "color", "_arrays"}),
     ("kernels", {"kmeans", "metrics", "hist", "binning"}),
     ("stages", {"colorfit", "pixel", "batched", "patch", "adaptive", "codec", "codebook",

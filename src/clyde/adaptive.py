@@ -36,9 +36,10 @@ from ._arrays import check_image, check_k1_k2, image_array
 from .errors import ClydeError
 from . import _programs
 from .metrics import index_bits
+from .options import AdaptiveOptions
 from .pixel import quantize_pixels
 
-__all__ = ["METRICS", "AdaptiveResult", "block_edges", "block_stats", "classify",
+__all__ = ["METRICS", "AdaptiveOptions", "AdaptiveResult", "block_edges", "block_stats", "classify",
            "quantize_adaptive", "adaptive_bits"]
 
 METRICS = ("eig", "var", "tv")
@@ -75,17 +76,6 @@ class AdaptiveResult(NamedTuple):
     def image(self) -> np.ndarray:
         """The quantized image, ``(H, W, C)`` uint8."""
         return self.palette[self.indices]
-
-
-class AdaptiveOptions(NamedTuple):
-    """Adaptive mode settings (see :func:`quantize_adaptive`): the two colour counts, the
-    detail metric, the block side and the quantile of the threshold."""
-
-    k1: int = 32
-    k2: int = 96
-    metric: str = "eig"
-    block: int = 4
-    quantile: float = 0.5
 
 
 def block_edges(n: int, block: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _programs, io
 from .errors import ClydeError, QualityNotReached
+from .options import AdaptiveOptions, FitOptions, PatchOptions
 
 
 #: Python's thread switch interval (seconds) while a decode and the JAX import overlap;
@@ -159,8 +160,6 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int | None 
     (files on disk), seconds.
     """
     t0 = time.perf_counter()
-    from .pixel import FitOptions
-
     options, out = _records(settings, options or FitOptions(), output or Output())
     if (k is None) == (target is None):
         raise ClydeError("give either k or a quality target, not both" if k is not None
@@ -275,8 +274,6 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *, options=None,
     each shifted grid is done (a progress bar).
     """
     t0 = time.perf_counter()
-    from .patch import PatchOptions, quantize_patches
-
     o, out = _records(settings, options or PatchOptions(), output or Output())
     means, shifts, fit, force, compare = o.means, o.shifts, o.fit, out.force, out.compare
     dst = io.check_output(dst, force=force, inputs=(src,))
@@ -290,6 +287,7 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *, options=None,
     cb = load_codebook(means)
     loaded = _load_while_importing(src, modules=(".patch", ".metrics"))
     from .metrics import comparable, image_quality_async
+    from .patch import quantize_patches
     from .written import as_written
 
     _give_notes(loaded, out.on_note, dst)
@@ -407,10 +405,6 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, options=Non
     psnr, ssim, bits, bits_per_pixel.
     """
     t0 = time.perf_counter()
-    from .adaptive import AdaptiveOptions, quantize_adaptive
-    from .metrics import comparable, image_quality
-    from .written import as_written
-
     o, out_opts = _records(settings, options or AdaptiveOptions(), output or Output())
     force, k1, k2 = out_opts.force, o.k1, o.k2
     dst = io.check_output(dst, force=force, inputs=(src,))
@@ -421,6 +415,10 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, options=Non
         taken = (dst,) + ((mask_path,) if mask_path else ())
         compare_path = io.check_output(out_opts.compare, force=force, inputs=(src,), outputs=taken)
     loaded = _load_while_importing(src, modules=(".adaptive", ".metrics"))
+    from .adaptive import quantize_adaptive
+    from .metrics import comparable, image_quality
+    from .written import as_written
+
     _give_notes(loaded, out_opts.on_note, dst)
     img = loaded.array
     h, w, c = img.shape

@@ -29,9 +29,8 @@ import numpy as np
 
 from . import io
 from ._files import remove_stale_temps, write_atomic
-from .adaptive import AdaptiveOptions
 from .folder import BatchSummary, FileResult, list_files
-from .patch import PatchOptions
+from .options import AdaptiveOptions, PatchOptions
 from ._arrays import check_k1_k2
 from .errors import ClydeError, debug, unexpected
 

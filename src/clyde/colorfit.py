@@ -18,7 +18,7 @@ one label per distinct colour):
 from __future__ import annotations
 
 import functools
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,7 @@ from . import kmeans as km
 from .binning import FIXED_BINS, Points, bins, capacity
 from .color import from_space, to_space
 from .hist import pad_to
+from .options import FitOptions
 
 SMALL_K = 16  # up to this many colours the fit converges on the exact colours (see fit)
 COARSE_BITS = 5  # the coarse start fits 5-bit-per-channel bins ...
@@ -148,27 +149,13 @@ def _swap_rounds(k: int, small: bool) -> int:
             else SWAP_ROUNDS // 2)  # a round costs ~k
 
 
-class FitOptions(NamedTuple):
-    """How a colour fit runs: one hashable record from the command line to the kernels
-    (see :func:`clyde.pixel.quantize_pixels` for each setting). ``max_points`` and
-    ``refine`` of None take their defaults in :meth:`resolved`."""
-
-    init: Literal["kmeans++", "random"] = "kmeans++"
-    algo: Literal["lloyd", "minibatch"] = "lloyd"
-    max_iter: int = 300
-    tol: float = 1e-4
-    seed: int = 0
-    space: Literal["rgb", "oklab"] = "rgb"
-    batch_size: int = 1024
-    max_points: int | None = None
-    refine: int | None = None
-
-    def resolved(self, k: int) -> "FitOptions":
-        """These options with the defaults that depend on ``k`` and the backend filled in."""
-        return self._replace(
-            max_points=(1 << 20 if k <= SMALL_K else 65536) if self.max_points is None
-            else self.max_points,
-            refine=default_refine(self.algo) if self.refine is None else self.refine)
+def resolved(options: FitOptions, k: int) -> FitOptions:
+    """``options`` with the defaults that depend on ``k`` and the backend filled in:
+    ``max_points`` and ``refine`` of None."""
+    return options._replace(
+        max_points=(1 << 20 if k <= SMALL_K else 65536) if options.max_points is None
+        else options.max_points,
+        refine=default_refine(options.algo) if options.refine is None else options.refine)
 
 
 class FitPlan(NamedTuple):
@@ -214,7 +201,7 @@ class FitPlan(NamedTuple):
 
 def plan_fit(n: int, channels: int, k: int, options: FitOptions) -> FitPlan:
     """The plan of a fit of ``n`` distinct colours (see :class:`FitPlan`)."""
-    o = options.resolved(k)
+    o = resolved(options, k)
     m = capacity(n)  # padded with zero weights: no compile per colour count
     small = o.algo == "lloyd" and k <= SMALL_K
     if o.algo == "minibatch":  # its steps cost O(batch) whatever the padding: one capacity

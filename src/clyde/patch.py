@@ -31,7 +31,6 @@ chunks, so a new image size never compiles anew.
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable, Literal, NamedTuple
 
 import jax
@@ -40,11 +39,13 @@ import numpy as np
 
 from . import _programs
 from .codec import PatchCodes
+from .options import PatchOptions
 from ._arrays import check_image, image_array
 from .errors import ClydeError
 from .metrics import index_bits
 
 __all__ = [
+    "PatchOptions",
     "FITS",
     "PatchResult",
     "normalize",
@@ -103,15 +104,6 @@ class PatchResult(NamedTuple):
     n_vectors: int
     bits_per_pixel: float
     codes: PatchCodes
-
-
-class PatchOptions(NamedTuple):
-    """Patch mode settings: the codebook file (None: the bundled one), the shifted grids
-    averaged, and how each patch is rescaled (see :func:`quantize_patches`)."""
-
-    means: str | os.PathLike | None = None  # codebook file; None: the bundled one
-    shifts: int = 1
-    fit: str = "lsq"
 
 
 def code_bits(k: int) -> int:

@@ -21,13 +21,14 @@ from . import kmeans as km
 from ._arrays import check_image, image_array
 from .binning import capacity
 from .color import to_space
-from .colorfit import (EXACT_CAPACITY, SMALL_K, FitOptions, default_refine, fit, host_key,
+from .colorfit import (EXACT_CAPACITY, SMALL_K, default_refine, fit, host_key,
                        plan_fit, prefetch_plan)
 from .errors import ClydeError
 from .hist import ColorHistogram, color_histogram, color_histogram_of, pad_to, prefetch_counts
 from .hist import histogram as hist_of
 from .hist import prefetch_lookup
 from .metrics import comparable
+from .options import FitOptions, fit_options
 
 __all__ = ["PixelResult", "ColorHistogram", "FitOptions", "quantize_pixels", "prefetch_pixels",
            "fit_options", "color_histogram", "color_histogram_of", "nearest_colors",
@@ -95,19 +96,6 @@ def _validate(image, k, o: FitOptions) -> None:
         raise ClydeError(f"tol must be >= 0, got {o.tol}")
     if o.refine is not None and (int(o.refine) != o.refine or o.refine < 0):
         raise ClydeError(f"refine must be an integer >= 0, got {o.refine}")
-
-
-def fit_options(options: FitOptions | None = None, **settings) -> FitOptions:
-    """``options`` (default :class:`FitOptions()`) with ``settings`` by name replaced;
-    ``iters`` is another name for ``max_iter``. An unknown name is a TypeError, as for
-    any function."""
-    if "iters" in settings:
-        settings["max_iter"] = settings.pop("iters")
-    unknown = sorted(set(settings) - set(FitOptions._fields))
-    if unknown:
-        raise TypeError(f"unknown fit setting {unknown[0]!r} (settings: "
-                        f"{', '.join(FitOptions._fields)})")
-    return (options or FitOptions())._replace(**settings)
 
 
 def prefetch_pixels(k: int, options: FitOptions | None = None, **settings) -> None:
