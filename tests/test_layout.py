@@ -106,18 +106,3 @@ def test_private_jax_is_read_in_one_place_only(text):
     users = [p.name for p in SRC.glob("*.py") if text in p.read_text()]
     assert users in ([], ["_programs.py"])
 
-
-def test_options_records_and_the_old_keywords_give_the_same_fit():
-    """A FitOptions record and the keyword names it replaced reach the same fit."""
-    import numpy as np
-
-    import clyde
-
-    rng = np.random.default_rng(3)
-    img = rng.integers(0, 256, (24, 32, 3)).astype(np.uint8)
-    a = clyde.quantize_pixels(img, 6, clyde.FitOptions(seed=2, max_iter=40, space="oklab"))
-    b = clyde.quantize_pixels(img, 6, seed=2, iters=40, space="oklab")
-    np.testing.assert_array_equal(a.indices, b.indices)
-    np.testing.assert_array_equal(a.palette, b.palette)
-    with pytest.raises(TypeError, match="unknown fit setting 'colours'"):
-        clyde.quantize_pixels(img, 6, colours=3)

@@ -12,41 +12,19 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
 from . import _programs, io
 from .errors import ClydeError, QualityNotReached
-from .options import AdaptiveOptions, FitOptions, PatchOptions
+from .options import AdaptiveOptions, FitOptions, Output, PatchOptions, with_settings
 
 
 #: Python's thread switch interval (seconds) while a decode and the JAX import overlap;
 #: None leaves it alone. The command line sets 1e-4, so that Pillow's decoder, which drops the
 #: GIL for each block, gets it back soon; a library leaves interpreter-wide settings to its caller.
 OVERLAP_SWITCH_INTERVAL: float | None = None
-
-
-class Output(NamedTuple):
-    """How a command writes its files: replace an existing output (``force``), write
-    nothing when the output would be larger than the input (``skip_if_larger``), also
-    write a side-by-side picture (``compare``), and where notes go (``on_note``)."""
-
-    force: bool = False
-    skip_if_larger: bool = False
-    compare: str | os.PathLike | None = None
-    on_note: Callable[[str], None] | None = None
-
-
-def _records(settings: dict, *records):
-    """``records`` (NamedTuples) with their fields replaced by ``settings`` by name (the
-    keyword names the functions took before the records); an unknown name is a TypeError."""
-    out, left = [], dict(settings)
-    for r in records:
-        out.append(r._replace(**{f: left.pop(f) for f in r._fields if f in left}))
-    if left:
-        raise TypeError(f"unexpected keyword argument {sorted(left)[0]!r}")
-    return out
 
 
 def _load_while_importing(src, modules=(".pixel", ".metrics")):
@@ -160,7 +138,7 @@ def pixel_file(src: str | os.PathLike, dst: str | os.PathLike, *, k: int | None 
     (files on disk), seconds.
     """
     t0 = time.perf_counter()
-    options, out = _records(settings, options or FitOptions(), output or Output())
+    options, out = with_settings(settings, options or FitOptions(), output or Output())
     if (k is None) == (target is None):
         raise ClydeError("give either k or a quality target, not both" if k is not None
                          else "give k or a quality target")
@@ -274,7 +252,7 @@ def patch_file(src: str | os.PathLike, dst: str | os.PathLike, *, options=None,
     each shifted grid is done (a progress bar).
     """
     t0 = time.perf_counter()
-    o, out = _records(settings, options or PatchOptions(), output or Output())
+    o, out = with_settings(settings, options or PatchOptions(), output or Output())
     means, shifts, fit, force, compare = o.means, o.shifts, o.fit, out.force, out.compare
     dst = io.check_output(dst, force=force, inputs=(src,))
     if compare:
@@ -405,7 +383,7 @@ def adaptive_file(src: str | os.PathLike, dst: str | os.PathLike, *, options=Non
     psnr, ssim, bits, bits_per_pixel.
     """
     t0 = time.perf_counter()
-    o, out_opts = _records(settings, options or AdaptiveOptions(), output or Output())
+    o, out_opts = with_settings(settings, options or AdaptiveOptions(), output or Output())
     force, k1, k2 = out_opts.force, o.k1, o.k2
     dst = io.check_output(dst, force=force, inputs=(src,))
     io.check_colors(dst, k1 + k2)

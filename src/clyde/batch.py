@@ -23,14 +23,14 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from io import StringIO
 from pathlib import Path
-from typing import Callable, Literal, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from . import io
 from ._files import remove_stale_temps, write_atomic
 from .folder import BatchSummary, FileResult, list_files
-from .options import AdaptiveOptions, PatchOptions
+from .options import AdaptiveOptions, BatchOptions, PatchOptions, with_settings
 from ._arrays import check_k1_k2
 from .errors import ClydeError, debug, unexpected
 
@@ -131,73 +131,6 @@ def _write_report(path: Path, results: list) -> None:
     write_atomic(path, lambda f: f.write(buf.getvalue().encode()))
 
 
-class BatchOptions(NamedTuple):
-    """Every setting of a batch run, one hashable record; :func:`run_batch` and
-    :func:`plan_batch` also take them by name.
-
-    Attributes
-    ----------
-    to : {"folder", "dataset"}; ``"dataset"`` writes Parquet shards of ``rows_per_shard``
-        rows (default :data:`clyde.dataset.ROWS_PER_SHARD`) that ``datasets.load_dataset``
-        opens: the output image, the input's other columns, ``k``, ``psnr``, ``ssim`` and
-        ``bytes``. A dataset is split in blocks of that many rows: ``shard`` and ``workers``
-        split the blocks, and a block already written is not redone.
-    algo : {"so", "mkm", "fkm", "mbkm", "patch", "adaptive"}
-    k : int, colours for mkm / fkm / mbkm (required for those)
-    step, max_side, size : size reduction (see :func:`target_size`); step 1 is full size
-    resample : {"nearest", "box", "lanczos"}
-    fmt : output extension (png, webp, tiff, bmp, jpg...)
-    recursive : mirror subfolders
-    overwrite : redo outputs that exist and are newer than their input
-    jobs : worker threads for decoding and encoding (in each worker process)
-    shard : (i, n), this process's share of the files (see :func:`scheduler_shard`)
-    workers : processes that split this shard's files, each with its own JAX runtime
-        (spawned, never forked); with ``CUDA_VISIBLE_DEVICES`` listing several GPUs, each
-        worker gets one. Outputs are the same bytes as with one.
-    iters : Lloyd iterations for mkm (default 10) or at most for fkm/mbkm (default 300)
-    patch : :class:`PatchOptions`, for ``algo="patch"``
-    adaptive : :class:`AdaptiveOptions`, for ``algo="adaptive"``
-    metrics : compute PSNR and SSIM against the size-reduced input
-    report : .csv or .json file with one row per file
-    gallery : .html file: one self-contained page with the summary, the ``gallery_worst``
-        images of lowest PSNR beside their reference, and every image in a sortable table
-        (:mod:`clyde.gallery`)
-    """
-
-    algo: Literal["so", "mkm", "fkm", "mbkm", "patch", "adaptive"] = "so"
-    k: int | None = None
-    step: int | None = 5
-    max_side: int | None = None
-    size: tuple[int, int] | None = None
-    resample: Literal["nearest", "box", "lanczos"] = "box"
-    fmt: str = "png"
-    recursive: bool = False
-    overwrite: bool = False
-    allow_inside: bool = False
-    jobs: int = 2
-    shard: tuple[int, int] = (0, 1)
-    seed: int = 0
-    iters: int | None = None
-    patch: PatchOptions = PatchOptions()
-    adaptive: AdaptiveOptions = AdaptiveOptions()
-    metrics: bool = True
-    report: str | os.PathLike | None = None
-    workers: int = 1
-    to: Literal["folder", "dataset"] = "folder"
-    rows_per_shard: int | None = None
-    gallery: str | os.PathLike | None = None
-    gallery_worst: int = 24
-
-
-def batch_options(options: BatchOptions | None = None, **settings) -> BatchOptions:
-    """``options`` (default ``BatchOptions()``) with ``settings`` by name replaced; an
-    unknown name is a TypeError, as for any function."""
-    unknown = sorted(set(settings) - set(BatchOptions._fields))
-    if unknown:
-        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
-    return (options or BatchOptions())._replace(**settings)
-
-
 class Plan(NamedTuple):
     """What a run will do: checked settings and this shard's files."""
 
@@ -239,7 +172,7 @@ def plan_batch(src, dst: str | os.PathLike, options: BatchOptions | None = None,
     (see :func:`run_batch`)."""
     from .dataset import DatasetSource
 
-    o = batch_options(options, **settings)
+    o = with_settings(settings, options or BatchOptions())[0]
     algo, k, step, resample, fmt, to = o.algo, o.k, o.step, o.resample, o.fmt, o.to
     is_ds = isinstance(src, DatasetSource)
     src, dst = (src if is_ds else Path(src)), Path(dst)
@@ -370,7 +303,7 @@ def run_batch(src, dst: str | os.PathLike, options: BatchOptions | None = None, 
     -------
     BatchSummary
     """
-    o = _checked(batch_options(options, **settings), on_note)
+    o = _checked(with_settings(settings, options or BatchOptions())[0], on_note)
     plan = plan_batch(src, dst, o)
     # The settings that decide the outputs, whose digest a finished shard's marker holds.
     settings = dict(algo=o.algo, k=o.k, step=o.step, max_side=o.max_side, size=o.size,

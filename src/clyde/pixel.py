@@ -28,10 +28,10 @@ from .hist import ColorHistogram, color_histogram, color_histogram_of, pad_to, p
 from .hist import histogram as hist_of
 from .hist import prefetch_lookup
 from .metrics import comparable
-from .options import FitOptions, fit_options
+from .options import FitOptions, with_settings
 
 __all__ = ["PixelResult", "ColorHistogram", "FitOptions", "quantize_pixels", "prefetch_pixels",
-           "fit_options", "color_histogram", "color_histogram_of", "nearest_colors",
+           "color_histogram", "color_histogram_of", "nearest_colors",
            "default_refine", "capacity", "SPACES"]
 
 SPACES = ("rgb", "oklab")
@@ -104,7 +104,7 @@ def prefetch_pixels(k: int, options: FitOptions | None = None, **settings) -> No
     colours, where they do not depend on the photo: mini-batch fits, and Lloyd at
     ``k <= SMALL_K`` (a coarse start). A folder of images calls it before reading the
     first one. Nothing is prefetched for other settings; with the cache off, nothing."""
-    o = fit_options(options, **settings)
+    o = with_settings(settings, options or FitOptions())[0]
     prefetch_counts()
     if not (o.algo == "minibatch" or (o.algo == "lloyd" and k <= SMALL_K)):
         return
@@ -175,7 +175,7 @@ def quantize_pixels(image: np.ndarray, k: int, options: FitOptions | None = None
     PixelResult
     """
     image = image_array(image)
-    o = fit_options(options, **settings)
+    o = with_settings(settings, options or FitOptions())[0]
     _validate(image, k, o)
     key = host_key(o.seed) if key is None else key
     h, w, c = image.shape

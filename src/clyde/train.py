@@ -40,6 +40,7 @@ from ._version import __version__
 from ._files import write_atomic
 from .codebook import save_codebook
 from .errors import ClydeError
+from .options import with_settings
 
 __all__ = ["TrainState", "open_images", "sample_vectors", "Batcher", "spherical_step",
            "init_state", "train"]
@@ -364,15 +365,6 @@ class TrainConfig(NamedTuple):
     checkpoint_every: int = 200
 
 
-def train_config(config: TrainConfig | None = None, **settings) -> TrainConfig:
-    """``config`` (default ``TrainConfig()``) with ``settings`` by name replaced; an unknown
-    name is a TypeError, as for any function."""
-    unknown = sorted(set(settings) - set(TrainConfig._fields))
-    if unknown:
-        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
-    return (config or TrainConfig())._replace(**settings)
-
-
 class _Setup(NamedTuple):
     """What both loops derive from a config: the checked config (its patience set), the
     checkpoint path and the settings a checkpoint must match."""
@@ -577,7 +569,7 @@ def train(dataset: str, output: str | os.PathLike, config: TrainConfig | None = 
     if not output.parent.exists():
         raise ClydeError(f"{output.parent}: no such folder")
     n_dev = jax.local_device_count()  # each device takes ``batch`` rows of every step
-    setup = _setup(dataset, output, train_config(config, **settings), n_dev)
+    setup = _setup(dataset, output, with_settings(settings, config or TrainConfig())[0], n_dev)
     c = setup.c
     if n_dev > 1:  # a checkpoint resumes on as many devices as wrote it
         setup.record["devices"] = n_dev
@@ -875,7 +867,7 @@ def train_steps(dataset: str, output: str | os.PathLike, config: TrainConfig | N
         raise ClydeError(f"steps must be >= 1, got {steps}")
     if rank == 0 and not output.parent.exists():
         raise ClydeError(f"{output.parent}: no such folder")
-    setup = _setup(dataset, output, train_config(config, **settings), jax.device_count())
+    setup = _setup(dataset, output, with_settings(settings, config or TrainConfig())[0], jax.device_count())
     c = setup.c
     setup.record.update(processes=world, devices=jax.device_count())
     runner = _Steps(jax.devices(), c)
