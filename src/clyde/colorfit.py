@@ -209,7 +209,8 @@ def plan_fit(n: int, channels: int, k: int, options: FitOptions) -> FitPlan:
     elif n > o.max_points or (small and n > COARSE_MIN_COLORS):
         m = max(m, EXACT_CAPACITY)  # fitted on bins: the exact colours only finish
     binned = n > o.max_points
-    coarse = o.algo == "lloyd" and (binned or small)
+    # a 5-bit start where the colours are binned or k is small, and there are enough of them
+    coarse = o.algo == "lloyd" and (binned or (small and n > COARSE_MIN_COLORS))
     return FitPlan(k, channels, n, m, o, binned, coarse, COARSE_RUNS if small else 1,
                    _swap_rounds(k, small))
 
@@ -268,11 +269,7 @@ def prefetch_plan(plan: FitPlan, key, group: str | None = None, slots: int | Non
     """Start compiling (or loading) ``plan``'s programs in the background thread, in the
     order they run: the first part that runs (``group`` None: the 5-bit start where the
     plan tries one, else the direct fit), or the one named. With the cache off, nothing."""
-    if group is None:
-        if plan.coarse and not plan.binned and plan.n <= COARSE_MIN_COLORS:
-            group = "direct"  # too few colours for a start: fitted directly
-        else:
-            group = "coarse" if plan.coarse else "direct"
+    group = group or ("coarse" if plan.coarse else "direct")
     for program, args, kwargs in _stages(plan, key, group, slots):
         program.prefetch(*args, **kwargs)
 
@@ -313,7 +310,7 @@ def run_plan(plan: FitPlan, key, colors: np.ndarray, counts: np.ndarray):
     while points.n > o.max_points and bits >= 3:
         points, bits = bins(cols, uw, bits), bits - 1
     start = None
-    if plan.coarse and points.n > COARSE_MIN_COLORS:
+    if plan.coarse and points.n > COARSE_MIN_COLORS:  # (few bins: fitted directly)
         start = _coarse_start(plan, key, cols, uw, points if plan.binned else None)
     if start is None:
         start = _direct(plan, key, uxs, points)
