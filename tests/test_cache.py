@@ -104,6 +104,17 @@ def test_compiler_options_and_other_types_are_programs_of_their_own(cache_on, rn
     np.testing.assert_allclose(np.asarray(got), (x[:30] ** 2).sum(0), rtol=1e-5)
 
 
+def test_programs_compiled_with_other_xla_flags_are_kept_apart(monkeypatch):
+    # XLA_FLAGS change the machine code (-O0, other emitters, other CPU features): a
+    # program stored under one set of flags must never answer for another.
+    digests = []
+    for flags in ("", "--xla_backend_optimization_level=0"):
+        monkeypatch.setattr(_programs, "_DIGEST", [])
+        monkeypatch.setenv("XLA_FLAGS", flags)
+        digests.append(_programs._source_digest())
+    assert digests[0] != digests[1]
+
+
 def test_lambdas_and_closures_are_refused():
     # Programs are stored under the function's module and name; two lambdas would share one,
     # and a closure's captured values are not part of the key.

@@ -27,9 +27,9 @@ SUFFIX = ".xla"
 
 
 def _source_digest() -> str:
-    """Hash of clyde's sources, the JAX versions and the machine: a stored program is used
-    only by the exact code that stored it, on a processor with the same features (XLA
-    compiles for the host's instruction set)."""
+    """Hash of clyde's sources, the JAX versions, the machine and ``XLA_FLAGS``: a stored
+    program is used only by the exact code that stored it, on a processor with the same
+    features (XLA compiles for the host's instruction set), compiled with the same flags."""
     if not _DIGEST:
         import hashlib
         import platform
@@ -38,7 +38,8 @@ def _source_digest() -> str:
         import jaxlib
 
         h = hashlib.sha256(f"{jax.__version__} {jaxlib.__version__} {jax.default_backend()} "
-                           f"{platform.machine()} {jax.devices()[0].device_kind}".encode())
+                           f"{platform.machine()} {jax.devices()[0].device_kind} "
+                           f"{os.environ.get('XLA_FLAGS', '')}".encode())
         try:
             with open("/proc/cpuinfo", "rb") as f:  # Linux: the instruction-set flags
                 h.update(b"".join(sorted({ln for ln in f if ln.startswith((b"flags", b"Features"))})))
