@@ -103,5 +103,13 @@ def spy(monkeypatch):
 def pytest_collection_modifyitems(config, items):
     """The fast tests run first and the slow ones (start-ups, fits, training, kills) last,
     in one session that shares its fixtures and compiled programs: with ``-x`` a broken
-    build stops within minutes."""
+    build stops within minutes.
+
+    A kernel test parametrized by ``jit`` runs both ways in the full suite; its un-jitted
+    twin is slow (JAX then compiles every operation on its own, about four times the
+    jitted test's time), so the fast subset runs the kernel once, as users do: jitted."""
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is not None and spec.params.get("jit") is False:
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

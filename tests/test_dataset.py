@@ -287,6 +287,7 @@ def test_without_datasets_the_line_says_what_to_install(disk, tmp_path, monkeypa
                                 'pip install "clyde[datasets]"')
 
 
+@pytest.mark.slow  # a start-up: it runs clyde in a new process
 def test_offline_hub_name_fails_fast_with_one_line(tmp_path):
     env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
     r = subprocess.run([sys.executable, "-m", "clyde", "batch", "--dataset", "someone/thumbs",

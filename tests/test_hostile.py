@@ -109,6 +109,7 @@ def _zeros_zlib(n: int) -> bytes:
     return b"\x78\xda" + block * (n >> 24) + c.flush() + adler.to_bytes(4, "big")
 
 
+@pytest.mark.slow  # a start-up: it runs clyde in a new process
 def test_a_payload_bomb_is_refused_before_it_is_decompressed(tmp_path):
     """A 1.25 MB zlib stream of 1.2 GB of zeros behind a valid small header: refused at the
     size the header implies, in a child whose address space is capped at +600 MB."""
@@ -156,6 +157,7 @@ def test_a_folder_given_as_codes(tmp_path):
     assert (r.exit_code, r.stderr) == (1, f"Error: {tmp_path}: is a folder, not a codes file\n")
 
 
+@pytest.mark.slow  # a start-up: it runs clyde in a new process
 def test_a_closed_pipe_is_not_success(tmp_path, chelsea):
     src = tmp_path / "c.png"
     Image.fromarray(chelsea[:64, :64]).save(src)
@@ -348,6 +350,7 @@ def test_a_64_megapixel_codes_file_decodes_within_2_gib(tmp_path):
     assert Image.open(tmp_path / "big.png").size == (8000, 8000)
 
 
+@pytest.mark.slow  # a start-up: it runs clyde in a new process
 def test_fuzzed_headers_and_payload_sizes_under_a_memory_cap(tmp_path):
     """500 codes files with valid checksums, each header field set to a random value of a
     random type, or the payload cut or padded: every one decodes or is refused with a

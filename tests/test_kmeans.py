@@ -13,6 +13,11 @@ import reference as ref
 # kmeans is a whole fit, jitted by its caller at its stage boundary; the tests are that caller.
 KM = jax.jit(km.kmeans, static_argnames=("k", "init", "algo", "max_iter", "batch_size",
                                         "n_init"))
+# The kernels a test runs only to set up or to compare with, jitted as callers run them (the
+# un-jitted runs are the ``jit=False`` twins of the tests of each kernel).
+NB = jax.jit(km.nearest_bounds, static_argnames=("chunk", "near"))
+MOVE = jax.jit(km.move_centers, static_argnames=("chunk",))
+LLOYD = jax.jit(km.lloyd, static_argnames=("max_iter", "tol"))
 
 
 def _points(rng, n, d, k):
@@ -140,7 +145,7 @@ def test_nearest_bounds_tracks_the_m_nearest(rng, m):
     n, k = 3000, 10
     x = _points(rng, n, 3, k)
     c = x[rng.choice(n, k, replace=False)]
-    b = km.nearest_bounds(jnp.asarray(x), jnp.asarray(c), chunk=512, near=m)
+    b = NB(jnp.asarray(x), jnp.asarray(c), chunk=512, near=m)
     full = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
     order = np.argsort(full, axis=1, kind="stable")
     np.testing.assert_array_equal(np.sort(np.asarray(b.near).T, 1), np.sort(order[:, :m], 1))
@@ -156,7 +161,7 @@ def test_move_centers_matches_a_full_search(rng, jit, regime):
     x = _points(rng, n, 3, k)
     w = np.ones(n, np.float32)
     old = (x[rng.choice(n, k, replace=False)] + rng.normal(0, 1, (k, 3))).astype(np.float32)
-    b0 = km.nearest_bounds(jnp.asarray(x), jnp.asarray(old), chunk=1024)
+    b0 = NB(jnp.asarray(x), jnp.asarray(old), chunk=1024)
     # The index list is used nearly empty, partly and mostly filled: the move's size is
     # chosen so that the rule sends the regime's number of points to a search.
     lo, hi = {"few": (1, n // 16), "some": (n // 16 + 1, n // 4),
@@ -184,7 +189,7 @@ def test_inherited_bounds_are_valid_and_move_centers_makes_them_exact(rng, jit):
     means = np.stack([np.bincount(groups, x[:, j]) for j in range(3)], 1) / np.bincount(groups)[:, None]
     means = means.astype(np.float32)
     c = x[rng.choice(n, k, replace=False)]
-    gb = km.nearest_bounds(jnp.asarray(means), jnp.asarray(c))
+    gb = NB(jnp.asarray(means), jnp.asarray(c))
     f = km.inherit_bounds
     if jit:
         f = jax.jit(f)
@@ -195,7 +200,7 @@ def test_inherited_bounds_are_valid_and_move_centers_makes_them_exact(rng, jit):
     assert (np.asarray(b.upper) >= full[np.arange(n), np.asarray(b.labels)] - 1e-3).all()
     np.put_along_axis(full, near, np.inf, axis=1)
     assert (np.asarray(b.lower) <= full.min(1) + 1e-3).all()  # valid for every untracked centre
-    exact = km.move_centers(jnp.asarray(x), jnp.ones(n), b, jnp.asarray(c), jnp.asarray(c))
+    exact = MOVE(jnp.asarray(x), jnp.ones(n), b, jnp.asarray(c), jnp.asarray(c))
     _check_bounds(x, c, exact)
 
 
@@ -204,9 +209,9 @@ def test_move_centers_relabels_within_the_tracked_centres(rng):
     x = np.array([[10, 0, 0], [12, 0, 0], [200, 200, 200]], np.float32)
     old = np.array([[9, 0, 0], [14, 0, 0], [200, 200, 200], [0, 250, 0]], np.float32)
     new = np.array([[13, 0, 0], [9, 0, 0], [200, 200, 200], [0, 250, 0]], np.float32)
-    b0 = km.nearest_bounds(jnp.asarray(x), jnp.asarray(old), near=2)
+    b0 = NB(jnp.asarray(x), jnp.asarray(old), near=2)
     np.testing.assert_array_equal(np.asarray(b0.labels), [0, 1, 2])
-    b = km.move_centers(jnp.asarray(x), jnp.ones(3), b0, jnp.asarray(old), jnp.asarray(new))
+    b = MOVE(jnp.asarray(x), jnp.ones(3), b0, jnp.asarray(old), jnp.asarray(new))
     np.testing.assert_array_equal(np.asarray(b.labels), [1, 0, 2])
     _check_bounds(x, new, b)
 
@@ -215,9 +220,9 @@ def test_move_centers_when_every_centre_is_tracked(rng):
     x = _points(rng, 2000, 3, 3)
     old = x[:3]
     new = old + rng.normal(0, 30, (3, 3)).astype(np.float32)
-    b0 = km.nearest_bounds(jnp.asarray(x), jnp.asarray(old))
+    b0 = NB(jnp.asarray(x), jnp.asarray(old))
     assert b0.near.shape == (3, 2000) and np.isinf(np.asarray(b0.lower)).all()
-    b = km.move_centers(jnp.asarray(x), jnp.ones(2000), b0, jnp.asarray(old), jnp.asarray(new))
+    b = MOVE(jnp.asarray(x), jnp.ones(2000), b0, jnp.asarray(old), jnp.asarray(new))
     _check_bounds(x, new, b)
 
 
@@ -242,8 +247,8 @@ def test_weights_equal_repeated_points(rng):
     x = _points(rng, 300, 3, 5)
     reps = rng.integers(1, 5, 300)
     c0 = x[:5]
-    a = km.lloyd(jnp.asarray(np.repeat(x, reps, 0)), jnp.ones(reps.sum()), jnp.asarray(c0), max_iter=20, tol=0.0)
-    b = km.lloyd(jnp.asarray(x), jnp.asarray(reps.astype(np.float32)), jnp.asarray(c0), max_iter=20, tol=0.0)
+    a = LLOYD(jnp.asarray(np.repeat(x, reps, 0)), jnp.ones(reps.sum()), jnp.asarray(c0), max_iter=20, tol=0.0)
+    b = LLOYD(jnp.asarray(x), jnp.asarray(reps.astype(np.float32)), jnp.asarray(c0), max_iter=20, tol=0.0)
     np.testing.assert_allclose(np.asarray(a.centers), np.asarray(b.centers), rtol=1e-4, atol=1e-3)
 
 
@@ -290,7 +295,8 @@ def test_kmeans_matches_numpy_lloyd_and_labels_every_row(rng, jit):
 def test_empty_cluster_is_reseeded_on_worst_point(lloyd):
     x = np.array([[0, 0, 0], [1, 0, 0], [100, 0, 0], [250, 250, 250]], np.float32)
     c0 = np.array([[0.5, 0, 0], [1000, 1000, 1000], [100, 0, 0]], np.float32)  # centre 1 gets nothing
-    res = lloyd(jnp.asarray(x), jnp.ones(4), jnp.asarray(c0), max_iter=10, tol=0.0)
+    res = jax.jit(functools.partial(lloyd, max_iter=10, tol=0.0))(jnp.asarray(x), jnp.ones(4),
+                                                                   jnp.asarray(c0))
     centers = np.asarray(res.centers)
     assert any(np.allclose(c, [250, 250, 250]) for c in centers)
     assert float(res.inertia) == pytest.approx(0.5, abs=1e-4)
@@ -300,7 +306,7 @@ def test_empty_cluster_is_reseeded_on_worst_point(lloyd):
 def test_init_is_deterministic_and_from_weighted_points(rng, init):
     x = _points(rng, 2000, 3, 10)
     w = np.where(rng.uniform(size=2000) < 0.3, 0.0, 1.0).astype(np.float32)
-    f = km.kmeans_plusplus if init == "kmeans++" else km.random_init
+    f = jax.jit(km.kmeans_plusplus if init == "kmeans++" else km.random_init, static_argnums=3)
     a = np.asarray(f(jax.random.key(1), jnp.asarray(x), jnp.asarray(w), 10))
     b = np.asarray(f(jax.random.key(1), jnp.asarray(x), jnp.asarray(w), 10))
     np.testing.assert_array_equal(a, b)
@@ -320,7 +326,7 @@ def test_init_centers_then_lloyd_is_kmeans(rng, jit, init):
     start = jax.jit(km.init_centers, static_argnames=("k", "init")) if jit else km.init_centers
     steps = jax.jit(km.lloyd_bounded) if jit else km.lloyd_bounded
     got = steps(x, w, start(key, x, w, k=12, init=init))
-    want = km.kmeans(key, x, w, k=12, init=init)
+    want = KM(key, x, w, k=12, init=init)
     np.testing.assert_array_equal(np.asarray(got.centers), np.asarray(want.centers))
     assert int(got.n_iter) == int(want.n_iter)
 
@@ -465,7 +471,7 @@ def _three_blobs(rng):
 @pytest.mark.parametrize("jit", [False, True])
 def test_swap_search_escapes_a_lloyd_local_optimum(rng, jit):
     x, w, c0 = _three_blobs(rng)
-    stuck = km.lloyd(jnp.asarray(x), jnp.asarray(w), jnp.asarray(c0), max_iter=50)
+    stuck = LLOYD(jnp.asarray(x), jnp.asarray(w), jnp.asarray(c0), max_iter=50)
     assert abs(float(stuck.centers[2, 0]) - 150.0) < 1.0  # Lloyd cannot move a centre across
     f = functools.partial(km.swap_search, rounds=5)
     if jit:

@@ -96,6 +96,7 @@ def test_deterministic_gpu_kernels_are_asked_for_and_the_users_choice_stands():
             == "--xla_gpu_deterministic_ops=false")
 
 
+@pytest.mark.slow  # a start-up: it runs clyde in a new process
 def test_importing_clyde_changes_no_process_wide_setting():
     # A library leaves XLA_FLAGS, Pillow's globals and the thread switch interval to the
     # program that embeds it; the command line sets what it needs at start-up.
@@ -105,6 +106,7 @@ def test_importing_clyde_changes_no_process_wide_setting():
     assert _xla_flags(None, code) == "<unset>"
 
 
+@pytest.mark.slow  # a start-up: it runs clyde in a new process
 def test_the_command_line_asks_for_deterministic_gpu_kernels():
     code = ("from typer.testing import CliRunner\nfrom clyde.cli import app\n"
             "r = CliRunner().invoke(app, ['pixel', 'missing.png', '-k', '4'])\n"

@@ -214,6 +214,7 @@ def test_two_processes_resume_exactly(photo_folder, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "cut.npy"), np.load(tmp_path / "full.npy"))
 
 
+@pytest.mark.slow  # start-ups: each runs clyde in new processes and waits out a timeout
 @pytest.mark.parametrize("rank, message", [
     (0, "Error: process 0 of 2: process 1 did not join within 3 s (--join-timeout); start "
         "every process with the same --coordinator and --num-processes"),

@@ -143,6 +143,7 @@ def test_too_few_vectors_and_bad_output(tmp_path, photo_folder):
         train(str(photo_folder), tmp_path / "cb.bin", progress=False)
 
 
+@pytest.mark.slow  # a start-up: it runs clyde in a new process
 def test_offline_hub_name_fails_fast_with_one_line(tmp_path):
     env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
     r = subprocess.run([sys.executable, "-m", "clyde", "train", "--dataset", "nlphuji/flickr30k",
