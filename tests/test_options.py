@@ -21,6 +21,25 @@ def test_settings_fill_each_record_by_name_and_an_alias_maps_to_its_field():
         with_settings({"iters": 7, "max_iter": 9}, FitOptions())
     with pytest.raises(TypeError, match="^unexpected keyword argument 'colours'$"):
         with_settings({"colours": 3, "seed": 1}, FitOptions(), Output())
+    # One name for the iteration count in every record (and --max-iter on the command
+    # line); ``iters``, the batch record's field before, still works.
+    assert with_settings({"iters": 3}, clyde.BatchOptions())[0].max_iter == 3
+
+
+def test_max_iter_and_iters_are_one_option_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from clyde.cli import app
+
+    img = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (12, 16, 3), np.uint8)).save(img)
+    for name in ("--max-iter", "--iters"):
+        r = CliRunner().invoke(app, ["pixel", str(img), "-k", "4", name, "7", "-o",
+                                     str(tmp_path / f"{name}.png"), "--json"])
+        assert r.exit_code == 0, r.output
+    assert (tmp_path / "--max-iter.png").read_bytes() == (tmp_path / "--iters.png").read_bytes()
+    r = CliRunner().invoke(app, ["pixel", str(img), "--max-iter", "0"])
+    assert r.exit_code == 2 and "Invalid value for '--max-iter' / '--iters'" in r.stderr
 
 
 def test_a_fit_record_and_the_old_keywords_give_the_same_fit():

@@ -305,9 +305,10 @@ def run_batch(src, dst: str | os.PathLike, options: BatchOptions | None = None, 
     """
     o = _checked(with_settings(settings, options or BatchOptions())[0], on_note)
     plan = plan_batch(src, dst, o)
-    # The settings that decide the outputs, whose digest a finished shard's marker holds.
+    # The settings that decide the outputs, whose digest a finished shard's marker holds
+    # (``iters``: max_iter's name when the markers began, kept so that they still match).
     settings = dict(algo=o.algo, k=o.k, step=o.step, max_side=o.max_side, size=o.size,
-                    resample=o.resample, fmt=o.fmt, seed=o.seed, iters=o.iters,
+                    resample=o.resample, fmt=o.fmt, seed=o.seed, iters=o.max_iter,
                     patch=tuple(o.patch), adaptive=tuple(o.adaptive), metrics=o.metrics)
     rows = not isinstance(plan.todo, list)  # a dataset in or out: resumed block by block
     if o.to == "dataset":
@@ -384,7 +385,7 @@ def _process(plan: Plan, o: BatchOptions, progress: bool, on_result, on_note):
     for r in plan.done:
         finish(r)
     work = Work(step=o.step, max_side=o.max_side, size=o.size, resample=o.resample, algo=o.algo,
-                k=o.k, seed=o.seed, iters=o.iters, patch=o.patch, adaptive=o.adaptive,
+                k=o.k, seed=o.seed, max_iter=o.max_iter, patch=o.patch, adaptive=o.adaptive,
                 jobs=max(1, int(o.jobs)), metrics=metrics, exact=exact,
                 worst=int(o.gallery_worst) if o.gallery else 0)
     if o.workers > 1 and (len(plan.todo) > 1 if not rows else not plan.todo.all_done()):
@@ -470,7 +471,7 @@ class Work(NamedTuple):
     algo: str
     k: int | None
     seed: int
-    iters: int | None
+    max_iter: int | None
     patch: PatchOptions
     adaptive: AdaptiveOptions
     jobs: int              # decoding and encoding threads
@@ -500,10 +501,10 @@ def _work(plan: Plan, finish, w: Work) -> tuple[list[str], list]:
 
     kept = Worst(w.worst) if w.worst else None
     if w.algo in KMEANS_ALGOS and w.k <= 256:
-        no_icc = _pipeline_many(plan, reduce, _many_settings(w.algo, w.k, w.seed, w.iters),
+        no_icc = _pipeline_many(plan, reduce, _many_settings(w.algo, w.k, w.seed, w.max_iter),
                                 finish, jobs=w.jobs, metrics=w.metrics, exact=w.exact, worst=kept)
     else:
-        quantize = _quantizer(w.algo, k=w.k, seed=w.seed, iters=w.iters, patch=w.patch,
+        quantize = _quantizer(w.algo, k=w.k, seed=w.seed, max_iter=w.max_iter, patch=w.patch,
                               adaptive=w.adaptive)
         no_icc = _pipeline(plan, reduce, quantize, finish, jobs=w.jobs, metrics=w.metrics,
                            exact=w.exact, worst=kept)
@@ -535,16 +536,16 @@ def _chunks(todo, n: int, max_bytes: int):
         yield chunk
 
 
-def _many_settings(algo: str, k: int, seed: int, iters: int | None) -> dict:
+def _many_settings(algo: str, k: int, seed: int, max_iter: int | None) -> dict:
     """:func:`clyde.batched.quantize_many` settings of each k-means algorithm. On small
     images a mini-batch would be the whole image, so ``mbkm`` runs the batched Lloyd fit
     with fewer starts than ``fkm`` (quality per second; docs/benchmarks.md)."""
     from .batched import DEFAULT_N_INIT
 
-    return {"mkm": dict(k=k, seed=seed, init="random", max_iter=iters or 10, tol=0.0, n_init=1),
-            "fkm": dict(k=k, seed=seed, init="kmeans++", max_iter=iters or 300,
+    return {"mkm": dict(k=k, seed=seed, init="random", max_iter=max_iter or 10, tol=0.0, n_init=1),
+            "fkm": dict(k=k, seed=seed, init="kmeans++", max_iter=max_iter or 300,
                         n_init=2 * DEFAULT_N_INIT),
-            "mbkm": dict(k=k, seed=seed, init="kmeans++", max_iter=iters or 300,
+            "mbkm": dict(k=k, seed=seed, init="kmeans++", max_iter=max_iter or 300,
                          n_init=DEFAULT_N_INIT, algo="minibatch")}[algo]
 
 
@@ -871,7 +872,7 @@ def _retire(f: _InFlight, finish, worst=None):
     finish(r)
 
 
-def _quantizer(algo, *, k, seed, iters, patch: PatchOptions, adaptive: AdaptiveOptions):
+def _quantizer(algo, *, k, seed, max_iter, patch: PatchOptions, adaptive: AdaptiveOptions):
     """A function ``reduced pixels -> Quantized`` for the chosen algorithm; codebooks and
     kernels are loaded once, here."""
     if algo == "so":
@@ -879,9 +880,9 @@ def _quantizer(algo, *, k, seed, iters, patch: PatchOptions, adaptive: AdaptiveO
     if algo in KMEANS_ALGOS:
         from .pixel import prefetch_pixels, quantize_pixels
 
-        kw = {"mkm": dict(init="random", algo="lloyd", max_iter=iters or 10, tol=0.0),
-              "fkm": dict(init="kmeans++", algo="lloyd", max_iter=iters or 300),
-              "mbkm": dict(init="kmeans++", algo="minibatch", max_iter=iters or 300)}[algo]
+        kw = {"mkm": dict(init="random", algo="lloyd", max_iter=max_iter or 10, tol=0.0),
+              "fkm": dict(init="kmeans++", algo="lloyd", max_iter=max_iter or 300),
+              "mbkm": dict(init="kmeans++", algo="minibatch", max_iter=max_iter or 300)}[algo]
 
         prefetch_pixels(k, seed=seed, **kw)  # compiles while the first image loads
 

@@ -486,7 +486,7 @@ def _validate(k, init, max_iter, tol, n_init, space, refine, algo, seed):
     if space not in ("rgb", "oklab"):
         raise ClydeError(f"space must be one of rgb, oklab, got {space!r}")
     if int(max_iter) != max_iter or max_iter < 1:
-        raise ClydeError(f"iters must be an integer >= 1, got {max_iter}")
+        raise ClydeError(f"max_iter must be an integer >= 1, got {max_iter}")
     if not tol >= 0:
         raise ClydeError(f"tol must be >= 0, got {tol}")
     if int(n_init) != n_init or n_init < 1:

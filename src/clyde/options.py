@@ -71,7 +71,8 @@ class BatchOptions(NamedTuple):
     workers : processes that split this shard's files, each with its own JAX runtime
         (spawned, never forked); with ``CUDA_VISIBLE_DEVICES`` listing several GPUs, each
         worker gets one. Outputs are the same bytes as with one.
-    iters : Lloyd iterations for mkm (default 10) or at most for fkm/mbkm (default 300)
+    max_iter : Lloyd iterations for mkm (default 10), or at most for fkm/mbkm (default
+        300); also ``iters``, its name before the records
     patch : :class:`PatchOptions`, for ``algo="patch"``
     adaptive : :class:`AdaptiveOptions`, for ``algo="adaptive"``
     metrics : compute PSNR and SSIM against the size-reduced input
@@ -80,6 +81,8 @@ class BatchOptions(NamedTuple):
         images of lowest PSNR beside their reference, and every image in a sortable table
         (:mod:`clyde.gallery`)
     """
+
+    _aliases = {"iters": "max_iter"}
 
     algo: Literal["so", "mkm", "fkm", "mbkm", "patch", "adaptive"] = "so"
     k: int | None = None
@@ -94,7 +97,7 @@ class BatchOptions(NamedTuple):
     jobs: int = 2
     shard: tuple[int, int] = (0, 1)
     seed: int = 0
-    iters: int | None = None
+    max_iter: int | None = None
     patch: PatchOptions = PatchOptions()
     adaptive: AdaptiveOptions = AdaptiveOptions()
     metrics: bool = True

@@ -91,7 +91,7 @@ def _validate(image, k, o: FitOptions) -> None:
     if o.space not in SPACES:
         raise ClydeError(f"space must be one of {', '.join(SPACES)}, got {o.space!r}")
     if o.max_iter < 1:
-        raise ClydeError(f"iters must be >= 1, got {o.max_iter}")
+        raise ClydeError(f"max_iter must be >= 1, got {o.max_iter}")
     if not o.tol >= 0:
         raise ClydeError(f"tol must be >= 0, got {o.tol}")
     if o.refine is not None and (int(o.refine) != o.refine or o.refine < 0):
