@@ -81,6 +81,7 @@ def gallery_run(tmp_path, chelsea):
     return page, report
 
 
+@pytest.mark.slow  # a start-up: it drives a new chromium process
 def test_gallery_page_in_a_real_browser(browser, gallery_run):
     page_file, report = gallery_run
     assert page_file.read_text().count("http") == 0  # nothing to fetch: no network needed
@@ -128,6 +129,7 @@ def test_gallery_page_in_a_real_browser(browser, gallery_run):
     page.close()
 
 
+@pytest.mark.slow  # a start-up: it drives a new chromium process
 def test_gallery_escapes_names_and_pages_long_tables(browser, tmp_path):
     from clyde.batch import BatchSummary
     from clyde.gallery import write_gallery
