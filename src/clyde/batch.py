@@ -307,9 +307,9 @@ def run_batch(src, dst: str | os.PathLike, options: BatchOptions | None = None, 
     plan = plan_batch(src, dst, o)
     # The settings that decide the outputs, whose digest a finished shard's marker holds
     # (``iters``: max_iter's name when the markers began, kept so that they still match).
-    settings = dict(algo=o.algo, k=o.k, step=o.step, max_side=o.max_side, size=o.size,
-                    resample=o.resample, fmt=o.fmt, seed=o.seed, iters=o.max_iter,
-                    patch=tuple(o.patch), adaptive=tuple(o.adaptive), metrics=o.metrics)
+    decided = dict(algo=o.algo, k=o.k, step=o.step, max_side=o.max_side, size=o.size,
+                   resample=o.resample, fmt=o.fmt, seed=o.seed, iters=o.max_iter,
+                   patch=tuple(o.patch), adaptive=tuple(o.adaptive), metrics=o.metrics)
     rows = not isinstance(plan.todo, list)  # a dataset in or out: resumed block by block
     if o.to == "dataset":
         from .dataset import DatasetSource, check_output, settings_digest
@@ -317,8 +317,8 @@ def run_batch(src, dst: str | os.PathLike, options: BatchOptions | None = None, 
         check_output(plan.dst, {
             "input": src.name if isinstance(src, DatasetSource) else str(Path(src).resolve()),
             "split": plan.todo.split, "rows_per_shard": plan.todo.rows_per_shard,
-            "settings": settings_digest(settings)}, overwrite=o.overwrite)
-    marker = None if rows else _Marker(plan, o.shard, settings)
+            "settings": settings_digest(decided)}, overwrite=o.overwrite)
+    marker = None if rows else _Marker(plan, o.shard, decided)
     t0 = time.perf_counter()
     if marker is not None and not o.overwrite and marker.done():
         results = plan.done + [FileResult(rel.as_posix(), "up-to-date") for rel, _ in plan.todo]

@@ -387,8 +387,8 @@ def pixel(
                                           help="Output file; format from its extension. "
                                                "[default: IMAGE.pixel-kK.png beside the input]"),
     init: Init = typer.Option(Init.kmeanspp, "--init", help="Centre initialisation."),
-    iters: int = typer.Option(300, "--max-iter", "--iters", min=1,
-                              help="Most k-means iterations (or mini-batch steps)."),
+    max_iter: int = typer.Option(300, "--max-iter", "--iters", min=1,
+                                 help="Most k-means iterations (or mini-batch steps)."),
     tol: float = typer.Option(1e-4, "--tol", min=0.0,
                               help="Stop when centres move less than this (relative to the colour variance)."),
     algo: Algo = typer.Option(Algo.lloyd, "--algo", help="Full Lloyd k-means or mini-batch k-means."),
@@ -428,7 +428,7 @@ def pixel(
 
     def one(src, dst):
         return pixel_file(src, dst, k=colors, target=target, measure=measure, init=init.value,
-                          max_iter=iters, tol=tol, algo=algo.value, refine=refine, seed=seed,
+                          max_iter=max_iter, tol=tol, algo=algo.value, refine=refine, seed=seed,
                           space=space.value, dither=dither, force=force, compare=compare,
                           skip_if_larger=skip_if_larger, on_note=_note)
 
@@ -662,7 +662,7 @@ _BWorkers = Annotated[int, typer.Option("--workers", min=1,
     help="Processes that split this shard's files (each its own JAX runtime; one GPU each if "
          "CUDA_VISIBLE_DEVICES lists several).")]
 _BSeed = Annotated[int, typer.Option("--seed", help="Seed of the jax.random keys.")]
-_BIters = Annotated[Optional[int], typer.Option("--max-iter", "--iters", min=1,
+_BMaxIter = Annotated[Optional[int], typer.Option("--max-iter", "--iters", min=1,
     help="Lloyd iterations for mkm [default: 10], at most for fkm/mbkm [default: 300].")]
 _BMeans = Annotated[Optional[Path], typer.Option("--means", help="Codebook for --algo patch.")]
 _BShifts = Annotated[int, typer.Option("--shifts", min=1, help="Shifts for --algo patch.")]
@@ -728,7 +728,7 @@ def batch(
     num_shards: _BNumShards = None,
     workers: _BWorkers = 1,
     seed: _BSeed = 0,
-    iters: _BIters = None,
+    max_iter: _BMaxIter = None,
     means: _BMeans = None,
     shifts: _BShifts = 1,
     fit: _BFit = Fit.lsq,
@@ -758,7 +758,7 @@ def batch(
     input are skipped, so an interrupted run can simply be started again; a
     dataset resumes shard by shard.
     """
-    from .batch import AdaptiveOptions, BatchOptions, PatchOptions
+    from .options import AdaptiveOptions, BatchOptions, PatchOptions
 
     src, dst = _batch_in_out(src, dst, dataset, split, column, config, id_column)
     k, default_k = _batch_k(algo.value, k)
@@ -771,7 +771,7 @@ def batch(
         algo=algo.value, k=k, step=step, max_side=max_side, size=_size(size),
         resample=resample.value, fmt=fmt, recursive=recursive, overwrite=overwrite,
         allow_inside=allow_inside, jobs=jobs, shard=_shard(shard, num_shards), seed=seed,
-        max_iter=iters, workers=workers, patch=PatchOptions(means, shifts, fit.value),
+        max_iter=max_iter, workers=workers, patch=PatchOptions(means, shifts, fit.value),
         adaptive=AdaptiveOptions(k1, k2, metric.value, block), metrics=not no_metrics,
         report=report, to=to.value, rows_per_shard=shard_rows, gallery=gallery,
         gallery_worst=gallery_worst)

@@ -957,7 +957,8 @@ def kmeans(key: jax.Array, x: jax.Array, w: jax.Array | None = None, *, k: int,
     """Fit ``k`` centres to weighted points: initialise, then iterate.
 
     A whole fit, meant to be jitted once at the caller's stage boundary with
-    ``k``, ``init``, ``algo``, ``max_iter``, ``batch_size`` and ``n_init`` static (pixel mode does, through :func:`clyde._programs.stored`).
+    ``k``, ``init``, ``algo``, ``max_iter``, ``batch_size`` and ``n_init`` static
+    (pixel mode does, through :func:`clyde._programs.stored`).
     ``x``'s shape sets the compiled program, so callers pad ``x`` to a capacity
     (:func:`clyde.pixel.capacity`) with zero-weight rows.
 
